@@ -1,0 +1,369 @@
+package feed
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"regexp"
+	"slices"
+	"strconv"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"go.yaml.in/yaml/v3"
+)
+
+// Column types a definition may use.
+const (
+	TypeString    = "string"
+	TypeInt       = "int"
+	TypeFloat     = "float"
+	TypeBool      = "bool"
+	TypeDate      = "date"
+	TypeTimestamp = "timestamp"
+)
+
+// Format types.
+const (
+	FormatCSV = "csv"
+)
+
+// Lineage columns. ColRow is filled by the agent; the others are constant per batch and
+// added by the hub from the batch header, so they cost nothing on the wire.
+const (
+	ColRow          = "_row"
+	ColTenant       = "_tenant"
+	ColFacility     = "_facility"
+	ColAgent        = "_agent"
+	ColFeed         = "_feed"
+	ColFeedVersion  = "_feed_version"
+	ColSourceFile   = "_source_file"
+	ColSourceSHA256 = "_source_sha256"
+	ColBatchID      = "_batch_id"
+	ColIngestedAt   = "_ingested_at"
+)
+
+// Schema metadata keys on BatchSchema and TableSchema.
+const (
+	MetaFeed        = "medlake.feed"
+	MetaFeedVersion = "medlake.feed_version"
+)
+
+// ErrInvalid is wrapped by every validation error.
+var ErrInvalid = errors.New("invalid feed definition")
+
+// Definition is one feed: which files it takes and how their records map to a table.
+type Definition struct {
+	Name    string `yaml:"name" json:"name"`
+	Version int    `yaml:"version" json:"version"`
+	Table   string `yaml:"table" json:"table"`
+	Match   Match  `yaml:"match" json:"match"`
+	Format  Format `yaml:"format" json:"format"`
+	// PartitionTime names the date or timestamp column whose day partitions the table;
+	// empty means the ingest time.
+	PartitionTime string   `yaml:"partition_time,omitempty" json:"partition_time,omitempty"`
+	Keys          []string `yaml:"keys,omitempty" json:"keys,omitempty"`
+	Columns       []Column `yaml:"columns" json:"columns"`
+}
+
+// Match says which files a feed takes.
+type Match struct {
+	// Glob is matched (path.Match) against the base name of a file and of each entry
+	// inside an archive.
+	Glob string `yaml:"glob" json:"glob"`
+}
+
+// Format says how a file's bytes become records.
+type Format struct {
+	Type      string `yaml:"type" json:"type"`
+	Delimiter string `yaml:"delimiter,omitempty" json:"delimiter,omitempty"`
+	// Header is a pointer so an omitted value can default to true.
+	Header *bool `yaml:"header,omitempty" json:"header,omitempty"`
+}
+
+// HasHeader reports whether the first line names the columns.
+func (f Format) HasHeader() bool { return f.Header == nil || *f.Header }
+
+// Comma returns the field delimiter.
+func (f Format) Comma() rune {
+	if f.Delimiter == "" {
+		return ','
+	}
+	r := []rune(f.Delimiter)
+	if f.Delimiter == `\t` {
+		return '\t'
+	}
+	return r[0]
+}
+
+// Column maps one source field to one table column.
+type Column struct {
+	Name string `yaml:"name" json:"name"`
+	// Source is the header name in the file; empty means Name.
+	Source string `yaml:"source,omitempty" json:"source,omitempty"`
+	Type   string `yaml:"type" json:"type"`
+	// Format is the Go time layout for date and timestamp columns.
+	Format   string `yaml:"format,omitempty" json:"format,omitempty"`
+	Required bool   `yaml:"required,omitempty" json:"required,omitempty"`
+}
+
+// SourceName is the header name that feeds this column.
+func (c Column) SourceName() string {
+	if c.Source != "" {
+		return c.Source
+	}
+	return c.Name
+}
+
+var identRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
+
+// Parse decodes one YAML definition strictly (unknown fields are errors) and validates it.
+func Parse(data []byte) (*Definition, error) {
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	var d Definition
+	if err := dec.Decode(&d); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, fmt.Errorf("empty document: %w", ErrInvalid)
+		}
+		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
+	}
+	if err := d.Validate(); err != nil {
+		return nil, err
+	}
+	return &d, nil
+}
+
+// ParseFS parses every *.yaml and *.yml file in the root of fsys, sorted by name. Two
+// feeds with one name, or one table declared with different columns, are errors.
+func ParseFS(fsys fs.FS) ([]*Definition, error) {
+	entries, err := fs.ReadDir(fsys, ".")
+	if err != nil {
+		return nil, fmt.Errorf("reading feed definitions: %w", err)
+	}
+	var defs []*Definition
+	byName := map[string]string{}
+	for _, e := range entries {
+		ext := path.Ext(e.Name())
+		if e.IsDir() || (ext != ".yaml" && ext != ".yml") {
+			continue
+		}
+		data, err := fs.ReadFile(fsys, e.Name())
+		if err != nil {
+			return nil, fmt.Errorf("reading feed definition %s: %w", e.Name(), err)
+		}
+		d, err := Parse(data)
+		if err != nil {
+			return nil, fmt.Errorf("feed definition %s: %w", e.Name(), err)
+		}
+		if prev, ok := byName[d.Name]; ok {
+			return nil, fmt.Errorf("feed definition %s: feed %q already defined in %s: %w", e.Name(), d.Name, prev, ErrInvalid)
+		}
+		byName[d.Name] = e.Name()
+		defs = append(defs, d)
+	}
+	if err := CheckTables(defs); err != nil {
+		return nil, err
+	}
+	return defs, nil
+}
+
+// CheckTables reports feeds that target one table with different schemas: a table has
+// one schema, whichever feed writes it.
+func CheckTables(defs []*Definition) error {
+	first := map[string]*Definition{}
+	for _, d := range defs {
+		p, ok := first[d.Table]
+		if !ok {
+			first[d.Table] = d
+			continue
+		}
+		if !sameColumns(p.TableSchema(), d.TableSchema()) || p.PartitionTime != d.PartitionTime {
+			return fmt.Errorf("feeds %q and %q both write table %q but differ in columns, types or partition_time: %w", p.Name, d.Name, d.Table, ErrInvalid)
+		}
+	}
+	return nil
+}
+
+func sameColumns(a, b *arrow.Schema) bool {
+	if a.NumFields() != b.NumFields() {
+		return false
+	}
+	for i := range a.NumFields() {
+		fa, fb := a.Field(i), b.Field(i)
+		if fa.Name != fb.Name || !arrow.TypeEqual(fa.Type, fb.Type) {
+			return false
+		}
+	}
+	return true
+}
+
+// Validate reports every problem in the definition, each naming the field at fault.
+func (d *Definition) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("feed %q: "+format, append([]any{d.Name}, args...)...))
+	}
+	if !identRE.MatchString(d.Name) {
+		bad("name must match %s", identRE)
+	}
+	if d.Version < 1 {
+		bad("version must be 1 or more, got %d", d.Version)
+	}
+	if !identRE.MatchString(d.Table) {
+		bad("table %q must match %s", d.Table, identRE)
+	}
+	if d.Match.Glob == "" {
+		bad("match.glob is required")
+	} else if _, err := path.Match(d.Match.Glob, ""); err != nil {
+		bad("match.glob %q: %v", d.Match.Glob, err)
+	}
+	switch d.Format.Type {
+	case FormatCSV:
+		if d.Format.Delimiter != "" && d.Format.Delimiter != `\t` && len([]rune(d.Format.Delimiter)) != 1 {
+			bad("format.delimiter %q must be one character", d.Format.Delimiter)
+		}
+		if c := d.Format.Comma(); c == '"' || c == '\n' || c == '\r' {
+			bad("format.delimiter %q cannot be a quote or line break", d.Format.Delimiter)
+		}
+		if !d.Format.HasHeader() {
+			bad("format.header: false is not supported yet; columns are matched by header name")
+		}
+	case "":
+		bad("format.type is required (csv)")
+	default:
+		bad("format.type %q is not supported (csv)", d.Format.Type)
+	}
+	if len(d.Columns) == 0 {
+		bad("columns: at least one column is required")
+	}
+	seen := map[string]bool{}
+	for i, c := range d.Columns {
+		switch {
+		case !identRE.MatchString(c.Name):
+			bad("columns[%d]: name %q must match %s", i, c.Name, identRE)
+		case seen[c.Name]:
+			bad("columns[%d]: duplicate column %q", i, c.Name)
+		}
+		seen[c.Name] = true
+		if _, ok := arrowType(c.Type); !ok {
+			bad("columns[%d] %q: unknown type %q (string, int, float, bool, date, timestamp)", i, c.Name, c.Type)
+		}
+		if c.Format != "" && c.Type != TypeDate && c.Type != TypeTimestamp {
+			bad("columns[%d] %q: format applies only to date and timestamp columns", i, c.Name)
+		}
+	}
+	for _, k := range d.Keys {
+		if !seen[k] {
+			bad("keys: %q is not a column", k)
+		}
+	}
+	if d.PartitionTime != "" {
+		c, ok := d.Column(d.PartitionTime)
+		if !ok {
+			bad("partition_time: %q is not a column", d.PartitionTime)
+		} else if c.Type != TypeDate && c.Type != TypeTimestamp {
+			bad("partition_time: column %q is %s, want date or timestamp", d.PartitionTime, c.Type)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
+	}
+	return nil
+}
+
+// Column returns the named column.
+func (d *Definition) Column(name string) (Column, bool) {
+	i := slices.IndexFunc(d.Columns, func(c Column) bool { return c.Name == name })
+	if i < 0 {
+		return Column{}, false
+	}
+	return d.Columns[i], true
+}
+
+// Matches reports whether a file or archive entry with this base name belongs to the feed.
+func (d *Definition) Matches(baseName string) bool {
+	ok, _ := path.Match(d.Match.Glob, baseName)
+	return ok
+}
+
+// PartitionColumn is the column whose day partitions the table.
+func (d *Definition) PartitionColumn() string {
+	if d.PartitionTime != "" {
+		return d.PartitionTime
+	}
+	return ColIngestedAt
+}
+
+func arrowType(t string) (arrow.DataType, bool) {
+	switch t {
+	case TypeString:
+		return arrow.BinaryTypes.String, true
+	case TypeInt:
+		return arrow.PrimitiveTypes.Int64, true
+	case TypeFloat:
+		return arrow.PrimitiveTypes.Float64, true
+	case TypeBool:
+		return arrow.FixedWidthTypes.Boolean, true
+	case TypeDate:
+		return arrow.FixedWidthTypes.Date32, true
+	case TypeTimestamp:
+		return &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}, true
+	}
+	return nil, false
+}
+
+func (d *Definition) metadata() arrow.Metadata {
+	return arrow.NewMetadata([]string{MetaFeed, MetaFeedVersion}, []string{d.Name, strconv.Itoa(d.Version)})
+}
+
+func (d *Definition) dataFields() []arrow.Field {
+	fields := make([]arrow.Field, 0, len(d.Columns)+1)
+	for _, c := range d.Columns {
+		t, _ := arrowType(c.Type)
+		fields = append(fields, arrow.Field{Name: c.Name, Type: t, Nullable: true})
+	}
+	return append(fields, arrow.Field{Name: ColRow, Type: arrow.PrimitiveTypes.Int64})
+}
+
+// BatchSchema is the schema of the records an agent sends for this feed: the data
+// columns, all nullable, then ColRow, the 1-based record position in the source entry.
+func (d *Definition) BatchSchema() *arrow.Schema {
+	md := d.metadata()
+	return arrow.NewSchema(d.dataFields(), &md)
+}
+
+// LineageFields are the columns the hub appends to every batch, in order.
+func LineageFields() []arrow.Field {
+	str := arrow.BinaryTypes.String
+	return []arrow.Field{
+		{Name: ColTenant, Type: str},
+		{Name: ColFacility, Type: str},
+		{Name: ColAgent, Type: str},
+		{Name: ColFeed, Type: str},
+		{Name: ColFeedVersion, Type: arrow.PrimitiveTypes.Int64},
+		{Name: ColSourceFile, Type: str},
+		{Name: ColSourceSHA256, Type: str},
+		{Name: ColBatchID, Type: str},
+		{Name: ColIngestedAt, Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}},
+	}
+}
+
+// TableSchema is the lake table's schema: BatchSchema followed by LineageFields.
+func (d *Definition) TableSchema() *arrow.Schema {
+	md := d.metadata()
+	return arrow.NewSchema(append(d.dataFields(), LineageFields()...), &md)
+}
+
+// Layouts returns the time layouts tried, in order, for a date or timestamp column.
+func (c Column) Layouts() []string {
+	if c.Format != "" {
+		return []string{c.Format}
+	}
+	if c.Type == TypeDate {
+		return []string{"2006-01-02", "20060102", "01/02/2006"}
+	}
+	return []string{"2006-01-02T15:04:05Z07:00", "2006-01-02 15:04:05", "2006-01-02T15:04:05", "2006-01-02 15:04:05Z07:00", "2006-01-02T15:04:05.999999999Z07:00", "2006-01-02 15:04:05.999999"}
+}

@@ -1,0 +1,119 @@
+package feed_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"testing/fstest"
+
+	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/medlake/medlake/protocol/feed"
+)
+
+const valid = `
+name: vitals_csv
+version: 2
+table: vitals
+match: {glob: "*_vitals_*.csv*"}
+format: {type: csv, delimiter: ","}
+partition_time: taken_at
+keys: [vital_id]
+columns:
+  - {name: vital_id, type: string, required: true}
+  - {name: heart_rate, source: "HR", type: int}
+  - {name: temp_c, type: float}
+  - {name: taken_at, type: timestamp, format: "2006-01-02 15:04:05"}
+`
+
+func TestParseValid(t *testing.T) {
+	d, err := feed.Parse([]byte(valid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Name != "vitals_csv" || d.Version != 2 || d.Format.Comma() != ',' || !d.Format.HasHeader() {
+		t.Errorf("parsed %+v", d)
+	}
+	if c, _ := d.Column("heart_rate"); c.SourceName() != "HR" {
+		t.Errorf("source name = %q", c.SourceName())
+	}
+	if !d.Matches("f000001_vitals_000002.csv.gz") || d.Matches("f000001_labs_000002.csv.gz") {
+		t.Error("glob matching is wrong")
+	}
+	bs := d.BatchSchema()
+	if bs.NumFields() != 5 || bs.Field(4).Name != feed.ColRow || !arrow.TypeEqual(bs.Field(1).Type, arrow.PrimitiveTypes.Int64) {
+		t.Errorf("batch schema = %s", bs)
+	}
+	ts := d.TableSchema()
+	if ts.NumFields() != 5+len(feed.LineageFields()) || ts.Field(ts.NumFields()-1).Name != feed.ColIngestedAt {
+		t.Errorf("table schema = %s", ts)
+	}
+	if v, _ := bs.Metadata().GetValue(feed.MetaFeed); v != "vitals_csv" {
+		t.Errorf("schema metadata feed = %q", v)
+	}
+}
+
+func TestParseInvalid(t *testing.T) {
+	tests := []struct {
+		name, from, to, want string
+	}{
+		{"unknown field", "version: 2", "version: 2\nsurprise: 1", "surprise"},
+		{"bad name", "name: vitals_csv", "name: Vitals-CSV", "name must match"},
+		{"bad type", `type: int}`, `type: integer}`, `unknown type "integer"`},
+		{"missing glob", `match: {glob: "*_vitals_*.csv*"}`, `match: {}`, "match.glob is required"},
+		{"key not a column", "keys: [vital_id]", "keys: [nope]", `keys: "nope"`},
+		{"partition not time", "partition_time: taken_at", "partition_time: temp_c", "want date or timestamp"},
+		{"unsupported format", `format: {type: csv, delimiter: ","}`, `format: {type: xml}`, `format.type "xml"`},
+		{"long delimiter", `delimiter: ","`, `delimiter: ";;"`, "must be one character"},
+		{"duplicate column", "{name: temp_c, type: float}", "{name: vital_id, type: float}", `duplicate column "vital_id"`},
+		{"format on string", "{name: vital_id, type: string, required: true}", "{name: vital_id, type: string, format: x}", "format applies only"},
+		{"version zero", "version: 2", "version: 0", "version must be 1 or more"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			doc := strings.Replace(valid, tt.from, tt.to, 1)
+			if doc == valid {
+				t.Fatalf("test edit %q did not apply", tt.from)
+			}
+			_, err := feed.Parse([]byte(doc))
+			if !errors.Is(err, feed.ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("Parse error = %v, want ErrInvalid mentioning %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseFSConflicts(t *testing.T) {
+	other := strings.Replace(strings.Replace(valid, "name: vitals_csv", "name: vitals_txt", 1), "{name: temp_c, type: float}", "{name: temp_c, type: string}", 1)
+	fsys := fstest.MapFS{
+		"a.yaml":    {Data: []byte(valid)},
+		"b.yml":     {Data: []byte(other)},
+		"notes.txt": {Data: []byte("ignored")},
+	}
+	if _, err := feed.ParseFS(fsys); err == nil || !strings.Contains(err.Error(), `both write table "vitals"`) {
+		t.Fatalf("ParseFS error = %v, want a table conflict", err)
+	}
+	fsys["b.yml"] = &fstest.MapFile{Data: []byte(valid)}
+	if _, err := feed.ParseFS(fsys); err == nil || !strings.Contains(err.Error(), "already defined") {
+		t.Fatalf("ParseFS error = %v, want a duplicate feed", err)
+	}
+	delete(fsys, "b.yml")
+	defs, err := feed.ParseFS(fsys)
+	if err != nil || len(defs) != 1 {
+		t.Fatalf("ParseFS = %d defs, %v", len(defs), err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add([]byte(valid))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		d, err := feed.Parse(data)
+		if err != nil {
+			return
+		}
+		if d.Validate() != nil {
+			t.Fatal("Parse returned a definition that does not validate")
+		}
+		d.TableSchema()
+	})
+}

@@ -1,0 +1,254 @@
+package protocol_test
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+
+	"github.com/medlake/medlake/protocol"
+	"github.com/medlake/medlake/protocol/feed"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden vectors in testdata/")
+
+var goldenTime = time.Date(2026, 11, 2, 14, 30, 0, 0, time.UTC)
+
+// goldenRecords builds the three rows of the golden batch from testdata/lab_results.yaml.
+func goldenRecords(tb testing.TB) (*feed.Definition, arrow.RecordBatch) {
+	tb.Helper()
+	data, err := os.ReadFile("testdata/lab_results.yaml")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	def, err := feed.Parse(data)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	b := array.NewRecordBuilder(memory.DefaultAllocator, def.BatchSchema())
+	defer b.Release()
+	b.Field(0).(*array.StringBuilder).AppendValues([]string{"f000001-L1", "f000001-L2", "f000001-L3"}, nil)
+	b.Field(1).(*array.StringBuilder).AppendValues([]string{"f000001-P1", "f000001-P1", "f000001-P2"}, nil)
+	b.Field(2).(*array.StringBuilder).AppendValues([]string{"2345-7", "", "718-7"}, []bool{true, false, true})
+	b.Field(3).(*array.Float64Builder).AppendValues([]float64{5.4, 0, 13.9}, []bool{true, false, true})
+	b.Field(4).(*array.BooleanBuilder).AppendValues([]bool{false, true, false}, nil)
+	ts := arrow.Timestamp(goldenTime.UnixMicro())
+	b.Field(5).(*array.TimestampBuilder).AppendValues([]arrow.Timestamp{ts, ts + 1e6, ts + 2e6}, nil)
+	d := arrow.Date32FromTime(goldenTime)
+	b.Field(6).(*array.Date32Builder).AppendValues([]arrow.Date32{d, d, d - 1}, nil)
+	b.Field(7).(*array.Int64Builder).AppendValues([]int64{1, 2, 1}, nil)
+	b.Field(8).(*array.Int64Builder).AppendValues([]int64{1, 2, 3}, nil)
+	return def, b.NewRecordBatch()
+}
+
+func goldenHeader(def *feed.Definition, rows int64) protocol.BatchHeader {
+	src := "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+	return protocol.BatchHeader{
+		BatchID:      protocol.BatchID(src, def.Name, def.Version, 1),
+		Tenant:       "t0001",
+		Facility:     "f000001",
+		Agent:        "agent-f000001",
+		Feed:         def.Name,
+		FeedVersion:  def.Version,
+		Table:        def.Table,
+		SourceFile:   "f000001_lab_results_000001.zip!labs.csv",
+		SourceSHA256: src,
+		Part:         1,
+		Parts:        1,
+		Rows:         rows,
+		CreatedAt:    goldenTime,
+	}
+}
+
+// goldenVectors returns every vector in testdata/, valid and invalid, by file name.
+func goldenVectors(tb testing.TB) map[string][]byte {
+	tb.Helper()
+	def, rec := goldenRecords(tb)
+	defer rec.Release()
+	payload, err := protocol.EncodeRecords(def.BatchSchema(), []arrow.RecordBatch{rec})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	h := goldenHeader(def, rec.NumRows())
+	frame, err := protocol.EncodeBatch(h, payload)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	v := map[string][]byte{"batch_v1.bin": frame}
+
+	unknownMajor := bytes.Clone(frame)
+	unknownMajor[4] = 2
+	v["batch_unknown_major.bin"] = unknownMajor
+
+	badSum := bytes.Clone(frame)
+	badSum[len(badSum)-10] ^= 0xff
+	v["batch_bad_checksum.bin"] = badSum
+
+	v["batch_truncated.bin"] = frame[:len(frame)-100]
+
+	// A well-formed frame whose payload is not Arrow: only the hub's record decoding
+	// catches it.
+	corrupt := bytes.Repeat([]byte("not arrow "), 20)
+	hc := h
+	hc.BatchID = protocol.BatchID(h.SourceSHA256, def.Name, def.Version, 2)
+	hc.Part, hc.Parts = 2, 2
+	if v["batch_corrupt_arrow.bin"], err = protocol.EncodeBatch(hc, corrupt); err != nil {
+		tb.Fatal(err)
+	}
+
+	hu := h
+	hu.Table = "no_such_table"
+	hu.BatchID = protocol.BatchID(h.SourceSHA256, "no_such_feed", 1, 1)
+	if v["batch_unknown_table.bin"], err = protocol.EncodeBatch(hu, payload); err != nil {
+		tb.Fatal(err)
+	}
+
+	if v["ack_committed.json"], err = protocol.EncodeAck(protocol.Ack{
+		BatchID: h.BatchID, Status: protocol.AckCommitted, Table: "lab_results",
+		SnapshotID: 4242, CommittedAt: goldenTime.Add(3 * time.Second),
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	if v["ack_rejected.json"], err = protocol.EncodeAck(protocol.Ack{
+		BatchID: hu.BatchID, Status: protocol.AckRejected, Table: hu.Table,
+		Reason: `unknown table "no_such_table": no feed declares it`,
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	if v["status.json"], err = protocol.EncodeStatus(protocol.Status{
+		Agent: "agent-f000001", Tenant: "t0001", Facility: "f000001", State: protocol.StateOnline,
+		Time: goldenTime, SpoolBatches: 2, SpoolBytes: 81920, InFlight: 1, FilesDone: 17, DeadLetters: 1,
+		Events: []protocol.Event{{Kind: protocol.EventDeadLetter, BatchID: hu.BatchID, File: hu.SourceFile,
+			Reason: `unknown table "no_such_table"`, Time: goldenTime}},
+	}); err != nil {
+		tb.Fatal(err)
+	}
+	return v
+}
+
+// TestGoldenVectors pins the wire format: encoding today must give the bytes in testdata/,
+// which the agent's and the hub's tests also read.
+func TestGoldenVectors(t *testing.T) {
+	for name, want := range goldenVectors(t) {
+		path := filepath.Join("testdata", name)
+		if *update {
+			if err := os.WriteFile(path, want, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		got, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatalf("%v (run go test ./protocol -update to create)", err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s: encoding changed the wire format (%d bytes, golden %d); if intended, bump the version and run with -update", name, len(want), len(got))
+		}
+	}
+}
+
+func TestDecodeGoldenBatch(t *testing.T) {
+	frame, err := os.ReadFile("testdata/batch_v1.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := protocol.DecodeBatch(frame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def, want := goldenRecords(t)
+	defer want.Release()
+	if got, exp := b.Header, goldenHeader(def, 3); got.BatchID != exp.BatchID || got.Tenant != exp.Tenant ||
+		got.Table != exp.Table || got.Rows != 3 || got.Version != protocol.Version || !got.CreatedAt.Equal(goldenTime) {
+		t.Errorf("header = %+v", got)
+	}
+	schema, recs, err := protocol.DecodeRecords(b.Payload, memory.DefaultAllocator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, r := range recs {
+			r.Release()
+		}
+	}()
+	if !schema.Equal(def.BatchSchema()) {
+		t.Errorf("schema = %s, want %s", schema, def.BatchSchema())
+	}
+	if len(recs) != 1 || !array.RecordEqual(recs[0], want) {
+		t.Errorf("records differ from the golden rows")
+	}
+}
+
+func TestDecodeBadBatches(t *testing.T) {
+	tests := []struct {
+		file string
+		want error
+	}{
+		{"batch_unknown_major.bin", protocol.ErrUnknownVersion},
+		{"batch_bad_checksum.bin", protocol.ErrChecksum},
+		{"batch_truncated.bin", protocol.ErrTruncated},
+	}
+	for _, tt := range tests {
+		t.Run(tt.file, func(t *testing.T) {
+			frame, err := os.ReadFile(filepath.Join("testdata", tt.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = protocol.DecodeBatch(frame)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("DecodeBatch error = %v, want %v", err, tt.want)
+			}
+			if id := protocol.PeekBatchID(frame); id == "" {
+				t.Errorf("PeekBatchID found no id; the hub could not address its rejection")
+			}
+		})
+	}
+}
+
+func TestCorruptArrowPayload(t *testing.T) {
+	frame, err := os.ReadFile("testdata/batch_corrupt_arrow.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := protocol.DecodeBatch(frame)
+	if err != nil {
+		t.Fatalf("frame itself is valid: %v", err)
+	}
+	if _, _, err := protocol.DecodeRecords(b.Payload, memory.DefaultAllocator); !errors.Is(err, protocol.ErrMalformed) {
+		t.Fatalf("DecodeRecords error = %v, want ErrMalformed", err)
+	}
+}
+
+func TestDecodeGoldenMessages(t *testing.T) {
+	for _, name := range []string{"ack_committed.json", "ack_rejected.json"} {
+		data, err := os.ReadFile(filepath.Join("testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a, err := protocol.DecodeAck(data)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if a.BatchID == "" || (a.Status == protocol.AckRejected && a.Reason == "") {
+			t.Errorf("%s: %+v", name, a)
+		}
+	}
+	data, err := os.ReadFile("testdata/status.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := protocol.DecodeStatus(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Agent != "agent-f000001" || len(s.Events) != 1 || s.Events[0].Kind != protocol.EventDeadLetter {
+		t.Errorf("status = %+v", s)
+	}
+}
