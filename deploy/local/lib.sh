@@ -165,22 +165,29 @@ ensure_minio_binary() {
 # start_watchdog NAME DIR SERVICE_PID: when MEDLAKE_STACK_OWNER_PID is set,
 # a detached watcher runs "<script> stop DIR" once the owner (a go test
 # binary) exits for any reason, including a crash or a test timeout, so no
-# server outlives the test run. A normal stop kills the watcher first.
+# server outlives the test run. With MEDLAKE_STACK_OWNER_FD=3 the owner also
+# hands us the read end of a pipe whose write end only it holds: EOF on it is
+# the owner's exit, seen at once instead of by polling. A normal stop kills
+# the watcher's process group first.
 start_watchdog() {
 	local name=$1 dir=$2 spid=$3 owner=${MEDLAKE_STACK_OWNER_PID:-}
 	[[ -n "$owner" ]] || return 0
 	pid_alive "$owner" || die "MEDLAKE_STACK_OWNER_PID=$owner is not running"
-	local script
+	local script ownerfd=${MEDLAKE_STACK_OWNER_FD:-}
+	[[ "$ownerfd" == 3 && -e /proc/self/fd/3 ]] || ownerfd=""
 	script="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/$name.sh"
+	# shellcheck disable=SC2016
 	setsid bash -c '
-		owner=$1 spid=$2 script=$3 dir=$4
-		while kill -0 "$owner" 2>/dev/null && kill -0 "$spid" 2>/dev/null; do sleep 1; done
-		if kill -0 "$spid" 2>/dev/null; then
-			MEDLAKE_STACK_WATCHDOG=1 bash "$script" stop "$dir"
-			# The owner created DIR for this run only (marker file): remove it.
-			if [ -f "$dir/.medlake-stack-owned" ]; then rm -rf "$dir"; fi
+		owner=$1 spid=$2 script=$3 dir=$4 ownerfd=$5
+		if [ -n "$ownerfd" ]; then
+			cat <&3 >/dev/null
 		fi
-	' medlake-watchdog "$owner" "$spid" "$script" "$dir" </dev/null >/dev/null 2>&1 9>&- &
+		exec 3<&-
+		while kill -0 "$owner" 2>/dev/null; do sleep 1; done
+		MEDLAKE_STACK_WATCHDOG=1 bash "$script" stop "$dir"
+		# The owner created DIR for this run only (marker file): remove it.
+		if [ -f "$dir/.medlake-stack-owned" ]; then rm -rf "$dir"; fi
+	' medlake-watchdog "$owner" "$spid" "$script" "$dir" "$ownerfd" </dev/null >/dev/null 2>&1 9>&- &
 	echo $! >"$dir/$name.watchdog.pid"
 }
 
@@ -188,7 +195,8 @@ stop_watchdog() {
 	local name=$1 dir=$2 pid
 	[[ -n "${MEDLAKE_STACK_WATCHDOG:-}" ]] && return 0
 	if pid=$(running_pid "$dir/$name.watchdog.pid" medlake-watchdog); then
-		kill -TERM "$pid" 2>/dev/null || true
+		# setsid made it a process group leader: the group is it and its cat.
+		kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
 	fi
 	rm -f "$dir/$name.watchdog.pid"
 }

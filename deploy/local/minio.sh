@@ -87,7 +87,7 @@ start() {
 			"${extra_env[@]}" \
 			"$bin" server --quiet --address "127.0.0.1:$port" \
 			--console-address "127.0.0.1:$cport" "$volumes" \
-			</dev/null >>"$log" 2>&1 9>&- &
+			</dev/null >>"$log" 2>&1 3<&- 9>&- &
 		pid=$!
 		ok=""
 		for i in $(seq 1 1200); do

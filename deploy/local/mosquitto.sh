@@ -74,7 +74,7 @@ start() {
 	for attempt in 1 2 3 4 5 6 7 8; do
 		port=$(pick_port "$port")
 		write_conf "$port"
-		"$bin" -c "$conf" </dev/null >>"$log" 2>&1 9>&- &
+		"$bin" -c "$conf" </dev/null >>"$log" 2>&1 3<&- 9>&- &
 		pid=$!
 		ok=""
 		for i in $(seq 1 200); do

@@ -119,7 +119,7 @@ start() {
 		# The log is opened by this (root) shell and inherited, so it can live
 		# in DIR even when postgres cannot reach DIR itself.
 		if as_pg "$PG_BIN/pg_ctl" start -D "$data" -w -t 120 -s -o "$opts" \
-			</dev/null >>"$log" 2>&1 9>&-; then
+			</dev/null >>"$log" 2>&1 3<&- 9>&-; then
 			break
 		fi
 		if tail -n "+$((before + 1))" "$log" | grep -q -e 'could not bind' -e 'could not create any TCP/IP sockets'; then
