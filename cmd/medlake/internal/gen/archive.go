@@ -56,10 +56,16 @@ func newArchiveWriter(kind string, s *sink, tmpDir string, mtime time.Time) (arc
 		return &gzipArchive{s: s, mtime: mtime}, nil
 	case ArchiveZip:
 		z := &zipArchive{s: s, zw: zip.NewWriter(s), mtime: mtime}
+		// One compressor reset per entry: a new flate.Writer allocates about 1 MB, which
+		// dominated writing XML archives of hundreds of small entries.
 		z.zw.RegisterCompressor(zip.Deflate, func(w io.Writer) (io.WriteCloser, error) {
-			fw, err := flate.NewWriter(w, flate.DefaultCompression)
-			z.cur = fw
-			return fw, err
+			if z.cur == nil {
+				fw, err := flate.NewWriter(w, flate.DefaultCompression)
+				z.cur = fw
+				return fw, err
+			}
+			z.cur.Reset(w)
+			return z.cur, nil
 		})
 		return z, nil
 	case ArchiveTarGz:
@@ -106,7 +112,7 @@ func (a *gzipArchive) close() error { return a.gz.Close() }
 type zipArchive struct {
 	s     *sink
 	zw    *zip.Writer
-	cur   *flate.Writer // the open entry's compressor; set by the registered compressor
+	cur   *flate.Writer // the entries' compressor, reset for each; set by the registered compressor
 	mtime time.Time
 }
 

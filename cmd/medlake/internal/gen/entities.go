@@ -48,7 +48,6 @@ type column struct {
 	name     string
 	typ      string // a feed.Type* constant
 	required bool
-	prec     int // decimals of a float column
 }
 
 // entity is one kind of record: one lake table, exported by every facility.
@@ -115,7 +114,7 @@ var entities = []*entity{
 			{name: "beds_total", typ: feed.TypeInt, required: true},
 			{name: "beds_occupied", typ: feed.TypeInt, required: true},
 			{name: "beds_blocked", typ: feed.TypeInt},
-			{name: "occupancy_pct", typ: feed.TypeFloat, prec: 1},
+			{name: "occupancy_pct", typ: feed.TypeFloat},
 		},
 		gen: genCensus,
 	},
@@ -128,11 +127,11 @@ var entities = []*entity{
 			{name: "heart_rate", typ: feed.TypeInt},
 			{name: "systolic", typ: feed.TypeInt},
 			{name: "diastolic", typ: feed.TypeInt},
-			{name: "temp_c", typ: feed.TypeFloat, prec: 1},
+			{name: "temp_c", typ: feed.TypeFloat},
 			{name: "spo2", typ: feed.TypeInt},
 			{name: "resp_rate", typ: feed.TypeInt},
 			{name: "pain_score", typ: feed.TypeInt},
-			{name: "weight_kg", typ: feed.TypeFloat, prec: 1},
+			{name: "weight_kg", typ: feed.TypeFloat},
 			{name: "recorded_by", typ: feed.TypeString},
 		},
 		gen: genVitals,
@@ -146,11 +145,11 @@ var entities = []*entity{
 			{name: "panel", typ: feed.TypeString},
 			{name: "test_code", typ: feed.TypeString, required: true},
 			{name: "test_name", typ: feed.TypeString},
-			{name: "value", typ: feed.TypeFloat, prec: 3},
+			{name: "value", typ: feed.TypeFloat},
 			{name: "value_text", typ: feed.TypeString},
 			{name: "unit", typ: feed.TypeString},
-			{name: "ref_low", typ: feed.TypeFloat, prec: 3},
-			{name: "ref_high", typ: feed.TypeFloat, prec: 3},
+			{name: "ref_low", typ: feed.TypeFloat},
+			{name: "ref_high", typ: feed.TypeFloat},
 			{name: "abnormal_flag", typ: feed.TypeString},
 			{name: "ordered_at", typ: feed.TypeTimestamp},
 			{name: "collected_at", typ: feed.TypeTimestamp, required: true},
@@ -223,6 +222,12 @@ func (g *rowGen) pick(list []string) string { return list[g.rng.IntN(len(list))]
 
 // at is a time in the file's slice.
 func (g *rowGen) at() int64 { return g.from + g.rng.Int64N(max(g.to-g.from, 1)) }
+
+// atBefore is a time in the file's slice at least margin seconds before the end of the
+// window, so that the later times of the group stay inside the window.
+func (g *rowGen) atBefore(margin int64) int64 {
+	return min(g.at(), max(g.end-margin-g.rng.Int64N(3600), g.from))
+}
 
 // patientRef is an existing patient of the facility.
 func (g *rowGen) patientRef() string {
@@ -374,6 +379,9 @@ func genVitals(g *rowGen) {
 	for i := range 1 + g.rng.IntN(6) {
 		if i > 0 {
 			t += 900 + g.rng.Int64N(4*3600)
+			if t >= g.end {
+				return
+			}
 		}
 		f.seq.vital++
 		v := g.vals
@@ -405,13 +413,13 @@ func genLabOrder(g *rowGen) {
 	order := g.id('O', f.seq.order)
 	patient := g.patientRef()
 	panel := labPanels[g.rng.IntN(len(labPanels))]
-	ordered := g.at()
+	ordered := g.atBefore(10 * 3600)
 	collected := ordered + 300 + g.rng.Int64N(2*3600)
 	lab := g.pick(performingLabs)
 	for _, code := range panel.tests {
 		t := labTests[code]
 		f.seq.lab++
-		resulted := collected + 1200 + g.rng.Int64N(6*3600)
+		resulted := collected + 1200 + g.rng.Int64N(6*3600) // within 8h of ordered
 		v := g.vals
 		v[0] = str(g.id('L', f.seq.lab))
 		v[1] = str(order)

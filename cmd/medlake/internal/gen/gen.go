@@ -9,6 +9,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -102,7 +103,7 @@ func writeFeeds(opts Options, m *Manifest) (map[string]bool, error) {
 				if format != FormatXML {
 					return nil, fmt.Errorf("generated feed %s does not parse: %w", name, err)
 				}
-				f.Pending, f.PendingReason = true, err.Error()
+				f.Pending, f.PendingReason = true, strings.Join(strings.Fields(err.Error()), " ")
 				f.Path = path.Join(FeedsPendingDir, name+".yaml")
 				pending[name] = true
 				if !slices.Contains(m.PendingFormats, format) {
