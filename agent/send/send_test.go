@@ -17,6 +17,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 
 	"github.com/medlake/medlake/agent/spool"
+	"github.com/medlake/medlake/deploy/local/stack"
 	"github.com/medlake/medlake/protocol"
 )
 
@@ -178,7 +179,7 @@ func testConfig(broker string) Config {
 }
 
 func TestSendWindowAcksAndDeadLetter(t *testing.T) {
-	broker := startMosquitto(t)
+	broker := stack.Mosquitto(t)
 	hub := newTestHub(t, broker)
 	dir := t.TempDir()
 	sp, err := spool.Open(spool.Config{Dir: filepath.Join(dir, "spool"), DeadLetterDir: filepath.Join(dir, "dead"), MaxBytes: 1 << 20, MaxBatches: 100}, nil)
@@ -260,7 +261,7 @@ func TestSendWindowAcksAndDeadLetter(t *testing.T) {
 }
 
 func TestResendWithoutHubAck(t *testing.T) {
-	broker := startMosquitto(t)
+	broker := stack.Mosquitto(t)
 	hub := newTestHub(t, broker)
 	dir := t.TempDir()
 	sp, err := spool.Open(spool.Config{Dir: filepath.Join(dir, "spool"), DeadLetterDir: filepath.Join(dir, "dead"), MaxBytes: 1 << 20, MaxBatches: 100}, nil)
