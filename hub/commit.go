@@ -1,0 +1,492 @@
+package hub
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/iceberg-go"
+	icecatalog "github.com/apache/iceberg-go/catalog"
+	"github.com/apache/iceberg-go/table"
+
+	"github.com/medlake/medlake/catalog"
+	"github.com/medlake/medlake/protocol"
+	"github.com/medlake/medlake/protocol/feed"
+)
+
+// Snapshot summary properties the hub writes on every append. PropBatchIDs lets a hub
+// find batches whose snapshot committed but whose ledger entries were never written
+// (a crash between the two), see reconcile.
+const (
+	PropBatchIDs = "medlake.batch_ids" // comma-separated batch ids in this snapshot
+	PropHub      = "medlake.hub"       // client id of the committing hub
+)
+
+const (
+	// conflictRetries bounds immediate retries after another hub moved the table.
+	conflictRetries = 10
+	maxBackoff      = 30 * time.Second
+	// finalFlushTimeout bounds the last commit when the hub stops.
+	finalFlushTimeout = 30 * time.Second
+)
+
+// ackOut is an ack to publish once its commit is durable.
+type ackOut struct {
+	topic string
+	ack   protocol.Ack
+}
+
+// committer owns one table: it buffers validated batches and commits them as one
+// snapshot per flush. One committer per table per hub keeps Iceberg commits from this
+// hub serial; other hubs are handled by the catalog's compare-and-swap and reconcile.
+type committer struct {
+	table   string
+	def     *feed.Definition
+	cat     *catalog.Catalog
+	hubID   string
+	cfg     Config
+	log     *slog.Logger
+	m       *metrics
+	mem     memory.Allocator
+	publish func(context.Context, []ackOut) // publishes acks; called from run only
+	now     func() time.Time
+
+	in chan *batch // fed by the message handler
+
+	// Owned by run.
+	buf          []*batch
+	repeats      []*batch // copies of a buffered batch id, acked with the first copy
+	bufRows      int64
+	bufBytes     int64
+	lastRecorded int64 // newest snapshot known to be in the ledger; 0 = unknown
+}
+
+func newCommitter(def *feed.Definition, cat *catalog.Catalog, hubID string, cfg Config, log *slog.Logger, m *metrics, publish func(context.Context, []ackOut)) *committer {
+	return &committer{
+		table: def.Table, def: def, cat: cat, hubID: hubID, cfg: cfg,
+		log: log.With("table", def.Table), m: m, mem: memory.DefaultAllocator,
+		publish: publish, now: time.Now, in: make(chan *batch, 64),
+	}
+}
+
+// run buffers and commits until ctx is done, then makes one bounded last attempt.
+// Batches it could not commit are not acked; their agents re-send them.
+func (c *committer) run(ctx context.Context) {
+	var (
+		timer    *time.Timer
+		timerC   <-chan time.Time
+		backoff  time.Duration
+		retrying bool
+	)
+	stopTimer := func() {
+		if timer != nil {
+			timer.Stop()
+		}
+		timer, timerC = nil, nil
+	}
+	arm := func(d time.Duration) {
+		stopTimer()
+		timer = time.NewTimer(d)
+		timerC = timer.C
+	}
+	flush := func(ctx context.Context) {
+		stopTimer()
+		if err := c.flush(ctx); err != nil {
+			c.m.failures.WithLabelValues(c.table).Inc()
+			backoff = min(max(2*backoff, c.cfg.CommitInterval, 100*time.Millisecond), maxBackoff)
+			retrying = true
+			c.log.Error("commit failed, will retry", "batches", len(c.buf), "rows", c.bufRows, "retry_in", backoff, "err", err)
+			arm(backoff)
+			return
+		}
+		backoff, retrying = 0, false
+	}
+	defer func() {
+		stopTimer()
+		if len(c.buf) > 0 {
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finalFlushTimeout)
+			if err := c.flush(fctx); err != nil {
+				c.log.Warn("final commit failed, agents will re-send", "batches", len(c.buf), "err", err)
+			}
+			cancel()
+		}
+		for _, b := range c.buf {
+			b.release()
+		}
+		c.buf = nil
+	}()
+	for {
+		in := c.in
+		if c.full() {
+			in = nil // backpressure: the message handler blocks until we commit
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case b := <-in:
+			c.buf = append(c.buf, b)
+			c.bufRows += b.rows
+			c.bufBytes += b.bytes
+			switch {
+			case retrying:
+				// wait for the backoff timer
+			case c.full():
+				flush(ctx)
+			case timerC == nil:
+				arm(c.cfg.CommitInterval)
+			}
+		case <-timerC:
+			timer, timerC = nil, nil
+			flush(ctx)
+		}
+	}
+}
+
+func (c *committer) full() bool {
+	return c.bufRows >= c.cfg.CommitMaxRows || c.bufBytes >= c.cfg.CommitMaxBytes
+}
+
+// flush commits the buffer as one snapshot, records it in the ledger and publishes the
+// acks. On error the buffer is kept for the next attempt.
+//
+// Exactly once: a batch id is written to the lake only if neither the ledger nor an
+// unreconciled snapshot summary names it, checked after loading the table version the
+// commit is based on. The catalog's commit is a compare-and-swap on that version, so a
+// concurrent commit by another hub (or a commit of ours whose outcome was unknown) makes
+// ours fail, and the retry reconciles that snapshot first. What remains: snapshots
+// expired before any hub reconciled them would lose their ids (expiry must reconcile
+// first), and data files written by failed attempts are orphans for orphan cleanup.
+func (c *committer) flush(ctx context.Context) error {
+	if len(c.buf) == 0 {
+		return nil
+	}
+	start := c.now()
+	var acks []ackOut
+	for attempt := 0; ; attempt++ {
+		tbl, err := c.loadOrCreate(ctx)
+		if err != nil {
+			return err
+		}
+		if err := c.reconcile(ctx, tbl); err != nil {
+			return err
+		}
+		dupAcks, err := c.dropCommitted(ctx)
+		if err != nil {
+			return err
+		}
+		acks = append(acks, dupAcks...)
+		if len(c.buf) == 0 {
+			break
+		}
+		newAcks, err := c.commit(ctx, tbl)
+		if errors.Is(err, table.ErrCommitFailed) && attempt < conflictRetries {
+			c.log.Info("table moved by another commit, retrying", "attempt", attempt+1, "err", err)
+			continue
+		}
+		if err != nil {
+			// The commit may have landed if the error came after the catalog's write
+			// (state unknown). The next attempt's reconcile finds it in that case.
+			c.publish(ctx, acks)
+			return err
+		}
+		acks = append(acks, newAcks...)
+		c.m.duration.WithLabelValues(c.table).Observe(c.now().Sub(start).Seconds())
+		break
+	}
+	c.publish(ctx, acks)
+	return nil
+}
+
+// commit appends the buffer as one snapshot and records it in the ledger. It clears the
+// buffer once the snapshot is committed.
+func (c *committer) commit(ctx context.Context, tbl *table.Table) ([]ackOut, error) {
+	ingestedAt := c.now().UTC()
+	ids := make([]string, len(c.buf))
+	for i, b := range c.buf {
+		ids[i] = b.hdr.BatchID
+	}
+	at, err := c.tableRecords(ingestedAt)
+	if err != nil {
+		return nil, err
+	}
+	defer at.Release()
+
+	txn := tbl.NewTransaction()
+	props := iceberg.Properties{PropBatchIDs: strings.Join(ids, ","), PropHub: c.hubID}
+	if err := txn.AppendTable(ctx, at, 1<<20, props); err != nil {
+		return nil, fmt.Errorf("writing %d rows of %d batches to table %s: %w", at.NumRows(), len(ids), c.table, err)
+	}
+	committed, err := txn.Commit(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("committing %d batches to table %s: %w", len(ids), c.table, err)
+	}
+	snap := committed.CurrentSnapshot()
+	if snap == nil {
+		return nil, fmt.Errorf("table %s has no current snapshot after commit", c.table)
+	}
+	committedAt := time.UnixMilli(snap.TimestampMs).UTC()
+
+	entries := make([]catalog.Ledger, len(c.buf))
+	acks := make([]ackOut, len(c.buf))
+	for i, b := range c.buf {
+		entries[i] = catalog.Ledger{BatchID: b.hdr.BatchID, Table: c.table, SnapshotID: snap.SnapshotID,
+			Rows: b.rows, CommittedAt: committedAt, SourceSHA256: b.hdr.SourceSHA256, Agent: b.hdr.Agent}
+		acks[i] = ackOut{topic: protocol.AckTopic(b.topic.Tenant, b.topic.Facility, b.topic.Agent),
+			ack: protocol.Ack{BatchID: b.hdr.BatchID, Status: protocol.AckCommitted, Table: c.table,
+				SnapshotID: snap.SnapshotID, CommittedAt: committedAt}}
+	}
+	for _, b := range c.repeats {
+		acks = append(acks, ackOut{topic: protocol.AckTopic(b.topic.Tenant, b.topic.Facility, b.topic.Agent),
+			ack: protocol.Ack{BatchID: b.hdr.BatchID, Status: protocol.AckCommitted, Table: c.table,
+				SnapshotID: snap.SnapshotID, CommittedAt: committedAt}})
+		c.m.duplicates.WithLabelValues(c.table).Inc()
+	}
+	rows := c.bufRows
+	c.clearBuffer()
+	c.m.committed.WithLabelValues(c.table).Add(float64(len(entries)))
+	c.m.rows.WithLabelValues(c.table).Add(float64(rows))
+	c.m.commitRows.WithLabelValues(c.table).Observe(float64(rows))
+
+	// The snapshot is durable, so the acks are true whatever happens to the ledger
+	// write: if it fails, the next flush's reconcile records this snapshot from its
+	// summary before any re-sent batch could be written again.
+	if err := c.record(ctx, entries); err != nil {
+		c.log.Error("recording committed batches in the ledger failed; next commit reconciles", "snapshot_id", snap.SnapshotID, "err", err)
+	} else {
+		c.lastRecorded = snap.SnapshotID
+	}
+	c.log.Debug("committed", "snapshot_id", snap.SnapshotID, "batches", len(entries), "rows", rows)
+	return acks, nil
+}
+
+func (c *committer) record(ctx context.Context, entries []catalog.Ledger) error {
+	tx, err := c.cat.DB().BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("starting ledger transaction: %w", err)
+	}
+	if err := c.cat.RecordBatches(ctx, tx, entries); err != nil {
+		tx.Rollback()
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("committing ledger transaction: %w", err)
+	}
+	return nil
+}
+
+// reconcile records in the ledger the batches of snapshots committed by a hub that died
+// (or failed) before recording them. It walks back from the current snapshot to the
+// newest one known to be recorded.
+func (c *committer) reconcile(ctx context.Context, tbl *table.Table) error {
+	var entries []catalog.Ledger
+	for s := tbl.CurrentSnapshot(); s != nil; {
+		if s.SnapshotID == c.lastRecorded {
+			break
+		}
+		ids := ""
+		if s.Summary != nil {
+			ids = s.Summary.Properties[PropBatchIDs]
+		}
+		if ids != "" {
+			ok, err := c.cat.SnapshotRecorded(ctx, c.table, s.SnapshotID)
+			if err != nil {
+				return err
+			}
+			if ok {
+				break
+			}
+			at := time.UnixMilli(s.TimestampMs).UTC()
+			for _, id := range strings.Split(ids, ",") {
+				// Row counts and sources are in the data (_batch_id); the ledger only
+				// needs the id and snapshot to deduplicate.
+				entries = append(entries, catalog.Ledger{BatchID: id, Table: c.table, SnapshotID: s.SnapshotID, Rows: -1, CommittedAt: at})
+			}
+		}
+		if s.ParentSnapshotID == nil {
+			break
+		}
+		s = tbl.SnapshotByID(*s.ParentSnapshotID)
+	}
+	if len(entries) > 0 {
+		c.log.Warn("recording batches of unrecorded snapshots", "batches", len(entries))
+		if err := c.record(ctx, entries); err != nil {
+			return fmt.Errorf("reconciling ledger of table %s: %w", c.table, err)
+		}
+	}
+	if s := tbl.CurrentSnapshot(); s != nil {
+		c.lastRecorded = s.SnapshotID
+	}
+	return nil
+}
+
+// dropCommitted removes from the buffer batches the ledger already has (re-sends) and
+// repeats within the buffer, returning their committed acks.
+func (c *committer) dropCommitted(ctx context.Context) ([]ackOut, error) {
+	ids := make([]string, len(c.buf))
+	for i, b := range c.buf {
+		ids[i] = b.hdr.BatchID
+	}
+	done, err := c.cat.CommittedBatches(ctx, ids)
+	if err != nil {
+		return nil, err
+	}
+	var acks []ackOut
+	seen := make(map[string]bool, len(c.buf))
+	kept := c.buf[:0]
+	c.bufRows, c.bufBytes = 0, 0
+	for _, b := range c.buf {
+		id := b.hdr.BatchID
+		if e, ok := done[id]; ok {
+			acks = append(acks, ackOut{topic: protocol.AckTopic(b.topic.Tenant, b.topic.Facility, b.topic.Agent),
+				ack: protocol.Ack{BatchID: id, Status: protocol.AckCommitted, Table: e.Table, SnapshotID: e.SnapshotID, CommittedAt: e.CommittedAt}})
+			c.m.duplicates.WithLabelValues(c.table).Inc()
+			b.release()
+			continue
+		}
+		if seen[id] {
+			b.release()
+			b.bytes, b.rows = 0, 0
+			c.repeats = append(c.repeats, b)
+			continue
+		}
+		seen[id] = true
+		kept = append(kept, b)
+		c.bufRows += b.rows
+		c.bufBytes += b.bytes
+	}
+	clear(c.buf[len(kept):])
+	c.buf = kept
+	return acks, nil
+}
+
+func (c *committer) clearBuffer() {
+	for _, b := range c.buf {
+		b.release()
+	}
+	clear(c.buf)
+	c.buf = c.buf[:0]
+	c.repeats = nil
+	c.bufRows, c.bufBytes = 0, 0
+}
+
+func (c *committer) loadOrCreate(ctx context.Context) (*table.Table, error) {
+	ident := c.cat.TableIdent(c.table)
+	tbl, err := c.cat.Iceberg().LoadTable(ctx, ident)
+	if err == nil {
+		return tbl, nil
+	}
+	if !errors.Is(err, icecatalog.ErrNoSuchTable) {
+		return nil, fmt.Errorf("loading table %s: %w", c.table, err)
+	}
+	sc, spec, err := icebergSchema(c.def)
+	if err != nil {
+		return nil, err
+	}
+	tbl, err = c.cat.Iceberg().CreateTable(ctx, ident, sc,
+		icecatalog.WithPartitionSpec(spec),
+		icecatalog.WithProperties(iceberg.Properties{
+			// The hub re-plans a conflicting commit itself (dedup against the new
+			// snapshot); iceberg-go must not replay the append on its own.
+			table.CommitNumRetriesKey:         "0",
+			"format-version":                  "2",
+			"write.parquet.compression-codec": "zstd",
+		}))
+	if errors.Is(err, icecatalog.ErrTableAlreadyExists) {
+		// Another hub created it first.
+		tbl, err = c.cat.Iceberg().LoadTable(ctx, ident)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("creating table %s: %w", c.table, err)
+	}
+	c.log.Info("created table", "location", tbl.Location())
+	return tbl, nil
+}
+
+// icebergSchema converts the feed's table schema and builds the partition spec
+// identity(_facility), day(partition time).
+func icebergSchema(def *feed.Definition) (*iceberg.Schema, *iceberg.PartitionSpec, error) {
+	sc, err := table.ArrowSchemaToIcebergWithFreshIDs(def.TableSchema(), false)
+	if err != nil {
+		return nil, nil, fmt.Errorf("converting schema of table %s: %w", def.Table, err)
+	}
+	pcol := def.PartitionColumn()
+	spec, err := iceberg.NewPartitionSpecOpts(
+		iceberg.AddPartitionFieldByName(feed.ColFacility, feed.ColFacility, iceberg.IdentityTransform{}, sc, nil),
+		iceberg.AddPartitionFieldByName(pcol, pcol+"_day", iceberg.DayTransform{}, sc, nil),
+	)
+	if err != nil {
+		return nil, nil, fmt.Errorf("partition spec of table %s: %w", def.Table, err)
+	}
+	return sc, &spec, nil
+}
+
+// tableRecords builds the buffer's rows in TableSchema: the batch columns followed by
+// the lineage columns, constant per batch.
+func (c *committer) tableRecords(ingestedAt time.Time) (arrow.Table, error) {
+	sc := c.def.TableSchema()
+	nData := c.def.BatchSchema().NumFields()
+	var recs []arrow.RecordBatch
+	defer func() {
+		for _, r := range recs {
+			r.Release()
+		}
+	}()
+	ts := arrow.Timestamp(ingestedAt.UnixMicro())
+	for _, b := range c.buf {
+		h := b.hdr
+		for _, r := range b.recs {
+			n := int(r.NumRows())
+			cols := make([]arrow.Array, 0, sc.NumFields())
+			cols = append(cols, r.Columns()[:nData]...)
+			lineage := []arrow.Array{
+				constString(c.mem, h.Tenant, n), constString(c.mem, h.Facility, n), constString(c.mem, h.Agent, n),
+				constString(c.mem, h.Feed, n), constInt64(c.mem, int64(h.FeedVersion), n),
+				constString(c.mem, h.SourceFile, n), constString(c.mem, h.SourceSHA256, n),
+				constString(c.mem, h.BatchID, n), constTimestamp(c.mem, ts, n),
+			}
+			cols = append(cols, lineage...)
+			recs = append(recs, array.NewRecordBatch(sc, cols, int64(n)))
+			for _, a := range lineage {
+				a.Release()
+			}
+		}
+	}
+	return array.NewTableFromRecords(sc, recs), nil
+}
+
+func constString(mem memory.Allocator, v string, n int) arrow.Array {
+	b := array.NewStringBuilder(mem)
+	defer b.Release()
+	b.Reserve(n)
+	b.ReserveData(n * len(v))
+	for range n {
+		b.Append(v)
+	}
+	return b.NewArray()
+}
+
+func constInt64(mem memory.Allocator, v int64, n int) arrow.Array {
+	b := array.NewInt64Builder(mem)
+	defer b.Release()
+	b.Reserve(n)
+	for range n {
+		b.UnsafeAppend(v)
+	}
+	return b.NewArray()
+}
+
+func constTimestamp(mem memory.Allocator, v arrow.Timestamp, n int) arrow.Array {
+	b := array.NewTimestampBuilder(mem, &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"})
+	defer b.Release()
+	b.Reserve(n)
+	for range n {
+		b.UnsafeAppend(v)
+	}
+	return b.NewArray()
+}

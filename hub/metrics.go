@@ -1,0 +1,43 @@
+package hub
+
+import "github.com/prometheus/client_golang/prometheus"
+
+type metrics struct {
+	received   prometheus.Counter
+	committed  *prometheus.CounterVec // by table
+	duplicates *prometheus.CounterVec // by table
+	rejected   *prometheus.CounterVec // by reason
+	rows       *prometheus.CounterVec // by table
+	failures   *prometheus.CounterVec // by table
+	duration   *prometheus.HistogramVec
+	commitRows *prometheus.HistogramVec
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		received: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
+			Name: "batches_received_total", Help: "Batch messages received from the broker."}),
+		committed: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
+			Name: "batches_committed_total", Help: "Batches written to the lake and acknowledged."}, []string{"table"}),
+		duplicates: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
+			Name: "batches_duplicate_total", Help: "Re-sent batches found in the ledger and acknowledged without writing."}, []string{"table"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
+			Name: "batches_rejected_total", Help: "Batches rejected, by reason."}, []string{"reason"}),
+		rows: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
+			Name: "rows_committed_total", Help: "Rows written to the lake."}, []string{"table"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
+			Name: "commit_failures_total", Help: "Commits that failed and will be retried."}, []string{"table"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "medlake", Subsystem: "hub",
+			Name: "commit_duration_seconds", Help: "Time to write and commit one table snapshot.",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 12)}, []string{"table"}),
+		commitRows: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "medlake", Subsystem: "hub",
+			Name: "commit_rows", Help: "Rows per committed snapshot.",
+			Buckets: prometheus.ExponentialBuckets(10, 4, 10)}, []string{"table"}),
+	}
+	for _, c := range []prometheus.Collector{m.received, m.committed, m.duplicates, m.rejected, m.rows, m.failures, m.duration, m.commitRows} {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	return m, nil
+}
