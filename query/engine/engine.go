@@ -1,0 +1,449 @@
+package engine
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/apache/iceberg-go"
+	icecatalog "github.com/apache/iceberg-go/catalog"
+	"github.com/apache/iceberg-go/table"
+	"github.com/duckdb/duckdb-go/v2"
+
+	"github.com/medlake/medlake/query/cache"
+)
+
+// DefaultRefreshInterval is how often Run polls the catalog for new snapshots.
+const DefaultRefreshInterval = 2 * time.Second
+
+// Config configures an Engine.
+type Config struct {
+	// CacheDir holds the local Parquet cache; DuckDB may read nothing else.
+	CacheDir string `yaml:"cache_dir"`
+	// CacheMaxBytes bounds the cache (default cache.DefaultMaxBytes).
+	CacheMaxBytes int64 `yaml:"cache_max_bytes"`
+	// RefreshInterval is the snapshot poll period of Run (default 2s).
+	RefreshInterval time.Duration `yaml:"refresh_interval"`
+	// Threads and MemoryLimit tune DuckDB; zero/empty keep its defaults.
+	Threads     int    `yaml:"threads"`
+	MemoryLimit string `yaml:"memory_limit"`
+}
+
+// ErrNotReadOnly is returned for any statement that is not a single SELECT:
+// the engine's DuckDB database is shared by all sessions, so writes, DDL,
+// COPY and settings are refused before DuckDB sees them.
+var ErrNotReadOnly = errors.New("only single read-only SELECT statements are allowed")
+
+// Engine serves SQL over the current snapshots of every table in one Iceberg
+// namespace through an in-memory DuckDB database.
+//
+// Freshness: views are rebuilt by Refresh, which New calls once and Run calls
+// every RefreshInterval; a query never triggers catalog I/O, so its latency
+// does not depend on the catalog or the object store. Queries see a table's
+// snapshot as of the last refresh (at most RefreshInterval plus the fetch
+// time behind the commit).
+//
+// Concurrency: all methods are safe for concurrent use. refreshMu serializes
+// refreshes; mu guards views and closed. Lock order: refreshMu, then mu.
+type Engine struct {
+	cfg       Config
+	cat       icecatalog.Catalog
+	namespace table.Identifier
+	logger    *slog.Logger
+	cache     *cache.Cache
+	connector *duckdb.Connector
+	db        *sql.DB
+	admin     *sql.Conn // DDL for views; owned by refresh (refreshMu)
+
+	refreshMu sync.Mutex
+
+	mu     sync.Mutex
+	views  map[string]*view // table name -> current view
+	closed bool
+}
+
+// view is a table's DuckDB view and the cache objects it reads. prev holds
+// the objects of the view it replaced: they stay pinned until the next
+// refresh so queries bound to the old view can still open its files.
+type view struct {
+	snapshotID int64 // -1: no snapshot (empty table)
+	schemaID   int
+	objects    []cache.Object
+	prev       []cache.Object
+}
+
+// New opens DuckDB locked down to the cache directory and builds a view for
+// every table in namespace.
+func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace string, logger *slog.Logger) (*Engine, error) {
+	if cfg.RefreshInterval <= 0 {
+		cfg.RefreshInterval = DefaultRefreshInterval
+	}
+	if namespace == "" {
+		return nil, errors.New("engine: namespace is empty")
+	}
+	logger = logger.With("component", "query/engine")
+	c, err := cache.New(cache.Config{Dir: cfg.CacheDir, MaxBytes: cfg.CacheMaxBytes}, logger)
+	if err != nil {
+		return nil, fmt.Errorf("opening query cache: %w", err)
+	}
+	connector, err := duckdb.NewConnector("", nil)
+	if err != nil {
+		return nil, fmt.Errorf("opening duckdb: %w", err)
+	}
+	db := sql.OpenDB(connector)
+	e := &Engine{
+		cfg: cfg, cat: cat, namespace: table.Identifier{namespace}, logger: logger,
+		cache: c, connector: connector, db: db, views: map[string]*view{},
+	}
+	if err := e.lockDown(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	admin, err := db.Conn(ctx)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("opening duckdb admin connection: %w", err)
+	}
+	e.admin = admin
+	if err := e.Refresh(ctx); err != nil {
+		e.Close()
+		return nil, err
+	}
+	return e, nil
+}
+
+// lockDown applies the global settings. Order matters in DuckDB 1.5:
+// allowed_directories must be set before enable_external_access=false (after
+// it, file settings can no longer change), and lock_configuration comes last
+// since it freezes everything, including itself.
+func (e *Engine) lockDown(ctx context.Context) error {
+	dir := e.cache.ObjectsDir() + "/"
+	stmts := []string{
+		"SET GLOBAL autoinstall_known_extensions = false",
+		"SET GLOBAL autoload_known_extensions = false",
+		"SET GLOBAL allow_community_extensions = false",
+		"SET GLOBAL TimeZone = 'UTC'",
+		"SET GLOBAL allowed_directories = [" + quoteString(dir) + "]",
+	}
+	if e.cfg.Threads > 0 {
+		stmts = append(stmts, fmt.Sprintf("SET GLOBAL threads = %d", e.cfg.Threads))
+	}
+	if e.cfg.MemoryLimit != "" {
+		stmts = append(stmts, "SET GLOBAL memory_limit = "+quoteString(e.cfg.MemoryLimit))
+	}
+	stmts = append(stmts,
+		"SET GLOBAL enable_external_access = false",
+		"SET GLOBAL lock_configuration = true",
+	)
+	for _, s := range stmts {
+		if _, err := e.db.ExecContext(ctx, s); err != nil {
+			return fmt.Errorf("configuring duckdb (%s): %w", s, err)
+		}
+	}
+	return nil
+}
+
+// Run refreshes the views every RefreshInterval until ctx is done. A failed
+// refresh is logged and retried; the previous views keep serving.
+func (e *Engine) Run(ctx context.Context) error {
+	t := time.NewTicker(e.cfg.RefreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if err := e.Refresh(ctx); err != nil && ctx.Err() == nil {
+				e.logger.Warn("refreshing table views failed", "err", err)
+			}
+		}
+	}
+}
+
+// Refresh brings every table's view to its current snapshot. Tables that
+// fail keep their previous view; the errors are joined.
+func (e *Engine) Refresh(ctx context.Context) error {
+	e.refreshMu.Lock()
+	defer e.refreshMu.Unlock()
+	if e.isClosed() {
+		return errors.New("engine closed")
+	}
+	seen := map[string]bool{}
+	var errs []error
+	for ident, err := range e.cat.ListTables(ctx, e.namespace) {
+		if err != nil {
+			return fmt.Errorf("listing tables of namespace %s: %w", strings.Join(e.namespace, "."), err)
+		}
+		name := ident[len(ident)-1]
+		seen[name] = true
+		if err := e.refreshTable(ctx, ident); err != nil {
+			errs = append(errs, fmt.Errorf("table %s: %w", name, err))
+		}
+	}
+	e.mu.Lock()
+	var gone []string
+	for name := range e.views {
+		if !seen[name] {
+			gone = append(gone, name)
+		}
+	}
+	e.mu.Unlock()
+	for _, name := range gone {
+		if _, err := e.admin.ExecContext(ctx, "DROP VIEW IF EXISTS "+quoteIdent(name)); err != nil {
+			errs = append(errs, fmt.Errorf("dropping view of removed table %s: %w", name, err))
+			continue
+		}
+		e.mu.Lock()
+		v := e.views[name]
+		delete(e.views, name)
+		e.mu.Unlock()
+		e.release(v.objects)
+		e.release(v.prev)
+		e.logger.Info("table view dropped", "table", name)
+	}
+	return errors.Join(errs...)
+}
+
+func (e *Engine) refreshTable(ctx context.Context, ident table.Identifier) error {
+	name := ident[len(ident)-1]
+	tbl, err := e.cat.LoadTable(ctx, ident)
+	if err != nil {
+		return fmt.Errorf("loading table: %w", err)
+	}
+	snapID := int64(-1)
+	if s := tbl.CurrentSnapshot(); s != nil {
+		snapID = s.SnapshotID
+	}
+	schemaID := tbl.Schema().ID
+	e.mu.Lock()
+	old := e.views[name]
+	e.mu.Unlock()
+	if old != nil && old.snapshotID == snapID && old.schemaID == schemaID {
+		return nil
+	}
+
+	var objs []cache.Object
+	var body string
+	if snapID == -1 {
+		body, err = emptySelect(tbl.Schema())
+		if err != nil {
+			return err
+		}
+	} else {
+		objs, err = e.fetchSnapshot(ctx, tbl)
+		if err != nil {
+			return err
+		}
+		if len(objs) == 0 {
+			body, err = emptySelect(tbl.Schema())
+			if err != nil {
+				e.release(objs)
+				return err
+			}
+		} else {
+			paths := make([]string, len(objs))
+			for i, o := range objs {
+				paths[i] = quoteString(o.Path)
+			}
+			body = "SELECT * FROM read_parquet([" + strings.Join(paths, ", ") +
+				"], union_by_name = true, hive_partitioning = false)"
+		}
+	}
+	ddl := "CREATE OR REPLACE VIEW " + quoteIdent(name) + " AS " + body
+	if _, err := e.admin.ExecContext(ctx, ddl); err != nil {
+		e.release(objs)
+		return fmt.Errorf("creating view for snapshot %d: %w", snapID, err)
+	}
+	nv := &view{snapshotID: snapID, schemaID: schemaID, objects: objs}
+	if old != nil {
+		e.release(old.prev)
+		nv.prev = old.objects
+	}
+	e.mu.Lock()
+	e.views[name] = nv
+	e.mu.Unlock()
+	e.logger.Info("table view refreshed", "table", name, "snapshot_id", snapID, "data_files", len(objs))
+	return nil
+}
+
+// fetchSnapshot plans the current snapshot's data files and brings each into
+// the cache once (a file split into several scan tasks is fetched once).
+func (e *Engine) fetchSnapshot(ctx context.Context, tbl *table.Table) ([]cache.Object, error) {
+	tasks, err := tbl.Scan().PlanFiles(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("planning scan: %w", err)
+	}
+	type file struct {
+		path string
+		size int64
+	}
+	var files []file
+	seen := map[string]bool{}
+	for _, t := range tasks {
+		if len(t.DeleteFiles)+len(t.EqualityDeleteFiles)+len(t.DeletionVectorFiles) > 0 {
+			// Serving the data file without applying its deletes would show
+			// rows that no longer exist: refuse until deletes are supported.
+			return nil, fmt.Errorf("data file %s has delete files, which the query engine does not apply yet", t.File.FilePath())
+		}
+		if seen[t.File.FilePath()] {
+			continue
+		}
+		seen[t.File.FilePath()] = true
+		files = append(files, file{t.File.FilePath(), t.File.FileSizeBytes()})
+	}
+	fsys, err := tbl.FS(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("opening table file IO: %w", err)
+	}
+	objs := make([]cache.Object, len(files))
+	errs := make([]error, len(files))
+	const parallel = 4
+	sem := make(chan struct{}, parallel)
+	var wg sync.WaitGroup
+	for i, f := range files {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			objs[i], errs[i] = e.cache.Fetch(ctx, fsys, f.path, f.size)
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for i, o := range objs {
+			if errs[i] == nil {
+				e.cache.Release(o)
+			}
+		}
+		return nil, err
+	}
+	return objs, nil
+}
+
+func (e *Engine) release(objs []cache.Object) {
+	for _, o := range objs {
+		e.cache.Release(o)
+	}
+}
+
+// emptySelect is a row-less SELECT with the table's columns and types.
+func emptySelect(s *iceberg.Schema) (string, error) {
+	fields := s.Fields()
+	if len(fields) == 0 {
+		return "", errors.New("table schema has no columns")
+	}
+	cols := make([]string, len(fields))
+	for i, f := range fields {
+		cols[i] = "CAST(NULL AS " + duckType(f.Type) + ") AS " + quoteIdent(f.Name)
+	}
+	return "SELECT " + strings.Join(cols, ", ") + " WHERE false", nil
+}
+
+// duckType maps an Iceberg type to the DuckDB type its Parquet reads as.
+func duckType(t iceberg.Type) string {
+	switch t := t.(type) {
+	case iceberg.BooleanType:
+		return "BOOLEAN"
+	case iceberg.Int32Type:
+		return "INTEGER"
+	case iceberg.Int64Type:
+		return "BIGINT"
+	case iceberg.Float32Type:
+		return "FLOAT"
+	case iceberg.Float64Type:
+		return "DOUBLE"
+	case iceberg.DecimalType:
+		return fmt.Sprintf("DECIMAL(%d,%d)", t.Precision(), t.Scale())
+	case iceberg.DateType:
+		return "DATE"
+	case iceberg.TimeType:
+		return "TIME"
+	case iceberg.TimestampType:
+		return "TIMESTAMP"
+	case iceberg.TimestampTzType:
+		return "TIMESTAMPTZ"
+	case iceberg.TimestampNsType:
+		return "TIMESTAMP_NS"
+	case iceberg.StringType:
+		return "VARCHAR"
+	case iceberg.UUIDType:
+		return "UUID"
+	case iceberg.BinaryType, iceberg.FixedType:
+		return "BLOB"
+	default:
+		return "VARCHAR"
+	}
+}
+
+// Tables returns the names of the tables that currently have a view.
+func (e *Engine) Tables() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make([]string, 0, len(e.views))
+	for n := range e.views {
+		out = append(out, n)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// SnapshotID returns the snapshot a table's view shows (-1: empty table).
+func (e *Engine) SnapshotID(table string) (int64, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	v, ok := e.views[table]
+	if !ok {
+		return 0, false
+	}
+	return v.snapshotID, true
+}
+
+// Query runs one read-only SELECT on a pooled connection.
+func (e *Engine) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
+	if err := checkReadOnly(ctx, e.db, query); err != nil {
+		return nil, err
+	}
+	return e.db.QueryContext(ctx, query, args...)
+}
+
+func (e *Engine) isClosed() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.closed
+}
+
+// Close closes DuckDB. Open sessions fail afterwards. Safe to call twice.
+func (e *Engine) Close() error {
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return nil
+	}
+	e.closed = true
+	e.mu.Unlock()
+	e.refreshMu.Lock()
+	defer e.refreshMu.Unlock()
+	var errs []error
+	if e.admin != nil {
+		errs = append(errs, e.admin.Close())
+	}
+	errs = append(errs, e.db.Close())
+	e.mu.Lock()
+	views := e.views
+	e.views = map[string]*view{}
+	e.mu.Unlock()
+	for _, v := range views {
+		e.release(v.objects)
+		e.release(v.prev)
+	}
+	return errors.Join(errs...)
+}
+
+func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`) + `"` }
+
+func quoteString(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }

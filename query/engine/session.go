@@ -1,0 +1,246 @@
+package engine
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/duckdb/duckdb-go/v2"
+)
+
+// ErrUnknownParamType means DuckDB cannot infer a parameter's type even when
+// it is taken as text; the client should add an explicit cast ($1::INTEGER).
+var ErrUnknownParamType = errors.New("could not determine data type of parameter")
+
+// Type is a DuckDB column or parameter type. Width and Scale are set for
+// DECIMAL. Unknown is true for a parameter DuckDB left untyped; it is bound
+// as text.
+type Type struct {
+	ID    duckdb.Type
+	Width uint8
+	Scale uint8
+}
+
+// Column describes one result column.
+type Column struct {
+	Name string
+	Type Type
+}
+
+// checkReadOnly admits exactly one SELECT statement. DuckDB's own parser
+// decides (json_serialize_sql serializes only SELECT statements and lists
+// each statement it parsed), so a splitting mistake on our side cannot
+// smuggle a second statement past it; the check runs before any prepare,
+// which matters because duckdb-go executes all but the last statement of a
+// multi-statement string while preparing it.
+func checkReadOnly(ctx context.Context, q interface {
+	QueryRowContext(context.Context, string, ...any) *sql.Row
+}, query string) error {
+	var raw string
+	if err := q.QueryRowContext(ctx, "SELECT CAST(json_serialize_sql(CAST($1 AS VARCHAR)) AS VARCHAR)", query).Scan(&raw); err != nil {
+		return fmt.Errorf("checking statement: %w", err)
+	}
+	var res struct {
+		Error        bool              `json:"error"`
+		ErrorType    string            `json:"error_type"`
+		ErrorMessage string            `json:"error_message"`
+		Statements   []json.RawMessage `json:"statements"`
+	}
+	if err := json.Unmarshal([]byte(raw), &res); err != nil {
+		return fmt.Errorf("checking statement: decoding parser output: %w", err)
+	}
+	if res.Error {
+		if res.ErrorType == "not implemented" {
+			return ErrNotReadOnly
+		}
+		return &SyntaxError{Msg: res.ErrorMessage}
+	}
+	if len(res.Statements) != 1 {
+		return fmt.Errorf("%w (got %d statements)", ErrNotReadOnly, len(res.Statements))
+	}
+	return nil
+}
+
+// SyntaxError is a statement DuckDB could not parse.
+type SyntaxError struct{ Msg string }
+
+func (e *SyntaxError) Error() string { return e.Msg }
+
+// Session is one client's DuckDB connection with its prepared statements.
+// A Session is not safe for concurrent use: a wire connection owns it and
+// runs one command at a time, as the PostgreSQL protocol does.
+type Session struct {
+	e    *Engine
+	conn *sql.Conn
+}
+
+// Session opens a dedicated DuckDB connection. Close it when done.
+func (e *Engine) Session(ctx context.Context) (*Session, error) {
+	c, err := e.db.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("opening duckdb connection: %w", err)
+	}
+	return &Session{e: e, conn: c}, nil
+}
+
+// Close closes the session's connection (and so its statements).
+func (s *Session) Close() error { return s.conn.Close() }
+
+// Statement is a prepared read-only statement with its parameter and result
+// types known before execution.
+type Statement struct {
+	s       *Session
+	stmt    *duckdb.Stmt
+	Params  []Type
+	Columns []Column
+}
+
+// Prepare checks and prepares one SELECT. Parameter types come from DuckDB's
+// binder; parameters it leaves untyped are rewritten to CAST($n AS VARCHAR)
+// and the statement is prepared again, so every parameter and column has a
+// concrete type, which the wire protocol must report before execution.
+func (s *Session) Prepare(ctx context.Context, query string) (*Statement, error) {
+	if err := checkReadOnly(ctx, s.conn, query); err != nil {
+		return nil, err
+	}
+	st, err := s.prepare(ctx, query)
+	if err != nil {
+		return nil, err
+	}
+	unknown := map[int]bool{}
+	for i, p := range st.Params {
+		if p.ID == duckdb.TYPE_INVALID || p.ID == duckdb.TYPE_ANY {
+			unknown[i+1] = true
+		}
+	}
+	if len(unknown) > 0 {
+		st.Close()
+		st, err = s.prepare(ctx, castParams(query, unknown))
+		if err != nil {
+			return nil, err
+		}
+		for i, p := range st.Params {
+			if p.ID == duckdb.TYPE_INVALID || p.ID == duckdb.TYPE_ANY {
+				st.Close()
+				return nil, fmt.Errorf("%w $%d", ErrUnknownParamType, i+1)
+			}
+		}
+	}
+	for _, c := range st.Columns {
+		if c.Type.ID == duckdb.TYPE_INVALID {
+			st.Close()
+			return nil, fmt.Errorf("%w: result types depend on an untyped parameter", ErrUnknownParamType)
+		}
+	}
+	return st, nil
+}
+
+func (s *Session) prepare(ctx context.Context, query string) (*Statement, error) {
+	st := &Statement{s: s}
+	err := s.conn.Raw(func(dc any) error {
+		c, ok := dc.(*duckdb.Conn)
+		if !ok {
+			return fmt.Errorf("unexpected driver connection %T", dc)
+		}
+		ds, err := c.PrepareContext(ctx, query)
+		if err != nil {
+			return err
+		}
+		st.stmt = ds.(*duckdb.Stmt)
+		typ, err := st.stmt.StatementType()
+		if err != nil {
+			return err
+		}
+		if typ != duckdb.STATEMENT_TYPE_SELECT {
+			return ErrNotReadOnly
+		}
+		for i := 1; i <= st.stmt.NumInput(); i++ {
+			t, err := st.stmt.ParamType(i)
+			if err != nil {
+				return fmt.Errorf("parameter $%d: %w", i, err)
+			}
+			st.Params = append(st.Params, Type{ID: t})
+		}
+		n, err := st.stmt.ColumnCount()
+		if err != nil {
+			return err
+		}
+		for i := range n {
+			name, err := st.stmt.ColumnName(i)
+			if err != nil {
+				return err
+			}
+			t, err := st.stmt.ColumnType(i)
+			if err != nil {
+				return err
+			}
+			col := Column{Name: name, Type: Type{ID: t}}
+			if t == duckdb.TYPE_DECIMAL {
+				ti, err := st.stmt.ColumnTypeInfo(i)
+				if err != nil {
+					return err
+				}
+				if d, ok := ti.Details().(*duckdb.DecimalDetails); ok {
+					col.Type.Width, col.Type.Scale = d.Width, d.Scale
+				}
+			}
+			st.Columns = append(st.Columns, col)
+		}
+		return nil
+	})
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return st, nil
+}
+
+// Query executes the statement with args (nil elements bind NULL) and calls
+// fn for each row. The row slice is reused between calls; fn must copy what
+// it keeps. Returning an error from fn stops the query with that error.
+func (st *Statement) Query(ctx context.Context, args []any, fn func(row []driver.Value) error) error {
+	if len(args) != len(st.Params) {
+		return fmt.Errorf("statement has %d parameters, got %d values", len(st.Params), len(args))
+	}
+	named := make([]driver.NamedValue, len(args))
+	for i, a := range args {
+		named[i] = driver.NamedValue{Ordinal: i + 1, Value: a}
+	}
+	return st.s.conn.Raw(func(any) error {
+		rows, err := st.stmt.QueryContext(ctx, named)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		dest := make([]driver.Value, len(rows.Columns()))
+		for {
+			if err := rows.Next(dest); err != nil {
+				if errors.Is(err, io.EOF) {
+					return nil
+				}
+				return err
+			}
+			if err := fn(dest); err != nil {
+				return err
+			}
+		}
+	})
+}
+
+// Close releases the prepared statement. Safe to call twice.
+func (st *Statement) Close() error {
+	if st.stmt == nil {
+		return nil
+	}
+	var err error
+	_ = st.s.conn.Raw(func(any) error {
+		err = st.stmt.Close()
+		return nil
+	})
+	st.stmt = nil
+	return err
+}

@@ -1,0 +1,119 @@
+package testlake
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/iceberg-go"
+	icecatalog "github.com/apache/iceberg-go/catalog"
+	sqlcat "github.com/apache/iceberg-go/catalog/sql"
+	"github.com/apache/iceberg-go/table"
+	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+)
+
+// Namespace is the namespace the helpers create tables in.
+const Namespace = "medlake"
+
+// Catalog opens a SQLite-backed Iceberg SQL catalog with a local warehouse
+// under a temp dir and creates Namespace.
+func Catalog(tb testing.TB) icecatalog.Catalog {
+	tb.Helper()
+	dir := tb.TempDir()
+	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "catalog.db")+"?_pragma=busy_timeout(5000)&_pragma=journal_mode(WAL)")
+	if err != nil {
+		tb.Fatalf("opening sqlite: %v", err)
+	}
+	tb.Cleanup(func() { db.Close() })
+	cat, err := sqlcat.NewCatalog("medlake", db, sqlcat.SQLite, iceberg.Properties{
+		"warehouse": "file://" + filepath.Join(dir, "warehouse"),
+	})
+	if err != nil {
+		tb.Fatalf("creating sql catalog: %v", err)
+	}
+	if err := cat.CreateNamespace(context.Background(), table.Identifier{Namespace}, nil); err != nil {
+		tb.Fatalf("creating namespace: %v", err)
+	}
+	return cat
+}
+
+// LabSchema is the Iceberg schema of the lab_results test table.
+var LabSchema = iceberg.NewSchema(0,
+	iceberg.NestedField{ID: 1, Name: "lab_id", Type: iceberg.PrimitiveTypes.Int64, Required: false},
+	iceberg.NestedField{ID: 2, Name: "facility", Type: iceberg.PrimitiveTypes.String},
+	iceberg.NestedField{ID: 3, Name: "patient_id", Type: iceberg.PrimitiveTypes.String},
+	iceberg.NestedField{ID: 4, Name: "result_value", Type: iceberg.PrimitiveTypes.Float64},
+	iceberg.NestedField{ID: 5, Name: "abnormal", Type: iceberg.PrimitiveTypes.Bool},
+	iceberg.NestedField{ID: 6, Name: "collected_at", Type: iceberg.PrimitiveTypes.TimestampTz},
+)
+
+// CreateLabTable creates an empty lab_results-shaped table named name.
+func CreateLabTable(tb testing.TB, cat icecatalog.Catalog, name string) *table.Table {
+	tb.Helper()
+	tbl, err := cat.CreateTable(context.Background(), table.Identifier{Namespace, name}, LabSchema)
+	if err != nil {
+		tb.Fatalf("creating table %s: %v", name, err)
+	}
+	return tbl
+}
+
+// Facilities are the facility values rows cycle through.
+var Facilities = []string{"fac0001", "fac0002", "fac0003"}
+
+// LabRow returns the deterministic values of row i (0-based): lab_id i+1,
+// facility Facilities[i%3], patient_id "p<i%100>", result_value i*0.5,
+// abnormal i%7==0, collected_at 2026-01-01T00:00:00Z + i minutes. Every
+// 50th row has a NULL result_value.
+func LabRow(i int) (labID int64, facility, patient string, value float64, valueNull bool, abnormal bool, at time.Time) {
+	return int64(i + 1), Facilities[i%len(Facilities)], fmt.Sprintf("p%d", i%100), float64(i) * 0.5, i%50 == 0,
+		i%7 == 0, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC).Add(time.Duration(i) * time.Minute)
+}
+
+// AppendLabRows appends rows [from, to) (see LabRow) as one commit and
+// returns the updated table.
+func AppendLabRows(tb testing.TB, cat icecatalog.Catalog, name string, from, to int) *table.Table {
+	tb.Helper()
+	ctx := context.Background()
+	tbl, err := cat.LoadTable(ctx, table.Identifier{Namespace, name})
+	if err != nil {
+		tb.Fatalf("loading table %s: %v", name, err)
+	}
+	sc := arrow.NewSchema([]arrow.Field{
+		{Name: "lab_id", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+		{Name: "facility", Type: arrow.BinaryTypes.String, Nullable: true},
+		{Name: "patient_id", Type: arrow.BinaryTypes.String, Nullable: true},
+		{Name: "result_value", Type: arrow.PrimitiveTypes.Float64, Nullable: true},
+		{Name: "abnormal", Type: arrow.FixedWidthTypes.Boolean, Nullable: true},
+		{Name: "collected_at", Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}, Nullable: true},
+	}, nil)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, sc)
+	defer b.Release()
+	for i := from; i < to; i++ {
+		id, fac, pat, val, valNull, abn, at := LabRow(i)
+		b.Field(0).(*array.Int64Builder).Append(id)
+		b.Field(1).(*array.StringBuilder).Append(fac)
+		b.Field(2).(*array.StringBuilder).Append(pat)
+		if valNull {
+			b.Field(3).AppendNull()
+		} else {
+			b.Field(3).(*array.Float64Builder).Append(val)
+		}
+		b.Field(4).(*array.BooleanBuilder).Append(abn)
+		b.Field(5).(*array.TimestampBuilder).Append(arrow.Timestamp(at.UnixMicro()))
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	at := array.NewTableFromRecords(sc, []arrow.RecordBatch{rec})
+	defer at.Release()
+	tbl, err = tbl.AppendTable(ctx, at, int64(to-from), nil)
+	if err != nil {
+		tb.Fatalf("appending rows %d..%d to %s: %v", from, to, name, err)
+	}
+	return tbl
+}
