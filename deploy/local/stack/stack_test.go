@@ -165,3 +165,23 @@ func mqttConnect(t testing.TB, broker string) mqtt.Client {
 	t.Cleanup(func() { c.Disconnect(250) })
 	return c
 }
+
+func FuzzParseEnv(f *testing.F) {
+	f.Add([]byte("PG_DSN=postgres://u:p@127.0.0.1:5432/db?sslmode=disable\nPG_PORT=5432\n"))
+	f.Add([]byte("# c\n\nA==\n"))
+	f.Add([]byte("=\n"))
+	f.Fuzz(func(t *testing.T, out []byte) {
+		env, err := parseEnv(out)
+		if err != nil {
+			return
+		}
+		if len(env) == 0 {
+			t.Fatal("no error and no keys")
+		}
+		for k := range env {
+			if k == "" || strings.ContainsAny(k, "\n=") {
+				t.Fatalf("bad key %q", k)
+			}
+		}
+	})
+}
