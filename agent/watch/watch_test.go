@@ -1,8 +1,8 @@
 package watch
 
 import (
-	"log/slog"
 	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -41,6 +41,23 @@ func (c *fakeClock) After(d time.Duration) <-chan time.Time {
 	}
 	c.waiters = append(c.waiters, fakeWaiter{at: c.now.Add(d), c: ch})
 	return ch
+}
+
+// waiting blocks until n timers are pending, i.e. the watcher has reached its loop.
+func (c *fakeClock) waiting(t testing.TB, n int) {
+	t.Helper()
+	for i := 0; ; i++ {
+		c.mu.Lock()
+		k := len(c.waiters)
+		c.mu.Unlock()
+		if k >= n {
+			return
+		}
+		if i > 20000 {
+			t.Fatalf("watcher never armed %d timers", n)
+		}
+		time.Sleep(time.Millisecond)
+	}
 }
 
 func (c *fakeClock) Advance(d time.Duration) {
@@ -228,6 +245,7 @@ func start(t *testing.T, roots ...Root) *harness {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- w.Run(ctx, h.out) }()
+	clock.waiting(t, 2) // poll and rescan timers: the initial scan is done
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
