@@ -399,7 +399,10 @@ func (c *committer) loadOrCreate(ctx context.Context) (*table.Table, error) {
 		}))
 	if errors.Is(err, icecatalog.ErrTableAlreadyExists) {
 		// Another hub created it first.
-		tbl, err = c.cat.Iceberg().LoadTable(ctx, ident)
+		if tbl, err = c.cat.Iceberg().LoadTable(ctx, ident); err != nil {
+			return nil, fmt.Errorf("loading table %s created by another hub: %w", c.table, err)
+		}
+		return tbl, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("creating table %s: %w", c.table, err)

@@ -76,12 +76,17 @@ type hubUnderTest struct {
 // startHub opens the catalog and runs an Ingester until the test ends.
 func startHub(tb testing.TB, brokerURL string, catCfg catalog.Config) *hubUnderTest {
 	tb.Helper()
+	return startHubID(tb, brokerURL, catCfg, "hub-test")
+}
+
+func startHubID(tb testing.TB, brokerURL string, catCfg catalog.Config, clientID string) *hubUnderTest {
+	tb.Helper()
 	cat, err := catalog.Open(context.Background(), catCfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	in, err := New(Config{Broker: brokerURL, ClientID: "hub-test", FeedsDir: feedsDir(tb), CommitInterval: 200 * time.Millisecond},
+	in, err := New(Config{Broker: brokerURL, ClientID: clientID, FeedsDir: feedsDir(tb), CommitInterval: 200 * time.Millisecond},
 		cat, testLogger(tb), reg)
 	if err != nil {
 		tb.Fatal(err)
