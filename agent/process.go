@@ -1,0 +1,504 @@
+package agent
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/medlake/medlake/agent/normalize"
+	"github.com/medlake/medlake/agent/state"
+	"github.com/medlake/medlake/agent/unpack"
+	"github.com/medlake/medlake/agent/watch"
+	"github.com/medlake/medlake/protocol"
+	"github.com/medlake/medlake/protocol/feed"
+)
+
+// part is one encoded batch payload waiting to be framed once its feed's part count is known.
+type part struct {
+	def     *feed.Definition
+	source  string // entry name, archive!entry
+	payload []byte
+	rows    int64
+}
+
+// fileError is a property of the source file: it goes to quarantine with this reason.
+type fileError struct{ reason string }
+
+func (e *fileError) Error() string { return e.reason }
+
+// processFile takes one complete file through hash → state check → unpack → normalize →
+// spool. It returns an error only when the agent cannot go on (state database failure);
+// problems with the file itself end in quarantine, transient ones in a retry later.
+func (a *Agent) processFile(ctx context.Context, wf watch.File) error {
+	log := a.logger.With("path", wf.Path)
+	sha, size, err := unpack.HashFile(wf.Path)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			log.Debug("file gone before hashing")
+			return nil
+		}
+		log.Warn("hashing file failed, will retry", "err", err)
+		a.setError(err)
+		a.watcher.Forget(wf.Path)
+		return nil
+	}
+	log = log.With("sha256", sha)
+	rec, known, err := a.state.Get(sha)
+	if err != nil {
+		return err
+	}
+	if known {
+		switch rec.Status {
+		case state.StatusDone:
+			log.Info("skipping file whose content is already ingested")
+			a.moveDuplicate(wf, rec)
+			return nil
+		case state.StatusQuarantined:
+			log.Debug("skipping quarantined content")
+			return nil
+		case state.StatusInProgress:
+			if rec.Complete() {
+				a.finalizeQ.push(sha)
+				return nil
+			}
+			if a.allSpooled(rec) {
+				log.Debug("file spooled, awaiting acks")
+				return nil
+			}
+		}
+	}
+	ident := state.File{SHA256: sha, Path: wf.Path, Root: wf.Root, Size: size, ModTime: wf.ModTime}
+	parts, rows, rejects, err := a.parse(ctx, wf.Path, sha)
+	var fe *fileError
+	switch {
+	case errors.As(err, &fe):
+		return a.quarantine(ident, fe.reason)
+	case err != nil:
+		if ctx.Err() != nil {
+			return nil
+		}
+		log.Warn("reading file failed, will retry", "err", err)
+		a.setError(err)
+		a.watcher.Forget(wf.Path)
+		return nil
+	}
+	// The file must still be what was hashed: a file rewritten in place after its quiet
+	// period would otherwise be sent under the wrong identity.
+	if st, err := os.Stat(wf.Path); err != nil || st.Size() != size || !st.ModTime().Equal(wf.ModTime) && !wf.ModTime.IsZero() {
+		log.Warn("file changed while being read, will retry")
+		a.watcher.Forget(wf.Path)
+		return nil
+	}
+	return a.spoolFile(ctx, ident, parts, rows, rejects)
+}
+
+// spoolFile frames the file's parts, records them in state and puts them in the spool.
+func (a *Agent) spoolFile(ctx context.Context, ident state.File, parts []part, rows, rejects int64) error {
+	counts := map[string]int{}
+	for _, p := range parts {
+		counts[p.def.Name]++
+	}
+	seq := map[string]int{}
+	type framed struct {
+		id string
+		p  part
+		n  int
+	}
+	var all []framed
+	for _, p := range parts {
+		seq[p.def.Name]++
+		n := seq[p.def.Name]
+		id := protocol.BatchID(ident.SHA256, p.def.Name, p.def.Version, n)
+		all = append(all, framed{id: id, p: p, n: n})
+		ident.Batches = append(ident.Batches, state.Batch{ID: id, Feed: p.def.Name, Part: n, Parts: counts[p.def.Name], Rows: p.rows})
+	}
+	rec, err := a.state.StartFile(ident)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	for i, f := range all {
+		b := rec.Batches[i]
+		if b.Acked() {
+			continue // answered before a restart; the hub has it
+		}
+		if !a.spool.Has(f.id) {
+			frame, err := protocol.EncodeBatch(protocol.BatchHeader{
+				BatchID: f.id, Tenant: a.cfg.Tenant, Facility: a.cfg.Facility, Agent: a.cfg.ID,
+				Feed: f.p.def.Name, FeedVersion: f.p.def.Version, Table: f.p.def.Table,
+				SourceFile: f.p.source, SourceSHA256: ident.SHA256,
+				Part: f.n, Parts: counts[f.p.def.Name], Rows: f.p.rows, CreatedAt: now,
+			}, f.p.payload)
+			if err != nil {
+				return fmt.Errorf("framing batch %s of %s: %w", f.id, ident.Path, err)
+			}
+			// Put waits while the spool is full: this is where intake pauses.
+			if err := a.spool.Put(ctx, f.id, frame); err != nil {
+				if ctx.Err() != nil {
+					return nil // resumed from state on the next start
+				}
+				return err
+			}
+		}
+		if err := a.state.MarkSpooled(ident.SHA256, f.id); err != nil {
+			return err
+		}
+	}
+	rec, err = a.state.FinishSpooling(ident.SHA256, rows, rejects)
+	if err != nil {
+		return err
+	}
+	a.logger.Info("file spooled", "path", ident.Path, "sha256", ident.SHA256, "batches", len(all), "rows", rows, "rejects", rejects)
+	if rec.Complete() {
+		a.finalizeQ.push(ident.SHA256)
+	}
+	return nil
+}
+
+// parse unpacks and normalizes the file into encoded payloads. Every entry must match
+// exactly one feed; otherwise, and on any unpack or header error, the whole file is a
+// fileError so that no part of it is half ingested.
+func (a *Agent) parse(ctx context.Context, path, sha string) (parts []part, rows, rejects int64, err error) {
+	rj, err := newRejectsWriter(filepath.Join(a.dirs.rejects, sha+".jsonl"))
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	defer func() {
+		if cerr := rj.close(err == nil); err == nil && cerr != nil {
+			err = cerr
+		}
+	}()
+	walkErr := unpack.Walk(ctx, path, a.limits, func(e unpack.Entry) error {
+		if e.Skip != "" {
+			return rj.write(rejectLine{Source: e.Name, Reason: "entry skipped: " + e.Skip})
+		}
+		var matched []*feed.Definition
+		for _, def := range a.feeds {
+			if def.Matches(e.BaseName()) {
+				matched = append(matched, def)
+			}
+		}
+		switch len(matched) {
+		case 0:
+			return &fileError{reason: fmt.Sprintf("entry %s matches no feed", e.Name)}
+		case 1:
+		default:
+			names := make([]string, len(matched))
+			for i, d := range matched {
+				names[i] = d.Name
+			}
+			return &fileError{reason: fmt.Sprintf("entry %s matches several feeds: %s", e.Name, strings.Join(names, ", "))}
+		}
+		def := matched[0]
+		n := a.normalizers[def.Name]
+		st, err := n.Run(ctx, e.Reader, e.Name, func(rec arrow.RecordBatch) error {
+			payload, err := protocol.EncodeRecords(n.Schema(), []arrow.RecordBatch{rec})
+			if err != nil {
+				return fmt.Errorf("encoding batch of %s: %w", e.Name, err)
+			}
+			parts = append(parts, part{def: def, source: e.Name, payload: payload, rows: rec.NumRows()})
+			return nil
+		}, func(r normalize.Reject) error {
+			return rj.write(rejectLine{Source: r.Source, Row: r.Row, Line: r.Line, Column: r.Column, Raw: r.Raw, Reason: r.Reason, Feed: def.Name})
+		})
+		if err != nil {
+			if errors.Is(err, normalize.ErrHeader) {
+				return &fileError{reason: fmt.Sprintf("entry %s (feed %s): %v", e.Name, def.Name, err)}
+			}
+			return err
+		}
+		rows += st.Accepted
+		return nil
+	})
+	if walkErr != nil {
+		var fe *fileError
+		if errors.As(walkErr, &fe) {
+			return nil, 0, 0, fe
+		}
+		for _, sentinel := range []error{unpack.ErrCorrupt, unpack.ErrBomb, unpack.ErrTraversal, unpack.ErrEncrypted, unpack.ErrUnsupported, unpack.ErrTooDeep} {
+			if errors.Is(walkErr, sentinel) {
+				return nil, 0, 0, &fileError{reason: walkErr.Error()}
+			}
+		}
+		return nil, 0, 0, walkErr
+	}
+	a.rowsRejected.Add(rj.n)
+	return parts, rows, rj.n, nil
+}
+
+// rejectLine is one line of rejects/<sha256>.jsonl.
+type rejectLine struct {
+	Source string `json:"source"`
+	Feed   string `json:"feed,omitempty"`
+	Row    int64  `json:"row,omitempty"`
+	Line   int64  `json:"line,omitempty"`
+	Column string `json:"column,omitempty"`
+	Raw    string `json:"raw,omitempty"`
+	Reason string `json:"reason"`
+}
+
+// rejectsWriter writes a file's rejects to a temp file renamed into place only when the
+// whole file was parsed, so a re-parse after a crash never duplicates lines.
+type rejectsWriter struct {
+	path string
+	f    *os.File
+	w    *bufio.Writer
+	n    int64
+}
+
+func newRejectsWriter(path string) (*rejectsWriter, error) {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return nil, fmt.Errorf("creating rejects file for %s: %w", path, err)
+	}
+	return &rejectsWriter{path: path, f: f, w: bufio.NewWriter(f)}, nil
+}
+
+func (r *rejectsWriter) write(l rejectLine) error {
+	b, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	r.n++
+	r.w.Write(b)
+	_, err = r.w.Write([]byte{'\n'})
+	return err
+}
+
+func (r *rejectsWriter) close(keep bool) error {
+	tmp := r.f.Name()
+	err := r.w.Flush()
+	if err == nil && keep && r.n > 0 {
+		err = r.f.Sync()
+	}
+	if cerr := r.f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil || !keep || r.n == 0 {
+		os.Remove(tmp)
+		if err != nil {
+			return fmt.Errorf("writing rejects %s: %w", r.path, err)
+		}
+		return nil
+	}
+	if err := os.Rename(tmp, r.path); err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("writing rejects %s: %w", r.path, err)
+	}
+	return nil
+}
+
+// quarantine copies the file (the original is never modified) with a reason file and
+// records it, so the same content is not tried again.
+func (a *Agent) quarantine(f state.File, reason string) error {
+	name := f.SHA256[:16] + "_" + filepath.Base(f.Path)
+	dst := filepath.Join(a.dirs.quarantine, name)
+	if _, err := os.Lstat(dst); err == nil {
+		// Copied by a run that stopped before recording the quarantine.
+	} else if err := copyFile(f.Path, dst); err != nil {
+		// Without the copy the file stays where it is and is retried; nothing is lost.
+		a.logger.Error("copying file to quarantine failed", "path", f.Path, "err", err)
+		a.setError(err)
+		a.watcher.Forget(f.Path)
+		return nil
+	}
+	text := fmt.Sprintf("file: %s\nsha256: %s\ntime: %s\nreason: %s\n", f.Path, f.SHA256, time.Now().UTC().Format(time.RFC3339), reason)
+	if err := writeFileSync(dst+".reason.txt", []byte(text)); err != nil {
+		a.logger.Error("writing quarantine reason failed", "path", f.Path, "err", err)
+	}
+	if _, err := a.state.Quarantine(f, reason); err != nil {
+		return err
+	}
+	a.logger.Warn("file quarantined", "path", f.Path, "sha256", f.SHA256, "reason", reason, "copy", dst)
+	a.sender.Event(protocol.Event{Kind: protocol.EventQuarantine, File: f.Path, Reason: reason})
+	return nil
+}
+
+func (a *Agent) runFinisher(ctx context.Context) error {
+	for {
+		for {
+			sha, ok := a.finalizeQ.pop()
+			if !ok {
+				break
+			}
+			if err := a.finish(sha); err != nil {
+				return err
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-a.finalizeQ.wake:
+		}
+	}
+}
+
+// finish ends a file whose batches were all answered: done (moved or kept) when all were
+// committed, quarantined when the hub rejected any.
+func (a *Agent) finish(sha string) error {
+	f, ok, err := a.state.Get(sha)
+	if err != nil || !ok || !f.Complete() {
+		return err
+	}
+	if rej := f.Rejected(); len(rej) > 0 {
+		var b strings.Builder
+		for _, r := range rej {
+			fmt.Fprintf(&b, "batch %s (feed %s part %d/%d) rejected by the hub: %s; ", r.ID, r.Feed, r.Part, r.Parts, r.Reason)
+		}
+		reason := strings.TrimSuffix(b.String(), "; ")
+		if _, err := os.Stat(f.Path); err == nil {
+			return a.quarantine(f, reason)
+		}
+		_, err := a.state.Quarantine(f, reason)
+		return err
+	}
+	movedTo := ""
+	if w, ok := a.roots[filepath.Clean(f.Root)]; ok && w.Done == DoneMove {
+		movedTo, err = a.moveDone(f, w)
+		if err != nil {
+			// Stays in progress and complete: retried at the next sighting or restart.
+			a.logger.Error("moving finished file failed", "path", f.Path, "err", err)
+			a.setError(err)
+			return nil
+		}
+	}
+	if _, err := a.state.MarkDone(sha, movedTo); err != nil {
+		return err
+	}
+	a.filesDone.Add(1)
+	a.logger.Info("file done", "path", f.Path, "sha256", sha, "batches", len(f.Batches), "rows", f.Rows, "moved_to", movedTo)
+	a.sender.Event(protocol.Event{Kind: protocol.EventFileDone, File: f.Path})
+	return nil
+}
+
+// moveDone moves the finished file to done_dir under its path relative to the watched
+// folder, never overwriting. It moves only the content that was ingested: a file that
+// was replaced since is left alone.
+func (a *Agent) moveDone(f state.File, w WatchConfig) (string, error) {
+	sha, _, err := unpack.HashFile(f.Path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return "", nil // moved by a previous run that stopped before recording it, or by someone else
+	}
+	if err != nil {
+		return "", err
+	}
+	if sha != f.SHA256 {
+		a.logger.Warn("finished file was replaced; leaving the new content in place", "path", f.Path)
+		return "", nil
+	}
+	rel, err := filepath.Rel(f.Root, f.Path)
+	if err != nil || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		rel = filepath.Base(f.Path)
+	}
+	dst := filepath.Join(w.DoneDir, rel)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return "", fmt.Errorf("creating done dir for %s: %w", f.Path, err)
+	}
+	dst, err = freeName(dst)
+	if err != nil {
+		return "", err
+	}
+	if err := os.Rename(f.Path, dst); err != nil {
+		// Another volume: copy, then remove the original only once the copy is durable.
+		if err := copyFile(f.Path, dst); err != nil {
+			return "", fmt.Errorf("moving %s to %s: %w", f.Path, dst, err)
+		}
+		if err := os.Remove(f.Path); err != nil {
+			return "", fmt.Errorf("removing %s after copying it to %s: %w", f.Path, dst, err)
+		}
+	}
+	return dst, nil
+}
+
+// moveDuplicate moves a second copy of already ingested content out of a `done: move`
+// folder, so it is not hashed again at every rescan.
+func (a *Agent) moveDuplicate(wf watch.File, rec state.File) {
+	w, ok := a.roots[filepath.Clean(wf.Root)]
+	if !ok || w.Done != DoneMove || wf.Path == rec.MovedTo {
+		return
+	}
+	dup := rec
+	dup.Path, dup.Root = wf.Path, wf.Root
+	dst, err := a.moveDone(dup, w)
+	if err != nil {
+		a.logger.Warn("moving duplicate file failed", "path", wf.Path, "err", err)
+		return
+	}
+	a.logger.Info("moved duplicate of ingested content", "path", wf.Path, "moved_to", dst)
+}
+
+// freeName returns p, or p with a numeric suffix before its extension when p exists.
+func freeName(p string) (string, error) {
+	ext := filepath.Ext(p)
+	base := strings.TrimSuffix(p, ext)
+	for i := 0; i < 10000; i++ {
+		cand := p
+		if i > 0 {
+			cand = fmt.Sprintf("%s.%d%s", base, i, ext)
+		}
+		if _, err := os.Lstat(cand); errors.Is(err, fs.ErrNotExist) {
+			return cand, nil
+		} else if err != nil {
+			return "", err
+		}
+	}
+	return "", fmt.Errorf("no free name for %s", p)
+}
+
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	tmp := dst + ".partial"
+	out, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := out.Sync(); err != nil {
+		out.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := out.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	if _, err := os.Lstat(dst); err == nil {
+		os.Remove(tmp)
+		return fmt.Errorf("%s already exists", dst)
+	}
+	return os.Rename(tmp, dst)
+}
+
+func writeFileSync(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
