@@ -90,6 +90,21 @@ func TestPostgres(t *testing.T) {
 	}
 }
 
+// TestPostgresParallel: concurrent CREATE DATABASE on the shared server.
+func TestPostgresParallel(t *testing.T) {
+	t.Parallel()
+	for i := 0; i < 6; i++ {
+		t.Run("db", func(t *testing.T) {
+			t.Parallel()
+			conn, err := pgx.Connect(context.Background(), Postgres(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn.Close(context.Background())
+		})
+	}
+}
+
 func TestMinIO(t *testing.T) {
 	t.Parallel()
 	for _, drives := range []int{1, 4} {
