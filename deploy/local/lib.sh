@@ -150,7 +150,7 @@ ensure_minio_binary() {
 			# leaves a half-written binary that looks usable.
 			local tmp
 			tmp=$(mktemp -d "$MEDLAKE_TOOLS/.build.XXXXXX")
-			if ! GOBIN="$tmp" GOFLAGS=-mod=mod go install "$MINIO_MODULE" >&2; then
+			if ! GOBIN="$tmp" GOFLAGS= go install "$MINIO_MODULE" >&2; then
 				rm -rf "$tmp"
 				die "building MinIO failed"
 			fi
