@@ -27,6 +27,8 @@ func (c Config) SystemdUnit() (string, error) {
 	w("After=network-online.target")
 	w("Wants=network-online.target")
 	w("ConditionFileIsExecutable=%s", systemdPath(c.Executable))
+	// Never give up restarting: an agent that stays down loses freshness.
+	w("StartLimitIntervalSec=0")
 	w("")
 	w("[Service]")
 	w("Type=simple")
@@ -54,7 +56,6 @@ func (c Config) SystemdUnit() (string, error) {
 	// restarting always is safe; SIGTERM lets it finish the batch in hand.
 	w("Restart=always")
 	w("RestartSec=5")
-	w("StartLimitIntervalSec=0")
 	w("KillSignal=SIGTERM")
 	w("TimeoutStopSec=60")
 	w("LimitNOFILE=65536")
