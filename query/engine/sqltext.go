@@ -17,7 +17,8 @@ const (
 )
 
 // scan walks sql and calls fn for each token with its byte range. It knows
-// PostgreSQL/DuckDB quoting: '...' (” escapes), E'...' (backslash escapes),
+// PostgreSQL/DuckDB quoting: '...' (a doubled quote escapes), E'...' (backslash
+// escapes),
 // "..." identifiers, $tag$...$tag$ dollar quoting, -- and nested /* */
 // comments. An unterminated quote or comment runs to the end of the input
 // (DuckDB then reports the syntax error).

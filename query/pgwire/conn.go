@@ -1,0 +1,743 @@
+package pgwire
+
+import (
+	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/duckdb/duckdb-go/v2"
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/medlake/medlake/query/engine"
+)
+
+const (
+	maxMessageBytes = 16 << 20
+	startupTimeout  = time.Minute
+	flushBytes      = 64 << 10
+)
+
+// pgError is an error with the SQLSTATE sent to the client.
+type pgError struct {
+	code string
+	msg  string
+}
+
+func (e *pgError) Error() string { return e.msg }
+
+func errorf(code, format string, args ...any) error {
+	return &pgError{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+// conn is one client connection, served by one goroutine (serve). Only
+// running is touched from other goroutines (CancelRequest), under runMu.
+type conn struct {
+	s      *Server
+	nc     net.Conn
+	be     *pgproto3.Backend
+	logger *slog.Logger
+	pid    uint32
+	secret []byte
+	sess   *engine.Session
+	app    string
+
+	stmts   map[string]*prepared
+	portals map[string]*portal
+	pending int // bytes sent since the last flush
+
+	runMu   sync.Mutex
+	running context.CancelFunc
+}
+
+// prepared is a parsed statement: a DuckDB statement or a session command
+// answered by the server itself (virtual).
+type prepared struct {
+	empty     bool
+	st        *engine.Statement
+	paramOIDs []uint32
+	cols      []column
+	virtual   *virtualResult
+}
+
+type column struct {
+	name string
+	t    pgType
+}
+
+type virtualResult struct {
+	rows [][]driver.Value
+	tag  string
+}
+
+type portal struct {
+	p       *prepared
+	args    []any
+	formats []int16
+}
+
+func (p *prepared) close() {
+	if p.st != nil {
+		p.st.Close()
+	}
+}
+
+func (s *Server) serve(ctx context.Context, nc net.Conn) {
+	defer nc.Close()
+	stop := context.AfterFunc(ctx, func() { nc.Close() })
+	defer stop()
+	c := &conn{
+		s: s, nc: nc, be: pgproto3.NewBackend(nc, nc),
+		logger:  s.logger.With("remote", nc.RemoteAddr().String()),
+		stmts:   map[string]*prepared{},
+		portals: map[string]*portal{},
+	}
+	c.be.SetMaxBodyLen(maxMessageBytes)
+	_ = nc.SetDeadline(time.Now().Add(startupTimeout))
+	ok, err := c.startup(ctx)
+	if err != nil {
+		if !errors.Is(err, io.EOF) && ctx.Err() == nil {
+			c.logger.Info("pgwire startup failed", "err", err)
+		}
+		return
+	}
+	if !ok {
+		return
+	}
+	_ = nc.SetDeadline(time.Time{})
+	defer s.unregister(c.pid)
+	defer c.closeAll()
+	if err := c.loop(ctx); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && ctx.Err() == nil {
+		c.logger.Info("pgwire connection ended", "err", err)
+	}
+}
+
+// startup runs the handshake. It returns false without error for a
+// CancelRequest connection or a refused login (already answered).
+func (c *conn) startup(ctx context.Context) (bool, error) {
+	for {
+		msg, err := c.be.ReceiveStartupMessage()
+		if err != nil {
+			return false, err
+		}
+		switch m := msg.(type) {
+		case *pgproto3.SSLRequest, *pgproto3.GSSEncRequest:
+			// TLS is not offered yet; clients then continue in plain text
+			// (or give up when they require TLS).
+			if _, err := c.nc.Write([]byte{'N'}); err != nil {
+				return false, err
+			}
+		case *pgproto3.CancelRequest:
+			c.s.cancelQuery(m.ProcessID, m.SecretKey)
+			return false, nil
+		case *pgproto3.StartupMessage:
+			return c.login(ctx, m)
+		default:
+			return false, fmt.Errorf("unexpected startup message %T", msg)
+		}
+	}
+}
+
+func (c *conn) login(ctx context.Context, m *pgproto3.StartupMessage) (bool, error) {
+	user := m.Parameters["user"]
+	c.app = m.Parameters["application_name"]
+	c.logger = c.logger.With("user", user)
+	if len(c.s.cfg.Users) == 0 {
+		if !isLoopback(c.nc.RemoteAddr()) {
+			return false, c.fatal("28000", "no users are configured: only loopback connections are trusted")
+		}
+	} else {
+		c.be.Send(&pgproto3.AuthenticationCleartextPassword{})
+		if err := c.be.Flush(); err != nil {
+			return false, err
+		}
+		if err := c.be.SetAuthType(pgproto3.AuthTypeCleartextPassword); err != nil {
+			return false, err
+		}
+		msg, err := c.be.Receive()
+		if err != nil {
+			return false, err
+		}
+		pw, ok := msg.(*pgproto3.PasswordMessage)
+		if !ok || !c.s.authenticate(user, pw.Password) {
+			c.logger.Warn("pgwire authentication failed")
+			return false, c.fatal("28P01", fmt.Sprintf("password authentication failed for user %q", user))
+		}
+	}
+	sess, err := c.s.eng.Session(ctx)
+	if err != nil {
+		return false, c.fatal("57P03", "query engine unavailable")
+	}
+	c.sess = sess
+	c.pid, c.secret = c.s.register(c)
+	c.be.Send(&pgproto3.AuthenticationOk{})
+	for _, kv := range [][2]string{
+		{"server_version", serverVersion},
+		{"server_encoding", "UTF8"},
+		{"client_encoding", "UTF8"},
+		{"DateStyle", "ISO, MDY"},
+		{"IntervalStyle", "postgres"},
+		{"integer_datetimes", "on"},
+		{"standard_conforming_strings", "on"},
+		{"TimeZone", "UTC"},
+		{"is_superuser", "off"},
+		{"application_name", c.app},
+	} {
+		c.be.Send(&pgproto3.ParameterStatus{Name: kv[0], Value: kv[1]})
+	}
+	c.be.Send(&pgproto3.BackendKeyData{ProcessID: c.pid, SecretKey: c.secret})
+	c.be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	c.logger.Debug("pgwire session started")
+	return true, c.be.Flush()
+}
+
+func (c *conn) fatal(code, msg string) error {
+	c.be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", SeverityUnlocalized: "FATAL", Code: code, Message: msg})
+	_ = c.be.Flush()
+	return nil
+}
+
+func (c *conn) closeAll() {
+	for _, p := range c.stmts {
+		p.close()
+	}
+	c.stmts, c.portals = nil, nil
+	if c.sess != nil {
+		c.sess.Close()
+	}
+}
+
+func (c *conn) loop(ctx context.Context) error {
+	skipToSync := false // after an error in the extended protocol
+	for {
+		msg, err := c.be.Receive()
+		if err != nil {
+			return err
+		}
+		if skipToSync {
+			switch msg.(type) {
+			case *pgproto3.Sync:
+				skipToSync = false
+			case *pgproto3.Terminate:
+				return nil
+			default:
+				continue
+			}
+		}
+		var opErr error
+		switch m := msg.(type) {
+		case *pgproto3.Query:
+			c.simpleQuery(ctx, m.String)
+		case *pgproto3.Parse:
+			opErr = c.parse(ctx, m)
+		case *pgproto3.Bind:
+			opErr = c.bind(m)
+		case *pgproto3.Describe:
+			opErr = c.describe(m)
+		case *pgproto3.Execute:
+			opErr = c.executePortal(ctx, m)
+		case *pgproto3.Close:
+			c.closeObject(m)
+		case *pgproto3.Sync:
+			// Each Sync ends the implicit transaction, which drops portals.
+			c.portals = map[string]*portal{}
+			c.be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+			opErr = c.flush()
+		case *pgproto3.Flush:
+			opErr = c.flush()
+		case *pgproto3.Terminate:
+			return nil
+		default:
+			opErr = errorf("0A000", "message %T is not supported", msg)
+		}
+		if opErr != nil {
+			if !isQueryError(opErr) {
+				return opErr // I/O error: the connection is gone
+			}
+			c.sendError(opErr)
+			if _, isSync := msg.(*pgproto3.Sync); !isSync {
+				skipToSync = true
+			}
+		}
+		if c.pending > flushBytes {
+			if err := c.flush(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (c *conn) flush() error {
+	c.pending = 0
+	return c.be.Flush()
+}
+
+func (c *conn) send(msg pgproto3.BackendMessage, size int) error {
+	c.be.Send(msg)
+	c.pending += size
+	if c.pending > flushBytes {
+		return c.flush()
+	}
+	return nil
+}
+
+func (c *conn) simpleQuery(ctx context.Context, sql string) {
+	for _, q := range engine.SplitStatements(sql) {
+		if q == "" {
+			c.be.Send(&pgproto3.EmptyQueryResponse{})
+			continue
+		}
+		p, err := c.prepare(ctx, q)
+		if err == nil {
+			err = c.execute(ctx, q, p, nil, nil, true)
+			p.close()
+		}
+		if err != nil {
+			c.sendError(err)
+			break
+		}
+	}
+	c.be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	_ = c.flush()
+}
+
+func (c *conn) parse(ctx context.Context, m *pgproto3.Parse) error {
+	if _, exists := c.stmts[m.Name]; exists && m.Name != "" {
+		return errorf("42P05", "prepared statement %q already exists", m.Name)
+	}
+	parts := engine.SplitStatements(m.Query)
+	if len(parts) > 1 {
+		return errorf("42601", "cannot insert multiple commands into a prepared statement")
+	}
+	var p *prepared
+	if parts[0] == "" {
+		p = &prepared{empty: true}
+	} else {
+		var err error
+		if p, err = c.prepare(ctx, parts[0]); err != nil {
+			return err
+		}
+	}
+	if old := c.stmts[m.Name]; old != nil {
+		old.close()
+	}
+	c.stmts[m.Name] = p
+	c.be.Send(&pgproto3.ParseComplete{})
+	return nil
+}
+
+func (c *conn) bind(m *pgproto3.Bind) error {
+	p := c.stmts[m.PreparedStatement]
+	if p == nil {
+		return errorf("26000", "prepared statement %q does not exist", m.PreparedStatement)
+	}
+	if len(m.Parameters) != len(p.paramOIDs) {
+		return errorf("08P01", "bind message supplies %d parameters, but prepared statement %q requires %d",
+			len(m.Parameters), m.PreparedStatement, len(p.paramOIDs))
+	}
+	args, err := decodeParams(p.paramOIDs, m.ParameterFormatCodes, m.Parameters)
+	if err != nil {
+		return err
+	}
+	formats, err := resultFormats(len(p.cols), m.ResultFormatCodes)
+	if err != nil {
+		return err
+	}
+	c.portals[m.DestinationPortal] = &portal{p: p, args: args, formats: formats}
+	c.be.Send(&pgproto3.BindComplete{})
+	return nil
+}
+
+// decodeParams decodes Bind parameters by the types the statement reported
+// in its ParameterDescription.
+func decodeParams(oids []uint32, formatCodes []int16, values [][]byte) ([]any, error) {
+	if len(formatCodes) > 1 && len(formatCodes) != len(values) {
+		return nil, errorf("08P01", "bind message has %d parameter formats but %d parameters", len(formatCodes), len(values))
+	}
+	if len(values) != len(oids) {
+		return nil, errorf("08P01", "bind message supplies %d parameters, statement requires %d", len(values), len(oids))
+	}
+	args := make([]any, len(values))
+	for i, v := range values {
+		f := int16(0)
+		switch len(formatCodes) {
+		case 0:
+		case 1:
+			f = formatCodes[0]
+		default:
+			f = formatCodes[i]
+		}
+		a, err := decodeParam(oids[i], f, v)
+		if err != nil {
+			return nil, errorf("22P02", "parameter $%d: %v", i+1, err)
+		}
+		args[i] = a
+	}
+	return args, nil
+}
+
+func resultFormats(ncols int, codes []int16) ([]int16, error) {
+	out := make([]int16, ncols)
+	switch {
+	case len(codes) == 0:
+	case len(codes) == 1:
+		for i := range out {
+			out[i] = codes[0]
+		}
+	case len(codes) == ncols:
+		copy(out, codes)
+	default:
+		return nil, errorf("08P01", "bind message has %d result formats but query has %d columns", len(codes), ncols)
+	}
+	for _, f := range out {
+		if f != 0 && f != 1 {
+			return nil, errorf("08P01", "unknown result format code %d", f)
+		}
+	}
+	return out, nil
+}
+
+func (c *conn) describe(m *pgproto3.Describe) error {
+	switch m.ObjectType {
+	case 'S':
+		p := c.stmts[m.Name]
+		if p == nil {
+			return errorf("26000", "prepared statement %q does not exist", m.Name)
+		}
+		c.be.Send(&pgproto3.ParameterDescription{ParameterOIDs: p.paramOIDs})
+		c.sendRowDescription(p, nil)
+	case 'P':
+		pt := c.portals[m.Name]
+		if pt == nil {
+			return errorf("34000", "portal %q does not exist", m.Name)
+		}
+		c.sendRowDescription(pt.p, pt.formats)
+	default:
+		return errorf("08P01", "invalid describe object type %q", m.ObjectType)
+	}
+	return nil
+}
+
+func (c *conn) sendRowDescription(p *prepared, formats []int16) {
+	if len(p.cols) == 0 {
+		c.be.Send(&pgproto3.NoData{})
+		return
+	}
+	fields := make([]pgproto3.FieldDescription, len(p.cols))
+	for i, col := range p.cols {
+		fields[i] = pgproto3.FieldDescription{
+			Name: []byte(col.name), DataTypeOID: col.t.oid, DataTypeSize: col.t.size, TypeModifier: col.t.mod,
+		}
+		if formats != nil {
+			fields[i].Format = formats[i]
+		}
+	}
+	c.be.Send(&pgproto3.RowDescription{Fields: fields})
+}
+
+func (c *conn) executePortal(ctx context.Context, m *pgproto3.Execute) error {
+	pt := c.portals[m.Portal]
+	if pt == nil {
+		return errorf("34000", "portal %q does not exist", m.Portal)
+	}
+	if pt.p.empty {
+		c.be.Send(&pgproto3.EmptyQueryResponse{})
+		return nil
+	}
+	// MaxRows is not honoured: the whole result is sent and the portal is
+	// complete (clients that page with it get every row at once).
+	return c.execute(ctx, "", pt.p, pt.args, pt.formats, false)
+}
+
+func (c *conn) closeObject(m *pgproto3.Close) {
+	switch m.ObjectType {
+	case 'S':
+		if p := c.stmts[m.Name]; p != nil {
+			for name, pt := range c.portals {
+				if pt.p == p {
+					delete(c.portals, name)
+				}
+			}
+			p.close()
+			delete(c.stmts, m.Name)
+		}
+	case 'P':
+		delete(c.portals, m.Name)
+	}
+	c.be.Send(&pgproto3.CloseComplete{})
+}
+
+// execute runs p and streams its rows. sql is only used to spot catalog
+// probes in logs.
+func (c *conn) execute(ctx context.Context, sql string, p *prepared, args []any, formats []int16, rowDesc bool) error {
+	if formats == nil {
+		formats = make([]int16, len(p.cols))
+	}
+	if rowDesc {
+		c.sendRowDescription(p, formats)
+	}
+	if p.virtual != nil {
+		for _, row := range p.virtual.rows {
+			if err := c.sendRow(p.cols, formats, row); err != nil {
+				return err
+			}
+		}
+		c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte(p.virtual.tag)})
+		return nil
+	}
+	if args == nil && len(p.paramOIDs) > 0 {
+		return errorf("42P02", "there is no parameter $1")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c.runMu.Lock()
+	c.running = cancel
+	c.runMu.Unlock()
+	defer func() {
+		c.runMu.Lock()
+		c.running = nil
+		c.runMu.Unlock()
+	}()
+	start := time.Now()
+	var n int64
+	err := p.st.Query(ctx, args, func(row []driver.Value) error {
+		n++
+		return c.sendRow(p.cols, formats, row)
+	})
+	elapsed := time.Since(start)
+	if err != nil {
+		c.s.observe("error", elapsed)
+		if sql != "" && looksLikeCatalogProbe(sql) {
+			c.logger.Info("unhandled catalog probe", "query", truncate(sql, 300), "err", err)
+		}
+		return err
+	}
+	c.s.observe("ok", elapsed)
+	c.be.Send(&pgproto3.CommandComplete{CommandTag: fmt.Appendf(nil, "SELECT %d", n)})
+	return nil
+}
+
+func (c *conn) sendRow(cols []column, formats []int16, row []driver.Value) error {
+	vals := make([][]byte, len(row))
+	size := 0
+	for i, v := range row {
+		if v == nil {
+			continue
+		}
+		var b []byte
+		var err error
+		if formats[i] == 1 {
+			b, err = encodeBinary(cols[i].t, v)
+		} else {
+			b, err = encodeText(cols[i].t, v)
+		}
+		if err != nil {
+			return errorf("XX000", "column %s: %v", cols[i].name, err)
+		}
+		vals[i] = b
+		size += len(b) + 4
+	}
+	return c.send(&pgproto3.DataRow{Values: vals}, size)
+}
+
+func (c *conn) cancelRunning() {
+	c.runMu.Lock()
+	defer c.runMu.Unlock()
+	if c.running != nil {
+		c.running()
+	}
+}
+
+// prepare turns one statement into a prepared: session commands are
+// answered here, everything else goes to the engine.
+func (c *conn) prepare(ctx context.Context, q string) (*prepared, error) {
+	if v, err := c.sessionCommand(q); v != nil || err != nil {
+		if err != nil {
+			c.s.observe("refused", 0)
+		}
+		return v, err
+	}
+	st, err := c.sess.Prepare(ctx, q)
+	if err != nil {
+		outcome := "error"
+		if errors.Is(err, engine.ErrNotReadOnly) {
+			outcome = "refused"
+		}
+		c.s.observe(outcome, 0)
+		if looksLikeCatalogProbe(q) {
+			c.logger.Info("unhandled catalog probe", "query", truncate(q, 300), "err", err)
+		}
+		return nil, err
+	}
+	p := &prepared{st: st}
+	for _, t := range st.Params {
+		oid := pgTypeOf(t).oid
+		p.paramOIDs = append(p.paramOIDs, oid)
+	}
+	for _, col := range st.Columns {
+		p.cols = append(p.cols, column{name: col.Name, t: pgTypeOf(col.Type)})
+	}
+	return p, nil
+}
+
+const serverVersion = "15.0 (medlake)"
+
+var showQuery = regexp.MustCompile(`(?i)\bshow\s+"?([a-z_.]+)"?`)
+
+var versionQuery = regexp.MustCompile(`(?i)^select\s+(pg_catalog\.)?version\(\s*\)\s*$`)
+
+// showValues are the settings SHOW answers.
+var showValues = map[string]string{
+	"server_version":                serverVersion,
+	"server_version_num":            "150000",
+	"server_encoding":               "UTF8",
+	"client_encoding":               "UTF8",
+	"datestyle":                     "ISO, MDY",
+	"intervalstyle":                 "postgres",
+	"integer_datetimes":             "on",
+	"standard_conforming_strings":   "on",
+	"timezone":                      "UTC",
+	"transaction_isolation":         "read committed",
+	"default_transaction_isolation": "read committed",
+	"transaction_read_only":         "on",
+	"default_transaction_read_only": "on",
+	"is_superuser":                  "off",
+	"max_identifier_length":         "63",
+	"search_path":                   `"$user", public`,
+}
+
+var textCol = pgTypeOf(engine.Type{ID: duckdb.TYPE_VARCHAR})
+
+// sessionCommand answers the commands that configure a PostgreSQL session.
+// Settings are accepted and ignored: the engine runs in UTC, UTF-8 and ISO
+// dates whatever the client asks, and refusing SET would break drivers.
+func (c *conn) sessionCommand(q string) (*prepared, error) {
+	kw := engine.FirstKeyword(q)
+	tag := func(t string) *prepared { return &prepared{virtual: &virtualResult{tag: t}} }
+	switch kw {
+	case "SET":
+		lower := strings.ToLower(q)
+		if strings.Contains(lower, "client_encoding") && !strings.Contains(lower, "utf8") &&
+			!strings.Contains(lower, "utf-8") && !strings.Contains(lower, "unicode") && !strings.Contains(lower, "default") {
+			return nil, errorf("0A000", "only client_encoding UTF8 is supported")
+		}
+		return tag("SET"), nil
+	case "RESET":
+		return tag("RESET"), nil
+	case "BEGIN", "START":
+		return tag("BEGIN"), nil
+	case "COMMIT", "END":
+		return tag("COMMIT"), nil
+	case "ROLLBACK", "ABORT":
+		return tag("ROLLBACK"), nil
+	case "DISCARD":
+		return tag("DISCARD ALL"), nil
+	case "DEALLOCATE":
+		return tag("DEALLOCATE"), nil
+	case "SHOW":
+		m := showQuery.FindStringSubmatch(q)
+		if m == nil {
+			return nil, errorf("42601", "syntax error in SHOW")
+		}
+		name := strings.ToLower(m[1])
+		if name == "all" {
+			return nil, errorf("0A000", "SHOW ALL is not supported")
+		}
+		val, ok := showValues[name]
+		if name == "application_name" {
+			val, ok = c.app, true
+		}
+		if !ok {
+			return nil, errorf("42704", "unrecognized configuration parameter %q", name)
+		}
+		return &prepared{
+			cols:    []column{{name: name, t: textCol}},
+			virtual: &virtualResult{rows: [][]driver.Value{{val}}, tag: "SHOW"},
+		}, nil
+	case "SELECT":
+		if versionQuery.MatchString(strings.TrimSpace(q)) {
+			v := "PostgreSQL " + serverVersion + " on DuckDB"
+			return &prepared{
+				cols:    []column{{name: "version", t: textCol}},
+				virtual: &virtualResult{rows: [][]driver.Value{{v}}, tag: "SELECT 1"},
+			}, nil
+		}
+	}
+	return nil, nil
+}
+
+func looksLikeCatalogProbe(q string) bool {
+	l := strings.ToLower(q)
+	return strings.Contains(l, "pg_") || strings.Contains(l, "information_schema")
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+// isQueryError reports whether err came from the engine (the statement
+// failed) rather than from the connection.
+func isQueryError(err error) bool {
+	return !isNetError(err)
+}
+
+func isNetError(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
+}
+
+func (c *conn) sendError(err error) {
+	code, msg := sqlState(err), err.Error()
+	c.be.Send(&pgproto3.ErrorResponse{Severity: "ERROR", SeverityUnlocalized: "ERROR", Code: code, Message: msg})
+}
+
+// sqlState maps an error to its SQLSTATE.
+func sqlState(err error) string {
+	var pe *pgError
+	if errors.As(err, &pe) {
+		return pe.code
+	}
+	var se *engine.SyntaxError
+	switch {
+	case errors.Is(err, engine.ErrNotReadOnly):
+		return "25006" // read_only_sql_transaction
+	case errors.Is(err, engine.ErrUnknownParamType):
+		return "42P18" // indeterminate_datatype
+	case errors.Is(err, context.Canceled):
+		return "57014" // query_canceled
+	case errors.As(err, &se):
+		return "42601"
+	}
+	var de *duckdb.Error
+	if errors.As(err, &de) {
+		switch de.Type {
+		case duckdb.ErrorTypeParser:
+			return "42601"
+		case duckdb.ErrorTypeCatalog:
+			return "42P01"
+		case duckdb.ErrorTypeBinder:
+			return "42703"
+		case duckdb.ErrorTypeConversion, duckdb.ErrorTypeInvalidInput:
+			return "22P02"
+		case duckdb.ErrorTypeOutOfRange:
+			return "22003"
+		case duckdb.ErrorTypeDivideByZero:
+			return "22012"
+		case duckdb.ErrorTypePermission:
+			return "42501"
+		case duckdb.ErrorTypeInterrupt:
+			return "57014"
+		}
+	}
+	return "XX000"
+}
