@@ -1,0 +1,382 @@
+package agent
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/medlake/medlake/agent/state"
+	"github.com/medlake/medlake/deploy/local/stack"
+	"github.com/medlake/medlake/protocol"
+)
+
+const labFeed = `name: lab_results
+version: 1
+table: lab_results
+match:
+  glob: "*lab_results*"
+format:
+  type: csv
+keys: [lab_id]
+columns:
+  - {name: lab_id, type: string, required: true}
+  - {name: patient_id, type: string}
+  - {name: result_value, type: float}
+`
+
+var hubSeq atomic.Int64
+
+// playHub is the test's hub: it decodes every batch and answers with the ack that
+// decide returns (nil holds the ack back).
+type playHub struct {
+	tb     testing.TB
+	client mqtt.Client
+
+	mu       sync.Mutex
+	received map[string][]string // batch id → source files, one per delivery
+	order    []string            // batch ids in arrival order, with repeats
+	decide   func(protocol.BatchHeader) *protocol.Ack
+	statuses []protocol.Status
+}
+
+func newPlayHub(tb testing.TB, broker string) *playHub {
+	tb.Helper()
+	h := &playHub{tb: tb, received: map[string][]string{}}
+	o := mqtt.NewClientOptions().AddBroker(broker).SetClientID(fmt.Sprintf("play-hub-%d", hubSeq.Add(1))).SetCleanSession(true).SetOrderMatters(false)
+	h.client = mqtt.NewClient(o)
+	if tok := h.client.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		tb.Fatalf("hub connect: %v", tok.Error())
+	}
+	tb.Cleanup(func() { h.client.Disconnect(100) })
+	sub := func(topic string, fn mqtt.MessageHandler) {
+		if tok := h.client.Subscribe(topic, 1, fn); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			tb.Fatalf("hub subscribe %s: %v", topic, tok.Error())
+		}
+	}
+	sub("medlake/v1/+/+/+/batch", func(_ mqtt.Client, m mqtt.Message) {
+		b, err := protocol.DecodeBatch(m.Payload())
+		if err != nil {
+			tb.Errorf("hub: undecodable batch on %s: %v", m.Topic(), err)
+			return
+		}
+		if _, recs, err := protocol.DecodeRecords(b.Payload, nil); err != nil {
+			tb.Errorf("hub: batch %s payload: %v", b.Header.BatchID, err)
+		} else {
+			for _, r := range recs {
+				r.Release()
+			}
+		}
+		h.mu.Lock()
+		h.received[b.Header.BatchID] = append(h.received[b.Header.BatchID], b.Header.SourceFile)
+		h.order = append(h.order, b.Header.BatchID)
+		decide := h.decide
+		h.mu.Unlock()
+		if decide != nil {
+			if a := decide(b.Header); a != nil {
+				h.ack(*a)
+			}
+		}
+	})
+	sub("medlake/v1/+/+/+/status", func(_ mqtt.Client, m mqtt.Message) {
+		st, err := protocol.DecodeStatus(m.Payload())
+		if err != nil {
+			tb.Errorf("hub: undecodable status: %v", err)
+			return
+		}
+		h.mu.Lock()
+		h.statuses = append(h.statuses, st)
+		h.mu.Unlock()
+	})
+	return h
+}
+
+func (h *playHub) setDecide(fn func(protocol.BatchHeader) *protocol.Ack) {
+	h.mu.Lock()
+	h.decide = fn
+	h.mu.Unlock()
+}
+
+func (h *playHub) ack(a protocol.Ack) {
+	b, err := protocol.EncodeAck(a)
+	if err != nil {
+		h.tb.Errorf("encoding ack: %v", err)
+		return
+	}
+	h.client.Publish(protocol.AckTopic("t1", "fac1", "agent-e2e"), 1, false, b)
+}
+
+// batchesOf returns the distinct batch ids received whose source file starts with prefix.
+func (h *playHub) batchesOf(prefix string) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var ids []string
+	for id, srcs := range h.received {
+		if strings.HasPrefix(srcs[0], prefix) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+func (h *playHub) sawEvent(kind, needle string) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, st := range h.statuses {
+		for _, ev := range st.Events {
+			if ev.Kind == kind && (strings.Contains(ev.File, needle) || strings.Contains(ev.BatchID, needle)) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func waitFor(tb testing.TB, what string, cond func() bool) {
+	tb.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			tb.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func hashOf(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
+}
+
+func gz(tb testing.TB, b []byte) []byte {
+	var buf bytes.Buffer
+	w := gzip.NewWriter(&buf)
+	w.Write(b)
+	if err := w.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func writeFile(tb testing.TB, path string, b []byte) {
+	tb.Helper()
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+type runningAgent struct {
+	*Agent
+	stop func()
+}
+
+func startAgent(tb testing.TB, cfg Config) runningAgent {
+	tb.Helper()
+	logger := slog.New(slog.NewTextHandler(testWriter{tb}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	a, err := New(cfg, logger, WithRegisterer(prometheus.NewRegistry()))
+	if err != nil {
+		tb.Fatalf("new agent: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.Run(ctx) }()
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				tb.Errorf("agent run: %v", err)
+			}
+		})
+	}
+	tb.Cleanup(stop)
+	return runningAgent{a, stop}
+}
+
+type testWriter struct{ tb testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.tb.Log(strings.TrimSuffix(string(p), "\n"))
+	return len(p), nil
+}
+
+func (r runningAgent) status(tb testing.TB, sha string) state.Status {
+	tb.Helper()
+	f, ok, err := r.File(sha)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if !ok {
+		return ""
+	}
+	return f.Status
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+func TestAgentEndToEnd(t *testing.T) {
+	broker := stack.Mosquitto(t)
+	hub := newPlayHub(t, broker)
+	root := t.TempDir()
+	exports := filepath.Join(root, "exports")
+	feeds := filepath.Join(root, "feeds")
+	stateDir := filepath.Join(root, "state")
+	for _, d := range []string{exports, feeds} {
+		os.MkdirAll(d, 0o755)
+	}
+	writeFile(t, filepath.Join(feeds, "lab_results.yaml"), []byte(labFeed))
+
+	cfg := DefaultConfig()
+	cfg.ID, cfg.Tenant, cfg.Facility, cfg.Broker = "agent-e2e", "t1", "fac1", broker
+	cfg.StateDir, cfg.FeedsDir = stateDir, feeds
+	cfg.Watch = []WatchConfig{{Path: exports, Recursive: true, Done: DoneMove}}
+	cfg.QuietPeriod, cfg.RescanInterval = 100*time.Millisecond, 500*time.Millisecond
+	cfg.BatchRows = 2
+	cfg.AckTimeout = 10 * time.Minute // no re-sends in this test: every repeat is a finding
+	cfg.StatusInterval = time.Hour
+
+	files := map[string][]byte{
+		"a_lab_results.csv":    []byte("lab_id,patient_id,result_value\nL1,P1,1.5\nL2,P2,2.5\nL3,P3,3.5\n"),
+		"b_lab_results.csv.gz": gz(t, []byte("lab_id,patient_id,result_value\nL4,P4,4\nL5,P5,not-a-number\nL6,P6,6\n")),
+		"c_lab_results.csv":    []byte("lab_id,patient_id,result_value\nL7,P7,7\n"),
+		"d_lab_results.csv":    []byte("lab_id,patient_id,result_value\nL8,P8,8\n"),
+		"notes.txt":            []byte("not a feed\n"),
+	}
+	os.MkdirAll(filepath.Join(exports, "sub"), 0o755)
+	for name, b := range files {
+		p := filepath.Join(exports, name)
+		if name == "a_lab_results.csv" {
+			p = filepath.Join(exports, "sub", name)
+		}
+		writeFile(t, p, b)
+	}
+	sha := func(name string) string { return hashOf(files[name]) }
+
+	// Phase 1: the hub holds every ack until it has every batch.
+	ag := startAgent(t, cfg)
+	waitFor(t, "all batches at the hub", func() bool {
+		return len(hub.batchesOf("a_")) == 2 && len(hub.batchesOf("b_")) == 1 && len(hub.batchesOf("c_")) == 1 && len(hub.batchesOf("d_")) == 1
+	})
+	waitFor(t, "notes.txt quarantined", func() bool { return ag.status(t, sha("notes.txt")) == state.StatusQuarantined })
+	for _, name := range []string{"a_lab_results.csv", "b_lab_results.csv.gz", "c_lab_results.csv", "d_lab_results.csv"} {
+		if st := ag.status(t, sha(name)); st != state.StatusInProgress {
+			t.Fatalf("%s is %q before any ack, want in_progress", name, st)
+		}
+	}
+	if !exists(filepath.Join(exports, "sub", "a_lab_results.csv")) {
+		t.Fatal("file moved before the hub acked its batches")
+	}
+	// Quarantine: a copy with its reason; the original is untouched.
+	qName := sha("notes.txt")[:16] + "_notes.txt"
+	reason, err := os.ReadFile(filepath.Join(stateDir, "quarantine", qName+".reason.txt"))
+	if err != nil || !strings.Contains(string(reason), "matches no feed") {
+		t.Fatalf("quarantine reason %q: %v", reason, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(exports, "notes.txt")); err != nil || string(b) != "not a feed\n" {
+		t.Fatalf("quarantined original changed: %q %v", b, err)
+	}
+	// Row rejects of b are kept with their position and reason.
+	rj, err := os.ReadFile(filepath.Join(stateDir, "rejects", sha("b_lab_results.csv.gz")+".jsonl"))
+	if err != nil || strings.Count(string(rj), "\n") != 1 || !strings.Contains(string(rj), `"row":2`) || !strings.Contains(string(rj), "result_value") {
+		t.Fatalf("rejects of b: %q %v", rj, err)
+	}
+
+	// Phase 2: commit a and b, reject c, keep holding d.
+	cID := hub.batchesOf("c_")[0]
+	dID := hub.batchesOf("d_")[0]
+	decide := func(h protocol.BatchHeader) *protocol.Ack {
+		switch {
+		case h.BatchID == cID:
+			return &protocol.Ack{BatchID: h.BatchID, Status: protocol.AckRejected, Reason: "table lab_results: test rejection"}
+		case h.BatchID == dID:
+			return nil
+		}
+		return &protocol.Ack{BatchID: h.BatchID, Status: protocol.AckCommitted, Table: "lab_results", SnapshotID: 1}
+	}
+	hub.setDecide(decide)
+	for _, id := range append(append(hub.batchesOf("a_"), hub.batchesOf("b_")...), cID) {
+		h := protocol.BatchHeader{BatchID: id}
+		hub.ack(*decide(h))
+	}
+	done := filepath.Join(exports, ".medlake-done")
+	waitFor(t, "a and b done", func() bool {
+		return ag.status(t, sha("a_lab_results.csv")) == state.StatusDone && ag.status(t, sha("b_lab_results.csv.gz")) == state.StatusDone
+	})
+	for _, p := range []string{filepath.Join(done, "sub", "a_lab_results.csv"), filepath.Join(done, "b_lab_results.csv.gz")} {
+		if !exists(p) {
+			t.Errorf("%s not in done dir", p)
+		}
+	}
+	if exists(filepath.Join(exports, "sub", "a_lab_results.csv")) {
+		t.Error("done file still in the export folder")
+	}
+	waitFor(t, "c quarantined after its rejection", func() bool { return ag.status(t, sha("c_lab_results.csv")) == state.StatusQuarantined })
+	dl, err := os.ReadFile(filepath.Join(stateDir, "dead-letter", cID+".reason.txt"))
+	if err != nil || !strings.Contains(string(dl), "test rejection") {
+		t.Fatalf("dead-letter reason of %s: %q %v", cID, dl, err)
+	}
+	if !exists(filepath.Join(stateDir, "dead-letter", cID+".mlb")) {
+		t.Fatal("rejected batch not kept in dead-letter")
+	}
+	if !exists(filepath.Join(exports, "c_lab_results.csv")) {
+		t.Fatal("file with a rejected batch was moved")
+	}
+	waitFor(t, "status events", func() bool {
+		return hub.sawEvent(protocol.EventDeadLetter, cID) && hub.sawEvent(protocol.EventQuarantine, "notes.txt") && hub.sawEvent(protocol.EventFileDone, "a_lab_results.csv")
+	})
+	if st := ag.status(t, sha("d_lab_results.csv")); st != state.StatusInProgress {
+		t.Fatalf("d is %q without an ack", st)
+	}
+	ag.stop()
+
+	// Phase 3: restart on the same state. d is still owed and must go out again; a and
+	// b are acked and must not. A copy of a's content under a new name is not ingested again.
+	hub.mu.Lock()
+	before := len(hub.order)
+	hub.mu.Unlock()
+	writeFile(t, filepath.Join(exports, "a_copy_lab_results.csv"), files["a_lab_results.csv"])
+	hub.setDecide(func(h protocol.BatchHeader) *protocol.Ack {
+		return &protocol.Ack{BatchID: h.BatchID, Status: protocol.AckCommitted}
+	})
+	ag2 := startAgent(t, cfg)
+	waitFor(t, "d done after restart", func() bool { return ag2.status(t, sha("d_lab_results.csv")) == state.StatusDone })
+	waitFor(t, "duplicate content moved without sending", func() bool { return !exists(filepath.Join(exports, "a_copy_lab_results.csv")) })
+	if !exists(filepath.Join(done, "d_lab_results.csv")) || !exists(filepath.Join(done, "a_copy_lab_results.csv")) {
+		t.Error("d or the duplicate not in done dir")
+	}
+	ag2.stop()
+	hub.mu.Lock()
+	after := append([]string(nil), hub.order[before:]...)
+	hub.mu.Unlock()
+	for _, id := range after {
+		if id != dID {
+			t.Errorf("batch %s sent again after restart; only %s was unacked", id, dID)
+		}
+	}
+	if len(after) == 0 {
+		t.Error("unacked batch of d was not sent after restart")
+	}
+	// Nothing is left behind: spool empty, c still dead-lettered.
+	left, _ := os.ReadDir(filepath.Join(stateDir, "spool"))
+	for _, de := range left {
+		if !de.IsDir() {
+			t.Errorf("spool still holds %s", de.Name())
+		}
+	}
+}
