@@ -216,7 +216,7 @@ func TestSendWindowAcksAndDeadLetter(t *testing.T) {
 			hub.ack(protocol.Ack{BatchID: b.Header.BatchID, Status: protocol.AckCommitted})
 		}
 	}
-	waitFor(t, "spool to drain", func() bool { return len(sp.List()) == 0 })
+	waitFor(t, "spool to drain", func() bool { st := s.Stats(); return len(sp.List()) == 0 && st.Committed+st.Rejected == 5 })
 	waitFor(t, "unknown ack to be ignored", func() bool { return s.Stats().Ignored >= 1 })
 	if got := log.ids(); len(got) != 5 {
 		t.Fatalf("ack callback saw %v, want the 5 spooled batches once each", got)
@@ -286,7 +286,7 @@ func TestResendWithoutHubAck(t *testing.T) {
 		t.Fatal("batch left the spool without a hub ack")
 	}
 	hub.ack(protocol.Ack{BatchID: ids[0], Status: protocol.AckCommitted})
-	waitFor(t, "committed batch to leave the spool", func() bool { return !sp.Has(ids[0]) })
+	waitFor(t, "committed batch to leave the spool", func() bool { return !sp.Has(ids[0]) && s.Stats().Committed == 1 })
 	if st := s.Stats(); st.Resent < 1 || st.Committed != 1 {
 		t.Fatalf("stats = %+v", st)
 	}
