@@ -25,7 +25,7 @@ const labRows = 3000
 
 // startServer builds a lake with lab_results (labRows rows in 3 data files),
 // an engine over it and a server on a random loopback port.
-func startServer(tb testing.TB, cfg Config) string {
+func startServer(tb testing.TB, cfg Config) (string, *Server) {
 	tb.Helper()
 	cat := testlake.Catalog(tb)
 	testlake.CreateLabTable(tb, cat, "lab_results")
@@ -59,7 +59,7 @@ func startServer(tb testing.TB, cfg Config) string {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return addr.String()
+	return addr.String(), srv
 }
 
 func dsn(addr, user, password string) string {
@@ -92,7 +92,7 @@ var modes = []struct {
 }
 
 func TestPgxQueries(t *testing.T) {
-	addr := startServer(t, Config{})
+	addr, _ := startServer(t, Config{})
 	ctx := context.Background()
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
@@ -173,7 +173,7 @@ func TestPgxQueries(t *testing.T) {
 }
 
 func TestTypeRoundTrip(t *testing.T) {
-	addr := startServer(t, Config{})
+	addr, _ := startServer(t, Config{})
 	ctx := context.Background()
 	ts := time.Date(2026, 3, 4, 5, 6, 7, 891011000, time.UTC)
 	day := time.Date(2026, 3, 4, 0, 0, 0, 0, time.UTC)
@@ -283,7 +283,7 @@ func TestPsql(t *testing.T) {
 	if _, err := exec.LookPath("psql"); err != nil {
 		t.Skip("psql not installed")
 	}
-	addr := startServer(t, Config{Users: []User{{Name: "analyst", Password: "s3cret"}}})
+	addr, _ := startServer(t, Config{Users: []User{{Name: "analyst", Password: "s3cret"}}})
 	tests := []struct{ sql, want string }{
 		{`SELECT count(*) FROM lab_results`, "3000"},
 		{`SELECT facility, count(*) FROM lab_results GROUP BY facility ORDER BY facility`, "fac0001|1000\nfac0002|1000\nfac0003|1000"},
@@ -309,7 +309,7 @@ func TestPsql(t *testing.T) {
 }
 
 func TestPasswordAuthPgx(t *testing.T) {
-	addr := startServer(t, Config{Users: []User{{Name: "analyst", Password: "s3cret"}}})
+	addr, _ := startServer(t, Config{Users: []User{{Name: "analyst", Password: "s3cret"}}})
 	ctx := context.Background()
 	if c, err := pgx.Connect(ctx, dsn(addr, "analyst", "nope")); err == nil {
 		c.Close(ctx)
@@ -329,7 +329,7 @@ func TestPasswordAuthPgx(t *testing.T) {
 }
 
 func TestSimpleProtocolMessages(t *testing.T) {
-	addr := startServer(t, Config{})
+	addr, _ := startServer(t, Config{})
 	ctx := context.Background()
 	c := connect(t, dsn(addr, "analyst", ""), pgx.QueryExecModeSimpleProtocol)
 	results, err := c.PgConn().Exec(ctx, `SELECT 1 AS a; ; SELECT 'x' AS b; SHOW TimeZone`).ReadAll()
