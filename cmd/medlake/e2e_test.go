@@ -1,0 +1,410 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/medlake/medlake/cmd/medlake/internal/gen"
+	"github.com/medlake/medlake/deploy/local/stack"
+	"github.com/medlake/medlake/protocol"
+)
+
+// e2eSetup says which real components the central side runs on. Empty fields mean the
+// embedded defaults: mochi broker, SQLite catalog, local warehouse.
+type e2eSetup struct {
+	broker    string
+	catalog   string
+	warehouse string
+	s3        stack.S3
+}
+
+// TestEndToEnd runs medlake serve and one medlake-agent per facility as separate
+// processes on real mosquitto, MinIO and PostgreSQL, drops generated CSV and TXT archives
+// into the watched folders, and checks through pgx on the pgwire port that every table
+// holds exactly the generated rows: count and key checksum equal gen's manifest.
+func TestEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real servers; run without -short")
+	}
+	s3 := stack.MinIO(t)
+	runEndToEnd(t, e2eSetup{
+		broker:    stack.Mosquitto(t),
+		catalog:   stack.Postgres(t),
+		warehouse: "s3://" + s3.Bucket + "/warehouse",
+		s3:        s3,
+	})
+}
+
+// TestEndToEndEmbedded is the same run on the embedded defaults `medlake demo` uses.
+func TestEndToEndEmbedded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the whole system; run without -short")
+	}
+	runEndToEnd(t, e2eSetup{})
+}
+
+func runEndToEnd(t *testing.T, setup e2eSetup) {
+	bin := buildBinaries(t)
+	work := t.TempDir()
+	genDir := filepath.Join(work, "gen")
+	runCmd(t, exec.Command(filepath.Join(bin, "medlake"), "gen", "--out", genDir, "--seed", "11",
+		"--facilities", "3", "--files-per-facility", "3", "--formats", "csv,txt", "--quiet"))
+	m, err := gen.ReadManifest(filepath.Join(genDir, "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	pgAddr, httpAddr := freeAddr(t), freeAddr(t)
+	brokerURL := setup.broker
+	args := []string{"serve", "--data-dir", filepath.Join(work, "hub"), "--feeds", filepath.Join(genDir, "feeds"),
+		"--pg-listen", pgAddr, "--http-listen", httpAddr, "--log-format", "json"}
+	if brokerURL == "" {
+		brokerAddr := freeAddr(t)
+		args = append(args, "--broker-listen", brokerAddr)
+		brokerURL = "tcp://" + brokerAddr
+	} else {
+		args = append(args, "--broker-url", brokerURL)
+	}
+	if setup.catalog != "" {
+		args = append(args, "--catalog", setup.catalog)
+	}
+	var env []string
+	if setup.warehouse != "" {
+		args = append(args, "--warehouse", setup.warehouse, "--s3-endpoint", setup.s3.Endpoint)
+		env = append(env, "MEDLAKE_CATALOG_S3_ACCESS_KEY="+setup.s3.AccessKey,
+			"MEDLAKE_CATALOG_S3_SECRET_KEY="+setup.s3.SecretKey, "MEDLAKE_CATALOG_S3_REGION="+setup.s3.Region)
+	}
+	start(t, "serve", env, filepath.Join(bin, "medlake"), args...)
+	waitReady(t, "http://"+httpAddr+"/readyz")
+
+	watchRoot := filepath.Join(work, "exports")
+	for _, tn := range m.Tenants {
+		for _, f := range tn.Facilities {
+			cfgPath := filepath.Join(work, "agent-"+f.ID+".yaml")
+			watch := filepath.Join(watchRoot, f.ID)
+			if err := os.MkdirAll(watch, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			writeFile(t, cfgPath, fmt.Sprintf(`id: agent-%s
+tenant: %s
+facility: %s
+broker: %s
+state_dir: %s
+feeds_dir: %s
+watch:
+  - path: %s
+    recursive: true
+    done: move
+quiet_period: 300ms
+rescan_interval: 2s
+`, f.ID, tn.ID, f.ID, brokerURL, filepath.Join(work, "state-"+f.ID), filepath.Join(genDir, "feeds"), watch))
+			start(t, "agent-"+f.ID, nil, filepath.Join(bin, "medlake-agent"), "run", "--config", cfgPath, "--log-format", "json")
+		}
+	}
+
+	// Drop the archives the way an export job does: a temporary name, then a rename.
+	dropped := 0
+	for _, f := range m.Files {
+		if f.Pending {
+			continue
+		}
+		dst := filepath.Join(watchRoot, f.Facility, filepath.Base(f.Path))
+		data, err := os.ReadFile(filepath.Join(genDir, filepath.FromSlash(f.Path)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		writeFile(t, dst+".tmp", string(data))
+		if err := os.Rename(dst+".tmp", dst); err != nil {
+			t.Fatal(err)
+		}
+		dropped++
+	}
+	t.Logf("dropped %d archives, %d rows", dropped, m.Rows)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	conn := connect(ctx, t, pgAddr)
+	for _, name := range slices.Sorted(maps.Keys(m.Tables)) {
+		want := m.Tables[name]
+		if want.Ready.Rows == 0 {
+			continue
+		}
+		waitCount(ctx, t, conn, name, want.Ready.Rows)
+		var sum gen.KeyChecksum
+		rows, err := conn.Query(ctx, fmt.Sprintf("SELECT %s FROM %s", strings.Join(want.Keys, ", "), name))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for rows.Next() {
+			vals := make([]string, len(want.Keys))
+			ptrs := make([]any, len(vals))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := rows.Scan(ptrs...); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			sum.Add(vals...)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if sum.Count() != want.Ready.Rows || sum.String() != want.Ready.KeyChecksum {
+			t.Errorf("%s: %d rows with key checksum %s; manifest says %d rows, checksum %s",
+				name, sum.Count(), sum.String(), want.Ready.Rows, want.Ready.KeyChecksum)
+		}
+		t.Logf("%s: %d rows, key checksum %s matches the manifest", name, sum.Count(), sum.String())
+	}
+
+	// A GROUP BY and a WHERE with a parameter, in pgx's default extended protocol.
+	var facilities int
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM (SELECT _facility, count(*) FROM lab_results GROUP BY _facility) g").Scan(&facilities); err != nil {
+		t.Fatal(err)
+	}
+	if facilities != 3 {
+		t.Errorf("lab_results spans %d facilities, want 3", facilities)
+	}
+	fac := m.Tenants[0].Facilities[0].ID
+	var n int64
+	if err := conn.QueryRow(ctx, "SELECT count(*) FROM lab_results WHERE _facility = $1", fac).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if want := facilityRows(m, "lab_results", fac); n != want {
+		t.Errorf("lab_results for %s: %d rows, want %d", fac, n, want)
+	}
+
+	checkRejections(ctx, t, brokerURL)
+
+	// Every archive was moved to the done folder only after its batches were committed.
+	waitFor(ctx, t, "archives moved to done folders", func() bool {
+		left := 0
+		_ = filepath.WalkDir(watchRoot, func(p string, d fs.DirEntry, err error) error {
+			if err == nil && !d.IsDir() && !strings.Contains(p, ".medlake-done") {
+				left++
+			}
+			return nil
+		})
+		return left == 0
+	})
+}
+
+// checkRejections publishes the protocol's bad golden vectors as a rogue agent would and
+// expects a rejected ack with a reason for each.
+func checkRejections(ctx context.Context, t *testing.T, brokerURL string) {
+	t.Helper()
+	const tenant, facility, agentID = "t9999", "f999999", "rogue-agent"
+	acks := make(chan protocol.Ack, 10)
+	opts := mqtt.NewClientOptions().AddBroker(brokerURL).SetClientID("e2e-rogue").SetCleanSession(true)
+	c := mqtt.NewClient(opts)
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connecting to %s: %v", brokerURL, tok.Error())
+	}
+	defer c.Disconnect(100)
+	tok := c.Subscribe(protocol.AckTopic(tenant, facility, agentID), 1, func(_ mqtt.Client, msg mqtt.Message) {
+		if a, err := protocol.DecodeAck(msg.Payload()); err == nil {
+			acks <- a
+		}
+	})
+	if !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatal(tok.Error())
+	}
+	want := map[string]string{}
+	for _, name := range []string{"batch_unknown_major.bin", "batch_corrupt_arrow.bin", "batch_unknown_table.bin"} {
+		frame, err := os.ReadFile(filepath.Join("..", "..", "protocol", "testdata", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[protocol.PeekBatchID(frame)] = name
+		if tok := c.Publish(protocol.BatchTopic(tenant, facility, agentID), 1, false, frame); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatal(tok.Error())
+		}
+	}
+	for len(want) > 0 {
+		select {
+		case a := <-acks:
+			name, ok := want[a.BatchID]
+			if !ok {
+				continue
+			}
+			if a.Status != protocol.AckRejected || a.Reason == "" {
+				t.Errorf("%s: ack %+v, want rejected with a reason", name, a)
+			}
+			t.Logf("%s rejected: %s", name, a.Reason)
+			delete(want, a.BatchID)
+		case <-ctx.Done():
+			t.Fatalf("no rejected ack for %v", want)
+		}
+	}
+}
+
+func facilityRows(m *gen.Manifest, table, facility string) int64 {
+	var n int64
+	for _, f := range m.Files {
+		if f.Table == table && f.Facility == facility && !f.Pending {
+			n += f.Rows
+		}
+	}
+	return n
+}
+
+func waitCount(ctx context.Context, t *testing.T, conn *pgx.Conn, table string, want int64) {
+	t.Helper()
+	var got int64
+	waitFor(ctx, t, fmt.Sprintf("%s to hold %d rows", table, want), func() bool {
+		if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+table).Scan(&got); err != nil {
+			return false
+		}
+		if got > want {
+			t.Fatalf("%s holds %d rows, more than the %d generated: duplicates", table, got, want)
+		}
+		return got == want
+	})
+}
+
+func waitFor(ctx context.Context, t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for !cond() {
+		select {
+		case <-ctx.Done():
+			t.Fatalf("timed out waiting for %s", what)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func connect(ctx context.Context, t *testing.T, addr string) *pgx.Conn {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, "postgres://medlake@"+addr+"/medlake?sslmode=disable")
+	if err != nil {
+		t.Fatalf("connecting to pgwire %s: %v", addr, err)
+	}
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	return conn
+}
+
+func waitReady(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Fatalf("%s never became ready", url)
+}
+
+var buildOnce struct {
+	sync.Once
+	dir string
+	err error
+}
+
+// buildBinaries builds medlake and medlake-agent once per test binary.
+func buildBinaries(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "medlake-e2e-bin")
+		if err != nil {
+			buildOnce.err = err
+			return
+		}
+		buildOnce.dir = dir
+		cmd := exec.Command("go", "build", "-o", dir+string(filepath.Separator),
+			"github.com/medlake/medlake/cmd/medlake", "github.com/medlake/medlake/cmd/medlake-agent")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			buildOnce.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildOnce.err != nil {
+		t.Fatal(buildOnce.err)
+	}
+	return buildOnce.dir
+}
+
+// start runs a long-lived process, logs its output into the test log and stops it
+// (SIGTERM, then kill) at cleanup.
+func start(t *testing.T, name string, env []string, path string, args ...string) {
+	t.Helper()
+	cmd := exec.Command(path, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = cmd.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logged := make(chan struct{})
+	go func() {
+		defer close(logged)
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			if testing.Verbose() || strings.Contains(sc.Text(), `"level":"ERROR"`) || strings.Contains(sc.Text(), `"level":"WARN"`) {
+				t.Logf("%s: %s", name, sc.Text())
+			}
+		}
+		_, _ = io.Copy(io.Discard, out)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		<-logged
+	})
+}
+
+func runCmd(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%s: %v\n%s", cmd, err, out)
+	}
+}
+
+func writeFile(t *testing.T, path, data string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// freeAddr returns a loopback address with a port free at the time of the call.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}

@@ -1,0 +1,197 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/medlake/medlake/catalog"
+	"github.com/medlake/medlake/hub"
+	"github.com/medlake/medlake/hub/broker"
+	"github.com/medlake/medlake/query"
+)
+
+const serveUsage = `Usage: medlake serve [flags]
+
+Runs the central side. --roles picks what this process does, so one binary runs as a
+single-node monolith (the default, all roles) or as separately scaled services:
+
+  ingest  receive agents' batches over MQTT, commit them to Iceberg tables, acknowledge
+          (runs the embedded MQTT broker when --broker-url is empty)
+  query   serve SQL over the lake on the PostgreSQL wire protocol
+  all     both
+
+Every process serves /healthz, /readyz and /metrics on --http-listen.
+`
+
+func runServe(ctx context.Context, args []string) error {
+	var rolesFlag string
+	cfg, _, err := loadConfig("serve", serveUsage, args, func(fs *flag.FlagSet, cfg *Config) {
+		fs.StringVar(&rolesFlag, "roles", RoleAll, "comma-separated roles: ingest, query, all")
+		bindServeFlags(fs, cfg)
+	})
+	if err != nil {
+		return err
+	}
+	roles, err := parseRoles(rolesFlag)
+	if err != nil {
+		return err
+	}
+	logger := newLogger(cfg)
+	n, err := startNode(ctx, cfg, roles, logger)
+	if err != nil {
+		return err
+	}
+	defer n.stop()
+	return n.wait(ctx)
+}
+
+// bindServeFlags registers the flags serve and demo share.
+func bindServeFlags(fs *flag.FlagSet, cfg *Config) {
+	fs.StringVar(&cfg.HTTPListen, "http-listen", cfg.HTTPListen, "address for /healthz, /readyz and /metrics")
+	fs.StringVar(&cfg.Catalog.URI, "catalog", cfg.Catalog.URI, `metadata database: "" (SQLite under data-dir), sqlite:///path.db or postgres://...`)
+	fs.StringVar(&cfg.Catalog.Warehouse, "warehouse", cfg.Catalog.Warehouse, "table storage: a directory (default data-dir/warehouse) or s3://bucket/prefix")
+	fs.StringVar(&cfg.Catalog.S3Endpoint, "s3-endpoint", cfg.Catalog.S3Endpoint, "S3/MinIO endpoint URL for an s3:// warehouse")
+	fs.StringVar(&cfg.Ingest.Broker, "broker-url", cfg.Ingest.Broker, "external MQTT broker (tcp://host:port); empty runs the embedded broker")
+	fs.StringVar(&cfg.Broker.Listen, "broker-listen", cfg.Broker.Listen, "embedded broker address")
+	fs.StringVar(&cfg.Ingest.FeedsDir, "feeds", cfg.Ingest.FeedsDir, "directory of feed definitions (*.yaml)")
+	fs.StringVar(&cfg.Query.Listen, "pg-listen", cfg.Query.Listen, "PostgreSQL wire protocol address")
+}
+
+// node is one running medlake process: its modules and its HTTP endpoints.
+type node struct {
+	logger   *slog.Logger
+	registry *prometheus.Registry
+	group    *group
+	http     *http.Server
+	httpLn   net.Listener
+	httpEnd  chan struct{}
+	cat      *catalog.Catalog
+	broker   *broker.Broker
+	query    *query.Service
+	ingest   *hub.Ingester
+}
+
+// startNode opens and starts every module the roles need, in dependency order.
+func startNode(ctx context.Context, cfg *Config, roles []string, logger *slog.Logger) (n *node, err error) {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	n = &node{logger: logger, registry: reg, group: newGroup(logger)}
+	defer func() {
+		if err != nil {
+			n.stop()
+		}
+	}()
+	for _, m := range startOrder(roles) {
+		logger.Info("module starting", "module", m)
+		switch m {
+		case modCatalog:
+			if n.cat, err = catalog.Open(ctx, cfg.Catalog); err != nil {
+				return n, fmt.Errorf("opening catalog: %w", err)
+			}
+		case modBroker:
+			if cfg.Ingest.Broker != "" {
+				continue
+			}
+			if n.broker, err = broker.New(cfg.Broker, logger.With("component", "broker")); err != nil {
+				return n, fmt.Errorf("embedded broker: %w", err)
+			}
+			n.group.start(m, n.broker)
+			select {
+			case <-n.broker.Ready():
+			case <-ctx.Done():
+				return n, ctx.Err()
+			}
+			cfg.Ingest.Broker = n.broker.URL()
+		case modIngest:
+			if n.ingest, err = hub.New(cfg.Ingest, n.cat, logger.With("component", "hub"), reg); err != nil {
+				return n, fmt.Errorf("ingest: %w", err)
+			}
+			n.group.start(m, n.ingest)
+		case modQuery:
+			if n.query, err = query.New(ctx, cfg.Query, n.cat.Iceberg(), strings.Join(n.cat.Namespace(), "."), logger.With("component", "query"), reg); err != nil {
+				return n, fmt.Errorf("query: %w", err)
+			}
+			n.group.start(m, n.query)
+		}
+	}
+	if err := n.serveHTTP(cfg.HTTPListen, reg); err != nil {
+		return n, err
+	}
+	return n, nil
+}
+
+func (n *node) serveHTTP(addr string, reg *prometheus.Registry) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("http listener: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !n.group.ready() {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	n.http = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	n.httpLn = ln
+	n.httpEnd = make(chan struct{})
+	go func() {
+		defer close(n.httpEnd)
+		if err := n.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.logger.Error("http server failed", "err", err)
+		}
+	}()
+	n.logger.Info("http listening", "addr", ln.Addr().String())
+	return nil
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// wait blocks until ctx ends or a module fails.
+func (n *node) wait(ctx context.Context) error {
+	err := n.group.wait(ctx)
+	if err == nil {
+		n.logger.Info("shutting down")
+	}
+	return err
+}
+
+// stop stops HTTP first (so /readyz stops answering), then modules in reverse order,
+// then closes the catalog they shared. Safe to call twice.
+func (n *node) stop() {
+	if n.http != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		_ = n.http.Shutdown(ctx)
+		cancel()
+		<-n.httpEnd
+		n.http = nil
+	}
+	n.group.stop()
+	if n.cat != nil {
+		if err := n.cat.Close(); err != nil {
+			n.logger.Warn("closing catalog", "err", err)
+		}
+		n.cat = nil
+	}
+}
