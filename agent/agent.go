@@ -65,7 +65,7 @@ type dirs struct {
 // New loads the feed definitions, opens the state database and the spool and builds
 // every component. Call Run, or Close if Run is never called.
 func New(cfg Config, logger *slog.Logger, opts ...Option) (*Agent, error) {
-	cfg.applyDefaults()
+	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -95,29 +94,16 @@ func ParseConfig(data []byte) (Config, error) {
 	if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
 		return Config{}, fmt.Errorf("parsing agent config: %w", err)
 	}
-	cfg.applyDefaults()
+	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
 		return Config{}, err
 	}
 	return cfg, nil
 }
 
-// LoadConfig reads and parses the config file at path.
-func LoadConfig(path string) (Config, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return Config{}, fmt.Errorf("reading agent config: %w", err)
-	}
-	cfg, err := ParseConfig(b)
-	if err != nil {
-		return Config{}, fmt.Errorf("%s: %w", path, err)
-	}
-	return cfg, nil
-}
-
-// applyDefaults fills zero fields a YAML file may have set to zero explicitly or left out
-// of a list entry.
-func (c *Config) applyDefaults() {
+// ApplyDefaults fills what a file may leave out of a list entry: a watched folder's done
+// mode (keep) and done folder. Loaders call it after every layer, before Validate.
+func (c *Config) ApplyDefaults() {
 	for i := range c.Watch {
 		w := &c.Watch[i]
 		if w.Done == "" {
@@ -127,43 +113,6 @@ func (c *Config) applyDefaults() {
 			w.DoneDir = filepath.Join(w.Path, ".medlake-done")
 		}
 	}
-}
-
-// ApplyEnv overrides scalar fields from MEDLAKE_AGENT_<YAML KEY> variables (for example
-// MEDLAKE_AGENT_BROKER, MEDLAKE_AGENT_MAX_INFLIGHT); lookup is usually os.LookupEnv.
-// Watch folders come from the file only.
-func (c *Config) ApplyEnv(lookup func(string) (string, bool)) error {
-	str := func(p *string) func(string) error { return func(v string) error { *p = v; return nil } }
-	dur := func(p *time.Duration) func(string) error {
-		return func(v string) error { d, err := time.ParseDuration(v); *p = d; return err }
-	}
-	num := func(p *int) func(string) error {
-		return func(v string) error { n, err := strconv.Atoi(v); *p = n; return err }
-	}
-	num64 := func(p *int64) func(string) error {
-		return func(v string) error { n, err := strconv.ParseInt(v, 10, 64); *p = n; return err }
-	}
-	fields := []struct {
-		key string
-		set func(string) error
-	}{
-		{"id", str(&c.ID)}, {"tenant", str(&c.Tenant)}, {"facility", str(&c.Facility)},
-		{"broker", str(&c.Broker)}, {"username", str(&c.Username)}, {"password", str(&c.Password)},
-		{"state_dir", str(&c.StateDir)}, {"feeds_dir", str(&c.FeedsDir)},
-		{"quiet_period", dur(&c.QuietPeriod)}, {"rescan_interval", dur(&c.RescanInterval)},
-		{"batch_rows", num(&c.BatchRows)}, {"ack_timeout", dur(&c.AckTimeout)},
-		{"max_inflight", num(&c.MaxInflight)}, {"spool_max_bytes", num64(&c.SpoolMaxBytes)},
-		{"spool_max_batches", num(&c.SpoolMaxBatches)}, {"status_interval", dur(&c.StatusInterval)},
-	}
-	for _, f := range fields {
-		name := "MEDLAKE_AGENT_" + strings.ToUpper(f.key)
-		if v, ok := lookup(name); ok {
-			if err := f.set(v); err != nil {
-				return fmt.Errorf("environment %s=%q: %w", name, v, err)
-			}
-		}
-	}
-	return nil
 }
 
 // Validate reports every problem in the config, each naming its field.

@@ -38,16 +38,6 @@ func TestParseConfig(t *testing.T) {
 	if cfg.SpoolMaxBytes != DefaultConfig().SpoolMaxBytes {
 		t.Fatal("default spool bound not applied")
 	}
-	env := map[string]string{"MEDLAKE_AGENT_BROKER": "tcp://127.0.0.1:1999", "MEDLAKE_AGENT_MAX_INFLIGHT": "4", "MEDLAKE_AGENT_ACK_TIMEOUT": "5s"}
-	if err := cfg.ApplyEnv(func(k string) (string, bool) { v, ok := env[k]; return v, ok }); err != nil {
-		t.Fatal(err)
-	}
-	if cfg.Broker != "tcp://127.0.0.1:1999" || cfg.MaxInflight != 4 || cfg.AckTimeout != 5*time.Second {
-		t.Fatalf("env not applied: %+v", cfg)
-	}
-	if err := cfg.ApplyEnv(func(k string) (string, bool) { return "x", k == "MEDLAKE_AGENT_BATCH_ROWS" }); err == nil || !strings.Contains(err.Error(), "MEDLAKE_AGENT_BATCH_ROWS") {
-		t.Fatalf("bad env value: %v", err)
-	}
 }
 
 func TestParseConfigErrors(t *testing.T) {

@@ -18,6 +18,12 @@ type Validator interface {
 	Validate() error
 }
 
+// Defaulter is implemented by configurations with defaults that depend on other values
+// (a path under another path); Parse applies them after every layer.
+type Defaulter interface {
+	ApplyDefaults()
+}
+
 // ConfigPath finds the value of -config/--config in args, or else the environment
 // variable envVar. Flags are bound to the configuration only after the file and the
 // environment are loaded, so the file's name has to be known first.
@@ -70,11 +76,14 @@ func DecodeYAML(data []byte, cfg any) error {
 	return nil
 }
 
-// Parse parses args with fs, whose flags the caller has bound to
-// cfg's fields after Load (so their defaults show the effective values), then validates.
+// Parse parses args with fs, whose flags the caller has bound to cfg's fields after Load
+// (so their defaults show the effective values), then applies late defaults and validates.
 func Parse(fs *flag.FlagSet, args []string, cfg any) error {
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if d, ok := cfg.(Defaulter); ok {
+		d.ApplyDefaults()
 	}
 	if v, ok := cfg.(Validator); ok {
 		if err := v.Validate(); err != nil {
