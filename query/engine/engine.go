@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/apache/iceberg-go"
@@ -40,6 +41,10 @@ type Config struct {
 // COPY and settings are refused before DuckDB sees them.
 var ErrNotReadOnly = errors.New("only single read-only SELECT statements are allowed")
 
+// ErrResultChanged is returned when a prepared statement's result columns changed since
+// it was prepared because a table's schema evolved; the client must prepare it again.
+var ErrResultChanged = errors.New("cached plan must not change result type")
+
 // Engine serves SQL over the current snapshots of every table in one Iceberg
 // namespace through an in-memory DuckDB database.
 //
@@ -66,6 +71,12 @@ type Engine struct {
 	mu     sync.Mutex
 	views  map[string]*view // table name -> current view
 	closed bool
+
+	// generation counts view replacements. DuckDB inlines a view into a prepared
+	// statement's plan and does not rebind it when the view is replaced, so a statement
+	// prepared before a refresh would keep reading the old snapshot; statements compare
+	// this counter and prepare again when it moved.
+	generation atomic.Int64
 }
 
 // view is a table's DuckDB view and the cache objects it reads. prev holds
@@ -268,6 +279,7 @@ func (e *Engine) refreshTable(ctx context.Context, ident table.Identifier) error
 	e.mu.Lock()
 	e.views[name] = nv
 	e.mu.Unlock()
+	e.generation.Add(1)
 	e.logger.Info("table view refreshed", "table", name, "snapshot_id", snapID, "data_files", len(objs))
 	return nil
 }

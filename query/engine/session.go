@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"github.com/duckdb/duckdb-go/v2"
 )
@@ -93,10 +94,12 @@ func (s *Session) Close() error { return s.conn.Close() }
 // Statement is a prepared read-only statement with its parameter and result
 // types known before execution.
 type Statement struct {
-	s       *Session
-	stmt    *duckdb.Stmt
-	Params  []Type
-	Columns []Column
+	s          *Session
+	stmt       *duckdb.Stmt
+	sql        string // as prepared, after parameter casts
+	generation int64  // the engine's view generation when prepared
+	Params     []Type
+	Columns    []Column
 }
 
 // Prepare checks and prepares one SELECT. Parameter types come from DuckDB's
@@ -140,7 +143,7 @@ func (s *Session) Prepare(ctx context.Context, query string) (*Statement, error)
 }
 
 func (s *Session) prepare(ctx context.Context, query string) (*Statement, error) {
-	st := &Statement{s: s}
+	st := &Statement{s: s, sql: query, generation: s.e.generation.Load()}
 	err := s.conn.Raw(func(dc any) error {
 		c, ok := dc.(*duckdb.Conn)
 		if !ok {
@@ -206,6 +209,9 @@ func (st *Statement) Query(ctx context.Context, args []any, fn func(row []driver
 	if len(args) != len(st.Params) {
 		return fmt.Errorf("statement has %d parameters, got %d values", len(st.Params), len(args))
 	}
+	if err := st.rebindIfStale(ctx); err != nil {
+		return err
+	}
 	named := make([]driver.NamedValue, len(args))
 	for i, a := range args {
 		named[i] = driver.NamedValue{Ordinal: i + 1, Value: a}
@@ -229,6 +235,27 @@ func (st *Statement) Query(ctx context.Context, args []any, fn func(row []driver
 			}
 		}
 	})
+}
+
+// rebindIfStale prepares the statement again when a view changed since it was prepared,
+// so it reads the current snapshot. The client was told the result's columns when it
+// prepared; if they changed (the table's schema evolved), the statement fails the way
+// PostgreSQL's does and the client prepares it again.
+func (st *Statement) rebindIfStale(ctx context.Context) error {
+	if st.s.e.generation.Load() == st.generation {
+		return nil
+	}
+	fresh, err := st.s.prepare(ctx, st.sql)
+	if err != nil {
+		return err
+	}
+	if !slices.Equal(fresh.Columns, st.Columns) || !slices.Equal(fresh.Params, st.Params) {
+		fresh.Close()
+		return ErrResultChanged
+	}
+	st.Close()
+	st.stmt, st.generation = fresh.stmt, fresh.generation
+	return nil
 }
 
 // Close releases the prepared statement. Safe to call twice.

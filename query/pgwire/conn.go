@@ -713,6 +713,8 @@ func sqlState(err error) string {
 		return "25006" // read_only_sql_transaction
 	case errors.Is(err, engine.ErrUnknownParamType):
 		return "42P18" // indeterminate_datatype
+	case errors.Is(err, engine.ErrResultChanged):
+		return "0A000" // feature_not_supported, as PostgreSQL reports a changed cached plan
 	case errors.Is(err, context.Canceled):
 		return "57014" // query_canceled
 	case errors.As(err, &se):
