@@ -23,8 +23,12 @@ import (
 	"github.com/medlake/medlake/installer"
 )
 
-// version is set at release time with -ldflags "-X main.version=...".
-var version = "dev"
+// Set at release time with -ldflags "-X main.version=... -X main.commit=... -X main.date=...".
+var (
+	version = "dev"
+	commit  = "unknown"
+	date    = "unknown"
+)
 
 const usage = `medlake-agent watches a facility's export folders and streams their records to medlake.
 
@@ -48,8 +52,12 @@ Flags (defaults show the effective values):
 func main() {
 	if err := run(os.Args[1:], os.Stdout); err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, "medlake-agent:", err)
-		if errors.Is(err, installer.ErrStopped) || errors.Is(err, installer.ErrNotInstalled) {
+		// LSB init script status codes: 3 stopped, 4 unknown (not installed).
+		switch {
+		case errors.Is(err, installer.ErrStopped):
 			os.Exit(3)
+		case errors.Is(err, installer.ErrNotInstalled):
+			os.Exit(4)
 		}
 		os.Exit(1)
 	}
@@ -61,7 +69,7 @@ func run(args []string, stdout io.Writer) error {
 		cmd, args = args[0], args[1:]
 	}
 	if cmd == "version" {
-		fmt.Fprintln(stdout, "medlake-agent", version)
+		fmt.Fprintln(stdout, "medlake-agent", version, commit, date)
 		return nil
 	}
 	if cmd == "help" {
@@ -73,6 +81,19 @@ func run(args []string, stdout io.Writer) error {
 		return fmt.Errorf("unknown command %q", cmd)
 	}
 
+	if cmd != installer.ActionRun && cmd != "check-config" && cmd != installer.ActionInstall {
+		// Controlling an installed service needs only its name, not a valid agent
+		// configuration: an admin must be able to stop a misconfigured agent.
+		path := cliconfig.ConfigPath(args, "MEDLAKE_AGENT_CONFIG")
+		if path != "" {
+			abs, err := filepath.Abs(path)
+			if err != nil {
+				return err
+			}
+			path = abs
+		}
+		return installer.Control(cmd, serviceConfig(path), nil)
+	}
 	cfg, configPath, logFormat, err := loadConfig(args)
 	if err != nil {
 		return err

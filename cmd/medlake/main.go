@@ -13,8 +13,12 @@ import (
 	"syscall"
 )
 
-// version is set at release time with -ldflags "-X main.version=...".
-var version = "dev"
+// Set at release time with -ldflags "-X main.version=... -X main.commit=... -X main.date=...".
+var (
+	version = "dev"
+	commit  = "unknown"
+	date    = "unknown"
+)
 
 const usage = `medlake streams medical facility exports into Iceberg lake tables and serves SQL over them.
 
@@ -67,7 +71,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	case "check-config":
 		return runCheckConfig(rest, stdout)
 	case "version", "--version", "-version":
-		fmt.Fprintln(stdout, "medlake", version)
+		fmt.Fprintln(stdout, "medlake", version, commit, date)
 		return nil
 	case "help", "-h", "--help", "-help":
 		fmt.Fprint(stdout, usage)
