@@ -78,7 +78,16 @@ func runBench(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := benchParse(ctx, stdout, m, opts.Out); err != nil {
 		return err
 	}
-	return benchSystem(ctx, stdout, m, opts.Out, work, latencyFiles)
+	// The latency run needs content the lake has not seen: agents ingest a file's
+	// content once, whatever its name.
+	lopts := opts
+	lopts.Out, lopts.Seed = filepath.Join(work, "gen-latency"), seed+1
+	lopts.FilesPerFacility = max(1, (latencyFiles+facilities-1)/facilities)
+	lm, err := gen.Run(ctx, lopts, nil)
+	if err != nil {
+		return err
+	}
+	return benchSystem(ctx, stdout, m, opts.Out, lm, lopts.Out, work, latencyFiles)
 }
 
 // benchParse runs the agent's per-file work on one goroutine.
@@ -126,7 +135,7 @@ func benchParse(ctx context.Context, stdout io.Writer, m *gen.Manifest, genDir s
 }
 
 // benchSystem runs the demo's in-process system and measures throughput and latency.
-func benchSystem(ctx context.Context, stdout io.Writer, m *gen.Manifest, genDir, work string, latencyFiles int) error {
+func benchSystem(ctx context.Context, stdout io.Writer, m *gen.Manifest, genDir string, lm *gen.Manifest, latencyDir, work string, latencyFiles int) error {
 	cfg := DefaultConfig()
 	cfg.DataDir = filepath.Join(work, "node")
 	cfg.LogLevel = "warn"
@@ -167,7 +176,8 @@ func benchSystem(ctx context.Context, stdout io.Writer, m *gen.Manifest, genDir,
 		return err
 	}
 	bar := progressbar.NewOptions64(m.Rows, progressbar.OptionSetWriter(os.Stderr), progressbar.OptionSetDescription("rows queryable"), progressbar.OptionClearOnFinish())
-	if err := waitRows(ctx, conn, m, m.Rows, func(got int64) { _ = bar.Set64(got) }); err != nil {
+	tables := readyTables(m, lm)
+	if err := waitRows(ctx, conn, tables, m.Rows, func(got int64) { _ = bar.Set64(got) }); err != nil {
 		return err
 	}
 	el := time.Since(start)
@@ -182,20 +192,20 @@ func benchSystem(ctx context.Context, stdout io.Writer, m *gen.Manifest, genDir,
 	// Latency: one archive at a time, from rename into the folder to visible in a query.
 	var lat []time.Duration
 	total := m.Rows
-	for i, f := range m.Files {
+	for i, f := range lm.Files {
 		if i >= latencyFiles {
 			break
 		}
 		t0 := time.Now()
-		if err := d.deliverOne(genDir, exports, f, 2+i); err != nil {
+		if err := d.deliverOne(latencyDir, exports, f, 2); err != nil {
 			return err
 		}
 		total += f.Rows
-		if err := waitRows(ctx, conn, m, total, nil); err != nil {
+		if err := waitRows(ctx, conn, tables, total, nil); err != nil {
 			return err
 		}
 		lat = append(lat, time.Since(t0))
-		fmt.Fprintf(os.Stderr, "\rlatency run %d/%d", i+1, min(latencyFiles, len(m.Files)))
+		fmt.Fprintf(os.Stderr, "\rlatency run %d/%d", i+1, min(latencyFiles, len(lm.Files)))
 	}
 	fmt.Fprintln(os.Stderr)
 	slices.Sort(lat)
@@ -205,16 +215,13 @@ func benchSystem(ctx context.Context, stdout io.Writer, m *gen.Manifest, genDir,
 	return nil
 }
 
-// waitRows polls the total row count over all generated tables until it reaches want.
-func waitRows(ctx context.Context, conn *pgx.Conn, m *gen.Manifest, want int64, progress func(int64)) error {
+// waitRows polls the total row count over tables until it reaches want.
+func waitRows(ctx context.Context, conn *pgx.Conn, tables []string, want int64, progress func(int64)) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
 	defer cancel()
 	for {
 		var got int64
-		for name, t := range m.Tables {
-			if t.Ready.Rows == 0 {
-				continue
-			}
+		for _, name := range tables {
 			var c int64
 			if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{name}.Sanitize()).Scan(&c); err == nil {
 				got += c
@@ -235,6 +242,19 @@ func waitRows(ctx context.Context, conn *pgx.Conn, m *gen.Manifest, want int64, 
 		case <-time.After(20 * time.Millisecond):
 		}
 	}
+}
+
+// readyTables lists the tables the manifests' ingestible files write.
+func readyTables(ms ...*gen.Manifest) []string {
+	var names []string
+	for _, m := range ms {
+		for name, t := range m.Tables {
+			if t.Ready.Rows > 0 && !slices.Contains(names, name) {
+				names = append(names, name)
+			}
+		}
+	}
+	return names
 }
 
 // commitStats reads the hub's commit counters from the node's metrics.

@@ -204,7 +204,7 @@ func (d *demo) deliver(roundDir, exportsDir string, round int) error {
 // job does: written under a temporary name, then renamed into place. The round prefix
 // keeps rounds' files apart.
 func (d *demo) deliverOne(roundDir, exportsDir string, f gen.File, round int) error {
-	dst := filepath.Join(exportsDir, f.Tenant, f.Facility, fmt.Sprintf("r%04d_%s", round, path.Base(f.Path)))
+	dst := filepath.Join(exportsDir, f.Facility, fmt.Sprintf("r%04d_%s", round, path.Base(f.Path)))
 	if _, err := os.Stat(dst); err == nil {
 		return nil // delivered by an earlier run
 	}
@@ -232,7 +232,9 @@ func (d *demo) newAgent(tenant, facility, exportsDir string) (*agent.Agent, erro
 	c.FeedsDir = d.cfg.Ingest.FeedsDir
 	c.QuietPeriod = demoQuietPeriod
 	c.RescanInterval = 5 * time.Second
-	dir := filepath.Join(exportsDir, tenant, facility)
+	// One folder per facility: each generator round draws the facilities' tenants from
+	// its own seed, but a facility keeps the agent (and tenant) it started with.
+	dir := filepath.Join(exportsDir, facility)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
