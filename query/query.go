@@ -88,6 +88,7 @@ func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace stri
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	base := logger // the parts name themselves
 	logger = logger.With("component", "query")
 	s := &Service{
 		cfg:    cfg,
@@ -114,11 +115,11 @@ func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace stri
 	}
 	eng, err := engine.New(ctx, engine.Config{
 		CacheDir: cfg.CacheDir, CacheMaxBytes: cfg.CacheMaxBytes, RefreshInterval: cfg.RefreshInterval,
-	}, cat, namespace, logger)
+	}, cat, namespace, base)
 	if err != nil {
 		return nil, err
 	}
-	srv, err := pgwire.New(pgwire.Config{Listen: cfg.Listen, Users: cfg.Users}, eng, logger,
+	srv, err := pgwire.New(pgwire.Config{Listen: cfg.Listen, Users: cfg.Users}, eng, base,
 		pgwire.WithQueryObserver(s.observe))
 	if err != nil {
 		eng.Close()

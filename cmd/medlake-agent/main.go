@@ -171,7 +171,7 @@ type program struct {
 }
 
 func (p *program) Start(service.Service) error {
-	a, err := agent.New(p.cfg, p.logger.With("component", "agent"))
+	a, err := agent.New(p.cfg, p.logger)
 	if err != nil {
 		return err
 	}

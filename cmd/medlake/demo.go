@@ -242,7 +242,7 @@ func (d *demo) newAgent(tenant, facility, exportsDir string) (*agent.Agent, erro
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	return agent.New(c, d.logger.With("component", "agent", "facility", facility))
+	return agent.New(c, d.logger)
 }
 
 // printCounts prints one line of live row counts, asked over the wire like any client.

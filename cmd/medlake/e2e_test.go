@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -191,6 +192,17 @@ rescan_interval: 2s
 	}
 	if want := facilityRows(m, "lab_results", fac); n != want {
 		t.Errorf("lab_results for %s: %d rows, want %d", fac, n, want)
+	}
+
+	// The same answer through `medlake sql`, as an analyst at a shell would ask.
+	out, err := exec.CommandContext(ctx, filepath.Join(bin, "medlake"), "sql", "--pg-listen", pgAddr,
+		"SELECT _facility, count(*) AS n FROM lab_results WHERE _facility = '"+fac+"' GROUP BY 1").CombinedOutput()
+	if err != nil {
+		t.Fatalf("medlake sql: %v\n%s", err, out)
+	}
+	row := regexp.MustCompile(fmt.Sprintf(`(?m)^ %s\s+\| %d$`, fac, n))
+	if !row.Match(out) || !strings.Contains(string(out), "(1 row)") {
+		t.Errorf("medlake sql printed:\n%s\nwant the row %s | %d", out, fac, n)
 	}
 
 	checkRejections(ctx, t, brokerURL)

@@ -104,7 +104,7 @@ func startNode(ctx context.Context, cfg *Config, roles []string, logger *slog.Lo
 			if cfg.Ingest.Broker != "" {
 				continue
 			}
-			if n.broker, err = broker.New(cfg.Broker, logger.With("component", "broker")); err != nil {
+			if n.broker, err = broker.New(cfg.Broker, logger); err != nil {
 				return n, fmt.Errorf("embedded broker: %w", err)
 			}
 			n.group.start(m, n.broker)
@@ -115,12 +115,12 @@ func startNode(ctx context.Context, cfg *Config, roles []string, logger *slog.Lo
 			}
 			cfg.Ingest.Broker = n.broker.URL()
 		case modIngest:
-			if n.ingest, err = hub.New(cfg.Ingest, n.cat, logger.With("component", "hub"), reg); err != nil {
+			if n.ingest, err = hub.New(cfg.Ingest, n.cat, logger, reg); err != nil {
 				return n, fmt.Errorf("ingest: %w", err)
 			}
 			n.group.start(m, n.ingest)
 		case modQuery:
-			if n.query, err = query.New(ctx, cfg.Query, n.cat.Iceberg(), strings.Join(n.cat.Namespace(), "."), logger.With("component", "query"), reg); err != nil {
+			if n.query, err = query.New(ctx, cfg.Query, n.cat.Iceberg(), strings.Join(n.cat.Namespace(), "."), logger, reg); err != nil {
 				return n, fmt.Errorf("query: %w", err)
 			}
 			n.group.start(m, n.query)

@@ -74,7 +74,8 @@ func New(cfg Config, logger *slog.Logger) (*Broker, error) {
 	}
 	logger = logger.With("component", "broker")
 	caps := mqtt.NewDefaultServerCapabilities()
-	srv := mqtt.New(&mqtt.Options{Capabilities: caps, Logger: logger.With("lib", "mochi")})
+	mochiLog := slog.New(mochiHandler{logger.Handler()}).With("lib", "mochi")
+	srv := mqtt.New(&mqtt.Options{Capabilities: caps, Logger: mochiLog})
 	if err := srv.AddHook(&authHook{users: cfg.Users}, nil); err != nil {
 		return nil, fmt.Errorf("adding broker auth hook: %w", err)
 	}

@@ -98,8 +98,8 @@ func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace stri
 	if namespace == "" {
 		return nil, errors.New("engine: namespace is empty")
 	}
-	logger = logger.With("component", "query/engine")
 	c, err := cache.New(cache.Config{Dir: cfg.CacheDir, MaxBytes: cfg.CacheMaxBytes}, logger)
+	logger = logger.With("component", "query/engine")
 	if err != nil {
 		return nil, fmt.Errorf("opening query cache: %w", err)
 	}
