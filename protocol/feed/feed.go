@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"go.yaml.in/yaml/v3"
@@ -27,8 +28,25 @@ const (
 
 // Format types.
 const (
-	FormatCSV = "csv"
+	FormatCSV = "csv" // delimited text: CSV, TXT
+	FormatXML = "xml" // XML: one record per file, or many records streamed from one file
 )
+
+// Encodings a feed may declare. Empty means UTF-8; a UTF-8 or UTF-16 byte order mark is
+// honoured whatever is declared.
+const (
+	EncodingUTF8        = "utf-8"
+	EncodingWindows1252 = "windows-1252"
+	EncodingLatin1      = "latin-1" // ISO-8859-1
+	EncodingUTF16       = "utf-16"  // byte order from the BOM, big-endian without one
+	EncodingUTF16LE     = "utf-16le"
+	EncodingUTF16BE     = "utf-16be"
+)
+
+// Encodings lists the encodings Validate accepts.
+func Encodings() []string {
+	return []string{EncodingUTF8, EncodingWindows1252, EncodingLatin1, EncodingUTF16, EncodingUTF16LE, EncodingUTF16BE}
+}
 
 // Lineage columns. ColRow is filled by the agent; the others are constant per batch and
 // added by the hub from the batch header, so they cost nothing on the wire.
@@ -73,6 +91,10 @@ type Match struct {
 	// Glob is matched (path.Match) against the base name of a file and of each entry
 	// inside an archive.
 	Glob string `yaml:"glob" json:"glob"`
+	// PasswordSecret names the secret holding the password of encrypted zip archives. The
+	// agent looks the name up in its secret store; the password itself is never part of
+	// a definition, a log line or a status report.
+	PasswordSecret string `yaml:"password_secret,omitempty" json:"password_secret,omitempty"`
 }
 
 // Format says how a file's bytes become records.
@@ -81,6 +103,12 @@ type Format struct {
 	Delimiter string `yaml:"delimiter,omitempty" json:"delimiter,omitempty"`
 	// Header is a pointer so an omitted value can default to true.
 	Header *bool `yaml:"header,omitempty" json:"header,omitempty"`
+	// Encoding of the bytes; see the Encoding constants.
+	Encoding string `yaml:"encoding,omitempty" json:"encoding,omitempty"`
+	// Record is, for XML, the slash-separated path of the element that holds one record,
+	// from the document root ("Patient", "Export/Patients/Patient"). Columns' sources are
+	// paths relative to it: "Name/First", "@id", "Address/@zip".
+	Record string `yaml:"record,omitempty" json:"record,omitempty"`
 }
 
 // HasHeader reports whether the first line names the columns.
@@ -231,10 +259,30 @@ func (d *Definition) Validate() error {
 		if !d.Format.HasHeader() {
 			bad("format.header: false is not supported yet; columns are matched by header name")
 		}
+		if d.Format.Record != "" {
+			bad("format.record applies only to xml")
+		}
+	case FormatXML:
+		if d.Format.Record == "" {
+			bad("format.record is required for xml (the path of the record element)")
+		} else if err := checkXMLPath(d.Format.Record, false); err != nil {
+			bad("format.record %q: %v", d.Format.Record, err)
+		}
+		if d.Format.Delimiter != "" || d.Format.Header != nil {
+			bad("format.delimiter and format.header apply only to csv")
+		}
+		for i, c := range d.Columns {
+			if err := checkXMLPath(c.SourceName(), true); err != nil {
+				bad("columns[%d] %q: source %q: %v", i, c.Name, c.SourceName(), err)
+			}
+		}
 	case "":
-		bad("format.type is required (csv)")
+		bad("format.type is required (csv or xml)")
 	default:
-		bad("format.type %q is not supported (csv)", d.Format.Type)
+		bad("format.type %q is not supported (csv or xml)", d.Format.Type)
+	}
+	if d.Format.Encoding != "" && !slices.Contains(Encodings(), strings.ToLower(d.Format.Encoding)) {
+		bad("format.encoding %q is not supported (%s)", d.Format.Encoding, strings.Join(Encodings(), ", "))
 	}
 	if len(d.Columns) == 0 {
 		bad("columns: at least one column is required")
@@ -273,6 +321,27 @@ func (d *Definition) Validate() error {
 	}
 	return nil
 }
+
+// checkXMLPath checks a slash-separated element path; attr allows a final "@name" step.
+func checkXMLPath(p string, attr bool) error {
+	steps := strings.Split(p, "/")
+	for i, st := range steps {
+		name := st
+		if strings.HasPrefix(st, "@") {
+			if !attr || i != len(steps)-1 {
+				return errors.New("an attribute step (@name) may only end a column's path")
+			}
+			name = st[1:]
+		}
+		if !xmlNameRE.MatchString(name) {
+			return fmt.Errorf("step %q is not an XML name", st)
+		}
+	}
+	return nil
+}
+
+// xmlNameRE accepts XML names, with an optional namespace prefix ("hl7:id").
+var xmlNameRE = regexp.MustCompile(`^([A-Za-z_][A-Za-z0-9._-]*:)?[A-Za-z_][A-Za-z0-9._-]*$`)
 
 // Column returns the named column.
 func (d *Definition) Column(name string) (Column, bool) {

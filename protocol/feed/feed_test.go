@@ -63,7 +63,12 @@ func TestParseInvalid(t *testing.T) {
 		{"missing glob", `match: {glob: "*_vitals_*.csv*"}`, `match: {}`, "match.glob is required"},
 		{"key not a column", "keys: [vital_id]", "keys: [nope]", `keys: "nope"`},
 		{"partition not time", "partition_time: taken_at", "partition_time: temp_c", "want date or timestamp"},
-		{"unsupported format", `format: {type: csv, delimiter: ","}`, `format: {type: xml}`, `format.type "xml"`},
+		{"unsupported format", `format: {type: csv, delimiter: ","}`, `format: {type: parquet}`, `format.type "parquet"`},
+		{"xml without record", `format: {type: csv, delimiter: ","}`, `format: {type: xml}`, "format.record is required"},
+		{"xml attribute record", `format: {type: csv, delimiter: ","}`, `format: {type: xml, record: "Vitals/@id"}`, "may only end a column's path"},
+		{"xml with delimiter", `format: {type: csv, delimiter: ","}`, `format: {type: xml, record: Vital, delimiter: ","}`, "apply only to csv"},
+		{"record on csv", `format: {type: csv, delimiter: ","}`, `format: {type: csv, record: Vital}`, "format.record applies only to xml"},
+		{"unknown encoding", `format: {type: csv, delimiter: ","}`, `format: {type: csv, encoding: ebcdic}`, `format.encoding "ebcdic"`},
 		{"long delimiter", `delimiter: ","`, `delimiter: ";;"`, "must be one character"},
 		{"duplicate column", "{name: temp_c, type: float}", "{name: vital_id, type: float}", `duplicate column "vital_id"`},
 		{"format on string", "{name: vital_id, type: string, required: true}", "{name: vital_id, type: string, format: x}", "format applies only"},
@@ -80,6 +85,26 @@ func TestParseInvalid(t *testing.T) {
 				t.Fatalf("Parse error = %v, want ErrInvalid mentioning %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestParseXMLAndEncodings(t *testing.T) {
+	doc := strings.Replace(valid, `format: {type: csv, delimiter: ","}`, `format: {type: xml, record: "Export/Vital", encoding: windows-1252}`, 1)
+	doc = strings.Replace(doc, `source: "HR"`, `source: "Readings/@hr"`, 1)
+	d, err := feed.Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Format.Type != feed.FormatXML || d.Format.Record != "Export/Vital" || d.Format.Encoding != feed.EncodingWindows1252 {
+		t.Errorf("format = %+v", d.Format)
+	}
+	if _, err := feed.Parse([]byte(strings.Replace(doc, `source: "Readings/@hr"`, `source: "Readings/H R"`, 1))); err == nil ||
+		!strings.Contains(err.Error(), `step "H R" is not an XML name`) {
+		t.Errorf("bad XML source path: %v", err)
+	}
+	withSecret := strings.Replace(valid, `match: {glob: "*_vitals_*.csv*"}`, `match: {glob: "*_vitals_*.zip", password_secret: facility_zip}`, 1)
+	if d, err := feed.Parse([]byte(withSecret)); err != nil || d.Match.PasswordSecret != "facility_zip" {
+		t.Fatalf("password_secret: %+v, %v", d, err)
 	}
 }
 

@@ -217,8 +217,8 @@ func TestManifestMatchesOutput(t *testing.T) {
 		if byFormat != *got {
 			t.Errorf("table %s: per-format counts do not add up to the table's", name)
 		}
-		if xml := tab.ByFormat[FormatXML]; tab.Ready.Rows != tab.Rows-xml.Rows {
-			t.Errorf("table %s: ready rows %d, want all %d minus XML %d while XML feeds are pending", name, tab.Ready.Rows, tab.Rows, xml.Rows)
+		if tab.Ready.Rows != tab.Rows {
+			t.Errorf("table %s: ready rows %d, want all %d now that every format has a feed", name, tab.Ready.Rows, tab.Rows)
 		}
 		total += tab.Rows
 	}
@@ -447,12 +447,12 @@ func TestFeedsParse(t *testing.T) {
 		}
 		defs = append(defs, d)
 	}
-	if want := len(entities) * 2; len(defs) != want {
-		t.Errorf("%d feeds in %s, want %d (every entity in csv and txt)", len(defs), FeedsDir, want)
+	if want := len(entities) * 3; len(defs) != want {
+		t.Errorf("%d feeds in %s, want %d (every entity in csv, txt and xml)", len(defs), FeedsDir, want)
 	}
 	pending, _ := os.ReadDir(filepath.Join(o.Out, FeedsPendingDir))
-	if len(pending) != len(entities) || len(m.PendingFormats) != 1 || m.PendingFormats[0] != FormatXML {
-		t.Errorf("pending feeds %d, pending formats %v; want %d XML feeds pending", len(pending), m.PendingFormats, len(entities))
+	if len(pending) != 0 || len(m.PendingFormats) != 0 {
+		t.Errorf("pending feeds %d, pending formats %v; want none", len(pending), m.PendingFormats)
 	}
 	for _, f := range m.Files {
 		var matched []string
@@ -528,12 +528,12 @@ func TestXMLArchives(t *testing.T) {
 		if f.Archive != ArchiveZip || len(f.Entries) < 20 || len(f.Entries) > 300 {
 			t.Errorf("%s: %s with %d entries, want a zip of 20–300 records", f.Path, f.Archive, len(f.Entries))
 		}
-		if !f.Pending {
-			t.Errorf("%s: XML file not marked pending", f.Path)
+		if f.Pending {
+			t.Errorf("%s: XML file marked pending though its feed parses", f.Path)
 		}
 	}
-	if tab := m.Tables["lab_results"]; tab.Ready.Rows != 0 || tab.Rows == 0 {
-		t.Errorf("lab_results: %d rows, %d ready; want rows, none ready", tab.Rows, tab.Ready.Rows)
+	if tab := m.Tables["lab_results"]; tab.Ready.Rows != tab.Rows || tab.Rows == 0 {
+		t.Errorf("lab_results: %d rows, %d ready; want rows, all ready", tab.Rows, tab.Ready.Rows)
 	}
 }
 
