@@ -28,6 +28,7 @@ Commands:
   serve          run the central side (--roles=ingest,query; default all)
   demo           run everything in one process on embedded defaults, with generated data
   gen            generate seed-shaped facility exports, feed definitions and a manifest
+  feeds          author feed definitions: test one over sample files with no server
   sql            run a SQL statement against a medlake query node and print the result
   bench          measure agent parse, hub commit and drop-to-queryable latency
   check-config   validate the configuration and print the effective values
@@ -66,6 +67,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return runGen(ctx, rest, stdout)
 	case "sql":
 		return runSQL(ctx, rest, stdout)
+	case "feeds":
+		return runFeeds(ctx, rest, stdout)
 	case "bench":
 		return runBench(ctx, rest, stdout)
 	case "check-config":
