@@ -24,6 +24,9 @@ Commands:
                                and the resulting table schema. Exits non-zero when the
                                definition is invalid, a sample cannot be read, or a row
                                is rejected, so it can gate a definition in CI.
+  infer [--name N] SAMPLE      draft a definition (YAML on stdout) from a delimited
+                               sample with a header line: delimiter, column names and
+                               types guessed from the first records.
 `
 
 func runFeeds(ctx context.Context, args []string, stdout io.Writer) error {
@@ -34,6 +37,8 @@ func runFeeds(ctx context.Context, args []string, stdout io.Writer) error {
 	switch args[0] {
 	case "test":
 		return runFeedsTest(ctx, args[1:], stdout)
+	case "infer":
+		return runFeedsInfer(ctx, args[1:], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, feedsUsage)
 		return nil
