@@ -1,0 +1,537 @@
+package normalize
+
+import (
+	"bufio"
+	"context"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+
+	"github.com/medlake/medlake/protocol/feed"
+)
+
+// File-level XML errors. Run returns them wrapped with the source and line; the entry is
+// unusable and the caller quarantines the file.
+var (
+	// ErrMalformedXML is wrapped when an entry is not well-formed XML (bad syntax, an
+	// undefined entity, no root element, a second root element, text outside the root),
+	// declares an encoding other than the feed's, or exceeds a parser limit: elements
+	// nested deeper than MaxXMLDepth, or one piece of markup (tag, comment, CDATA section,
+	// DOCTYPE) longer than MaxXMLMarkupBytes.
+	ErrMalformedXML = errors.New("malformed xml")
+	// ErrXMLRoot is wrapped when the root element is not the first step of the feed's
+	// record path: the document is well-formed but not the export the feed describes, and
+	// taking it as "no records" would lose it silently.
+	ErrXMLRoot = errors.New("xml root element does not match the record path")
+)
+
+// XML limits. They bound what one entry can make the agent hold in memory.
+const (
+	// MaxXMLDepth is the deepest element nesting accepted, counted from the root.
+	MaxXMLDepth = 256
+	// MaxXMLFieldBytes is the most text one column takes from one record. Longer text is
+	// not buffered: the rest of the text node is skipped and the record rejected.
+	MaxXMLFieldBytes = 1 << 20
+	// MaxXMLMarkupBytes is the longest single piece of markup (start tag with its
+	// attributes, comment, CDATA section, processing instruction, DOCTYPE).
+	MaxXMLMarkupBytes = 4 << 20
+	// MaxXMLRawBytes caps Reject.Raw for an XML record; a longer record's Raw is its
+	// first MaxXMLRawBytes bytes (cut on a character boundary).
+	MaxXMLRawBytes = 64 << 10
+)
+
+// xmlPlan is a definition's record path and column paths, split into local names.
+type xmlPlan struct {
+	record []string
+	// elems maps a slash-joined element path relative to the record ("" is the record
+	// element itself) to the columns taking that element's text.
+	elems map[string][]int
+	// attrs maps an element path relative to the record to the columns taking one of
+	// its attributes, by attribute local name.
+	attrs map[string]map[string][]int
+}
+
+// localName drops a namespace prefix: "hl7:id" → "id".
+func localName(step string) string {
+	if i := strings.IndexByte(step, ':'); i >= 0 {
+		return step[i+1:]
+	}
+	return step
+}
+
+func newXMLPlan(def *feed.Definition) *xmlPlan {
+	p := &xmlPlan{elems: map[string][]int{}, attrs: map[string]map[string][]int{}}
+	for _, s := range strings.Split(def.Format.Record, "/") {
+		p.record = append(p.record, localName(s))
+	}
+	for i, c := range def.Columns {
+		steps := strings.Split(c.SourceName(), "/")
+		last := steps[len(steps)-1]
+		for j := range steps {
+			steps[j] = localName(steps[j])
+		}
+		if strings.HasPrefix(last, "@") {
+			key := strings.Join(steps[:len(steps)-1], "/")
+			if p.attrs[key] == nil {
+				p.attrs[key] = map[string][]int{}
+			}
+			name := localName(last[1:])
+			p.attrs[key][name] = append(p.attrs[key][name], i)
+			continue
+		}
+		key := strings.Join(steps, "/")
+		p.elems[key] = append(p.elems[key], i)
+	}
+	return p
+}
+
+// xmlRecord is the state of the record being read.
+type xmlRecord struct {
+	row   int64
+	line  int64
+	start int64 // input offset of the record's start tag
+	// keys[i] is the slash-joined local names of the open elements below the record
+	// element down to depth i+1, built once per element.
+	keys   []string
+	text   []strings.Builder
+	count  []int // elements or attributes matched per column
+	active []int // per open element below or at the record: column collecting its text, -1
+	reason Reject
+	bad    bool
+}
+
+func (rec *xmlRecord) fail(column, reason string) {
+	if !rec.bad {
+		rec.bad = true
+		rec.reason = Reject{Column: column, Reason: reason}
+	}
+}
+
+// runXML streams records out of one XML entry. The rules (see the package doc):
+//
+//   - Names match by local name: namespace URIs and prefixes are ignored, and a path step
+//     written "prefix:name" matches any element named name.
+//   - Every element at the record path, counted from the root, is one record; _row is its
+//     1-based number in the entry.
+//   - A column's element must be a leaf: text (and CDATA) only. Its text is taken as
+//     written, untrimmed; whitespace-only or absent text is NULL, as in CSV.
+//   - A column path that matches more than one element or attribute in one record
+//     rejects the record: none is chosen silently.
+func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, emit func(arrow.RecordBatch) error, reject func(Reject) error) (Stats, error) {
+	var st Stats
+	p := newXMLPlan(n.def)
+	in := newXMLInput(r)
+	dec := xml.NewDecoder(in)
+	dec.Strict = true
+	dec.CharsetReader = func(label string, input io.Reader) (io.Reader, error) {
+		// The feed's encoding wins: the bytes were already read as UTF-8, so the
+		// declaration may only agree with that.
+		switch strings.ToLower(label) {
+		case "utf-8", "utf8", "us-ascii", "ascii":
+			return input, nil
+		}
+		return nil, fmt.Errorf("document declares encoding %q but the feed reads utf-8: %w", label, ErrMalformedXML)
+	}
+
+	rb := array.NewRecordBuilder(n.opts.Allocator, n.schema)
+	defer rb.Release()
+	rowB := rb.Field(len(n.cols)).(*array.Int64Builder)
+	vals := make([]value, len(n.cols))
+	fields := make([]string, len(n.cols))
+	idx := make([]int, len(n.cols))
+	pending := 0
+	flush := func() error {
+		if pending == 0 {
+			return nil
+		}
+		b := rb.NewRecordBatch()
+		defer b.Release()
+		pending = 0
+		if err := emit(b); err != nil {
+			return err
+		}
+		st.Batches++
+		return nil
+	}
+
+	rec := &xmlRecord{
+		text:  make([]strings.Builder, len(n.cols)),
+		count: make([]int, len(n.cols)),
+	}
+	inRecord := false
+	depth := 0         // open elements
+	prefixOK := 0      // the first prefixOK open elements match the record path
+	roots := 0         // root elements seen
+	tokens := 0        // for the context check
+	var line int64 = 1 // line where the next token starts
+
+	fileErr := func(sentinel error, format string, args ...any) error {
+		return fmt.Errorf("%s line %d: %s: %w", source, line, fmt.Sprintf(format, args...), sentinel)
+	}
+	decodeErr := func(err error) error {
+		if in.err != nil && errors.Is(err, in.err) {
+			if errors.Is(err, errMarkupTooLong) {
+				return fileErr(ErrMalformedXML, "%v", err)
+			}
+			return fmt.Errorf("reading %s near line %d: %w", source, line, err)
+		}
+		if errors.Is(err, ErrMalformedXML) {
+			return fmt.Errorf("%s line %d: %w", source, line, err)
+		}
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return fileErr(ErrMalformedXML, "%v", err)
+	}
+
+	endRecord := func() error {
+		inRecord = false
+		st.Rows++
+		rj, ok := n.xmlValues(rec, fields, idx, vals)
+		if !ok {
+			rj.Source, rj.Row, rj.Line = source, rec.row, rec.line
+			rj.Raw = in.raw(rec.start, dec.InputOffset())
+			st.Rejected++
+			if err := reject(rj); err != nil {
+				return fmt.Errorf("recording reject for %s row %d: %w", source, rj.Row, err)
+			}
+			return nil
+		}
+		n.append(rb, vals)
+		rowB.Append(rec.row)
+		st.Accepted++
+		pending++
+		if pending >= n.opts.BatchRows {
+			return flush()
+		}
+		return nil
+	}
+
+	for {
+		if tokens++; tokens%4096 == 1 {
+			if err := ctx.Err(); err != nil {
+				return st, err
+			}
+		}
+		startOff := dec.InputOffset()
+		l, _ := dec.InputPos()
+		line = int64(l) + in.skippedLines
+		in.mark(startOff, inRecord)
+		tok, err := dec.Token()
+		if err == io.EOF && depth == 0 {
+			break
+		}
+		if err != nil {
+			return st, decodeErr(err)
+		}
+		switch t := tok.(type) {
+		case xml.StartElement:
+			depth++
+			if depth > MaxXMLDepth {
+				return st, fileErr(ErrMalformedXML, "elements nested deeper than %d", MaxXMLDepth)
+			}
+			if depth == 1 {
+				if roots++; roots > 1 {
+					return st, fileErr(ErrMalformedXML, "second root element <%s>", t.Name.Local)
+				}
+				if t.Name.Local != p.record[0] {
+					return st, fileErr(ErrXMLRoot, "root element <%s>, record path %q starts with <%s>", t.Name.Local, n.def.Format.Record, p.record[0])
+				}
+			}
+			if inRecord {
+				rec.startChild(p, n, t)
+				continue
+			}
+			if prefixOK == depth-1 && depth <= len(p.record) && t.Name.Local == p.record[depth-1] {
+				prefixOK = depth
+				if depth == len(p.record) {
+					inRecord = true
+					rec.begin(st.Rows+1, line, startOff, len(n.cols))
+					rec.startRecord(p, n, t)
+				}
+			}
+		case xml.EndElement:
+			depth--
+			if prefixOK > depth {
+				prefixOK = depth
+			}
+			if inRecord {
+				if len(rec.active) == 1 {
+					if err := endRecord(); err != nil {
+						return st, err
+					}
+					continue
+				}
+				rec.endChild()
+			}
+		case xml.CharData:
+			cut := in.takeCut()
+			if depth == 0 {
+				if len(strings.TrimSpace(string(t))) > 0 {
+					return st, fileErr(ErrMalformedXML, "text outside the root element")
+				}
+				continue
+			}
+			if !inRecord {
+				continue
+			}
+			if ci := rec.active[len(rec.active)-1]; ci >= 0 {
+				b := &rec.text[ci]
+				if cut || b.Len()+len(t) > MaxXMLFieldBytes {
+					rec.fail(n.cols[ci].Name, fmt.Sprintf("column %s: text longer than %d bytes", n.cols[ci].Name, MaxXMLFieldBytes))
+					continue
+				}
+				b.Write(t)
+			}
+		case xml.Directive, xml.ProcInst, xml.Comment:
+			// DOCTYPE and other directives are skipped, never processed: no DTD is read,
+			// no external entity fetched, no custom entity defined.
+		}
+	}
+	if roots == 0 {
+		return st, fileErr(ErrMalformedXML, "no root element")
+	}
+	if err := flush(); err != nil {
+		return st, err
+	}
+	return st, nil
+}
+
+func (rec *xmlRecord) begin(row, line, start int64, ncols int) {
+	rec.row, rec.line, rec.start = row, line, start
+	rec.keys, rec.active = rec.keys[:0], rec.active[:0]
+	rec.bad, rec.reason = false, Reject{}
+	for i := range ncols {
+		rec.text[i].Reset()
+		rec.count[i] = 0
+	}
+}
+
+// startRecord handles the record element itself: only attribute columns ("@id") can
+// take from it, since a column's element path is never empty.
+func (rec *xmlRecord) startRecord(p *xmlPlan, n *Normalizer, t xml.StartElement) {
+	rec.active = append(rec.active, -1)
+	rec.attrs(p, n, "", t.Attr)
+}
+
+func (rec *xmlRecord) startChild(p *xmlPlan, n *Normalizer, t xml.StartElement) {
+	if parent := rec.active[len(rec.active)-1]; parent >= 0 {
+		c := n.cols[parent]
+		rec.fail(c.Name, fmt.Sprintf("column %s: element %s has child element <%s>; a column takes text only", c.Name, c.SourceName(), t.Name.Local))
+	}
+	key := t.Name.Local
+	if k := len(rec.keys); k > 0 {
+		key = rec.keys[k-1] + "/" + key
+	}
+	rec.keys = append(rec.keys, key)
+	active := -1
+	for _, ci := range p.elems[key] {
+		rec.count[ci]++
+		active = ci
+	}
+	rec.active = append(rec.active, active)
+	rec.attrs(p, n, key, t.Attr)
+}
+
+func (rec *xmlRecord) endChild() {
+	rec.keys = rec.keys[:len(rec.keys)-1]
+	rec.active = rec.active[:len(rec.active)-1]
+}
+
+func (rec *xmlRecord) attrs(p *xmlPlan, n *Normalizer, key string, attrs []xml.Attr) {
+	want := p.attrs[key]
+	if want == nil {
+		return
+	}
+	for _, a := range attrs {
+		if a.Name.Space == "xmlns" || a.Name.Space == "" && a.Name.Local == "xmlns" {
+			continue
+		}
+		for _, ci := range want[a.Name.Local] {
+			rec.count[ci]++
+			if rec.count[ci] == 1 {
+				rec.text[ci].WriteString(a.Value)
+			}
+		}
+	}
+}
+
+// xmlValues converts a finished record with the CSV path's converters.
+func (n *Normalizer) xmlValues(rec *xmlRecord, fields []string, idx []int, vals []value) (Reject, bool) {
+	if rec.bad {
+		return rec.reason, false
+	}
+	for i, c := range n.cols {
+		switch cnt := rec.count[i]; {
+		case cnt > 1:
+			what := "elements"
+			if strings.Contains(c.SourceName(), "@") {
+				what = "attributes"
+			}
+			return Reject{Column: c.Name, Reason: fmt.Sprintf("column %s: %s matches %d %s in one record, want at most one", c.Name, c.SourceName(), cnt, what)}, false
+		case cnt == 0:
+			if c.Required {
+				return Reject{Column: c.Name, Reason: fmt.Sprintf("column %s: required %s is missing", c.Name, c.SourceName())}, false
+			}
+			idx[i] = -1
+		default:
+			fields[i], idx[i] = rec.text[i].String(), i
+		}
+	}
+	return n.convert(fields, idx, vals)
+}
+
+// errMarkupTooLong is the input's error for markup beyond MaxXMLMarkupBytes.
+var errMarkupTooLong = errors.New("markup longer than limit")
+
+// xmlInput feeds the decoder byte by byte (it implements io.ByteReader, so the decoder
+// adds no buffer of its own and its offsets are ours). It drops a leading UTF-8 byte
+// order mark, keeps the bytes of the current record for Reject.Raw (up to
+// MaxXMLRawBytes), and bounds tokens: text beyond MaxXMLFieldBytes is skipped up to the
+// next '<' (the decoder sees a shortened text node and the cut is reported), markup
+// beyond MaxXMLMarkupBytes fails the read.
+type xmlInput struct {
+	r   *bufio.Reader
+	err error // first error returned other than io.EOF
+
+	off  int64 // bytes handed to the decoder
+	last byte  // the last of them
+	bom  bool  // the start was checked for a byte order mark
+
+	buf  []byte // handed-out bytes from offset base, at most MaxXMLRawBytes
+	base int64
+	over bool // bytes after buf were handed out but not kept
+
+	tokStart     int64 // offset where the decoder's current token starts
+	text         bool  // the current token is character data
+	inRef        bool  // inside an entity or character reference in text
+	cut          bool  // text of the current token was skipped
+	skippedLines int64 // line breaks in skipped text, which the decoder did not count
+}
+
+func newXMLInput(r io.Reader) *xmlInput {
+	return &xmlInput{r: bufio.NewReaderSize(r, 64<<10)}
+}
+
+func (in *xmlInput) ReadByte() (byte, error) {
+	if in.err != nil {
+		return 0, in.err
+	}
+	if !in.bom {
+		in.bom = true
+		if b, err := in.r.Peek(3); err == nil && string(b) == "\uFEFF" {
+			in.r.Discard(3)
+		}
+	}
+	b, err := in.r.ReadByte()
+	if err != nil {
+		if err != io.EOF {
+			in.err = err
+		}
+		return 0, err
+	}
+	n := in.off - in.tokStart // bytes of this token already handed out
+	if n == 0 {
+		in.text, in.inRef = b != '<', false
+	}
+	if in.text {
+		if n >= MaxXMLFieldBytes && b&0xC0 != 0x80 && (!in.inRef || n >= MaxXMLFieldBytes+64) {
+			// Skip the rest of the text node; '<' starts the next token and is handed out.
+			for b != '<' {
+				in.cut = true
+				if b == '\n' {
+					in.skippedLines++
+				}
+				if b, err = in.r.ReadByte(); err != nil {
+					if err != io.EOF {
+						in.err = err
+					}
+					return 0, err
+				}
+			}
+		}
+		switch b {
+		case '&':
+			in.inRef = true
+		case ';', '<':
+			in.inRef = false
+		}
+	} else if n >= MaxXMLMarkupBytes {
+		in.err = fmt.Errorf("%w: one piece of markup exceeds %d bytes", errMarkupTooLong, MaxXMLMarkupBytes)
+		return 0, in.err
+	}
+	if len(in.buf) < MaxXMLRawBytes {
+		in.buf = append(in.buf, b)
+	} else {
+		in.over = true
+	}
+	in.off++
+	in.last = b
+	return b, nil
+}
+
+// mark tells the input that the decoder's next token starts at offset at. Unless keep is
+// set, bytes before at are dropped.
+func (in *xmlInput) mark(at int64, keep bool) {
+	in.tokStart = at
+	if in.off == at {
+		in.text, in.inRef = false, false // decided by the next byte
+	} else {
+		// The decoder holds one byte back (at most): it is the first of the next token.
+		in.text, in.inRef = in.last != '<', in.last == '&'
+	}
+	in.cut = false
+	if keep {
+		return
+	}
+	in.buf, in.over = in.buf[:0], false
+	in.base = at
+	if in.off > at {
+		in.buf = append(in.buf, in.last)
+	}
+}
+
+// takeCut reports whether text of the token just read was skipped.
+func (in *xmlInput) takeCut() bool {
+	c := in.cut
+	in.cut = false
+	return c
+}
+
+// raw is the kept text from offset start to end, shortened to MaxXMLRawBytes.
+func (in *xmlInput) raw(start, end int64) string {
+	i, j := start-in.base, end-in.base
+	if i < 0 || i > int64(len(in.buf)) {
+		return ""
+	}
+	if j <= int64(len(in.buf)) {
+		return string(in.buf[i:j])
+	}
+	s := in.buf[i:]
+	for k := 0; k < utf8.UTFMax-1 && len(s) > 0; k++ {
+		// Drop a character cut short by the cap.
+		if r, size := utf8.DecodeLastRune(s); r != utf8.RuneError || size != 1 {
+			break
+		}
+		s = s[:len(s)-1]
+	}
+	return string(s)
+}
+
+// Read makes xmlInput an io.Reader; the decoder uses ReadByte.
+func (in *xmlInput) Read(p []byte) (int, error) {
+	for i := range p {
+		b, err := in.ReadByte()
+		if err != nil {
+			return i, err
+		}
+		p[i] = b
+	}
+	return len(p), nil
+}
