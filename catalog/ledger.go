@@ -12,7 +12,7 @@ import (
 // The batch ledger records every batch id committed to the lake, so a re-sent batch
 // is recognized and acknowledged without being written twice.
 //
-// SQL here is the subset SQLite, PostgreSQL and CockroachDB all accept: TEXT and
+// migrations create every table medlake keeps in the metadata database. SQL here is the subset SQLite, PostgreSQL and CockroachDB all accept: TEXT and
 // BIGINT columns, CREATE ... IF NOT EXISTS, multi-row VALUES, ON CONFLICT DO NOTHING.
 // Times are unix microseconds (BIGINT) so no driver converts them.
 var migrations = []string{
@@ -26,6 +26,17 @@ var migrations = []string{
 	agent TEXT NOT NULL
 )`,
 	`CREATE INDEX IF NOT EXISTS medlake_batches_snapshot ON medlake_batches (table_name, snapshot_id)`,
+	// Feed definitions, every version (feeds.go).
+	`CREATE TABLE IF NOT EXISTS medlake_feeds (
+	name TEXT NOT NULL,
+	version BIGINT NOT NULL,
+	table_name TEXT NOT NULL,
+	definition TEXT NOT NULL,
+	sha256 TEXT NOT NULL,
+	applied_at BIGINT NOT NULL,
+	applied_by TEXT NOT NULL,
+	PRIMARY KEY (name, version)
+)`,
 }
 
 func (c *Catalog) migrate(ctx context.Context) error {

@@ -25,3 +25,13 @@ func TestPostgresMinIO(t *testing.T) {
 	testCatalog(t, cfg)
 	testReopen(t, cfg)
 }
+
+// TestFeedsPostgres stores feed versions in PostgreSQL.
+func TestFeedsPostgres(t *testing.T) {
+	c, err := Open(t.Context(), Config{URI: stack.Postgres(t), DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	testFeeds(t, c)
+}
