@@ -45,7 +45,7 @@ type Reject struct {
 	Line int64
 	// Column is the column at fault, empty when the record as a whole is bad.
 	Column string
-	// Raw is the record's source text without its line terminator.
+	// Raw is the record's source text, decoded to UTF-8, without its line terminator.
 	Raw string
 	// Reason says what is wrong, for people.
 	Reason string
@@ -126,16 +126,23 @@ func New(def *feed.Definition, opts Options) (*Normalizer, error) {
 // Schema is the schema of every emitted batch: the definition's BatchSchema.
 func (n *Normalizer) Schema() *arrow.Schema { return n.schema }
 
-// Run reads delimited text from r and calls emit with batches of at most BatchRows rows,
-// in source order, each row's _row set to its 1-based record number. The batch is
-// released when emit returns: emit must Retain it to keep it. Records that cannot be
-// converted (wrong field count, bad quoting, bad value, empty required value) go to reject
-// and never stop the run. Run stops with an error on a header problem (ErrHeader), a read
-// error (unpack's errors pass through), or an error from emit or reject; batches already
-// emitted then belong to an incomplete entry and the caller must discard them.
+// Run reads delimited text from r, decoded from the feed's format.encoding as
+// DecodingReader does (lone-CR line breaks read as LF), and calls emit with batches of at
+// most BatchRows rows, in source order, each row's _row set to its 1-based record number.
+// The batch is released when emit returns: emit must Retain it to keep it. Records that
+// cannot be converted (wrong field count, bad quoting, bad value, empty required value)
+// go to reject and never stop the run. Run stops with an error on a header problem
+// (ErrHeader), a read error (unpack's errors pass through), bytes that are not text in
+// the feed's encoding (a *DecodeError wrapping ErrDecode, with the byte offset), or an
+// error from emit or reject; batches already emitted then belong to an incomplete entry
+// and the caller must discard them.
 func (n *Normalizer) Run(ctx context.Context, r io.Reader, source string, emit func(arrow.RecordBatch) error, reject func(Reject) error) (Stats, error) {
 	var st Stats
-	rec := &recorder{r: r}
+	text, err := csvText(r, n.def.Format.Encoding)
+	if err != nil {
+		return st, fmt.Errorf("reading %s: %w", source, err)
+	}
+	rec := &recorder{r: text}
 	cr := csv.NewReader(rec)
 	cr.Comma = n.def.Format.Comma()
 	cr.FieldsPerRecord = -1
