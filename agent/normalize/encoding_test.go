@@ -5,7 +5,9 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"testing/iotest"
@@ -347,4 +349,41 @@ func FuzzDecodingReader(f *testing.F) {
 			t.Fatalf("%s: %x decoded to %q, which encodes back to %x, %v", enc, body, got, back, err)
 		}
 	})
+}
+
+// TestEncodedInputs checks that the committed enc_* inputs are what iconv makes from
+// testdata/encode-inputs.sh, so no fixture comes from the code under test.
+func TestEncodedInputs(t *testing.T) {
+	if _, err := exec.LookPath("iconv"); err != nil {
+		t.Skip("iconv not installed (package libc-bin)")
+	}
+	cases, err := filepath.Glob("testdata/cases/enc_*")
+	if err != nil || len(cases) == 0 {
+		t.Fatalf("no enc_* cases: %v", err)
+	}
+	out := t.TempDir()
+	for _, c := range cases {
+		if err := os.Mkdir(filepath.Join(out, filepath.Base(c)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command("sh", "encode-inputs.sh", out)
+	cmd.Dir = "testdata"
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("encode-inputs.sh: %v\n%s", err, b)
+	}
+	for _, c := range cases {
+		name := filepath.Join(filepath.Base(c), "input.csv")
+		want, err := os.ReadFile(filepath.Join(out, name))
+		if err != nil {
+			t.Fatalf("%s: %v (add the case to encode-inputs.sh)", name, err)
+		}
+		got, err := os.ReadFile(filepath.Join(c, "input.csv"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s differs from what encode-inputs.sh makes: rerun it", c)
+		}
+	}
 }
