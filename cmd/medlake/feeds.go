@@ -24,6 +24,12 @@ Commands:
                                and the resulting table schema. Exits non-zero when the
                                definition is invalid, a sample cannot be read, or a row
                                is rejected, so it can gate a definition in CI.
+  apply -f FILE|DIR            validate definitions and record them in the catalog as new
+                               versions (re-applying the same text changes nothing)
+  list                         the newest version of every feed in the catalog
+  show [--version N] NAME      a feed's definition as applied
+  history NAME                 every version of a feed: when and by whom it was applied
+  diff -f FILE|DIR             what apply would change, as a unified diff
   infer [--name N] SAMPLE      draft a definition (YAML on stdout) from a delimited
                                sample with a header line: delimiter, column names and
                                types guessed from the first records.
@@ -39,6 +45,16 @@ func runFeeds(ctx context.Context, args []string, stdout io.Writer) error {
 		return runFeedsTest(ctx, args[1:], stdout)
 	case "infer":
 		return runFeedsInfer(ctx, args[1:], stdout)
+	case "apply":
+		return runFeedsApply(ctx, args[1:], stdout)
+	case "list":
+		return runFeedsList(ctx, args[1:], stdout)
+	case "show":
+		return runFeedsShow(ctx, args[1:], stdout)
+	case "history":
+		return runFeedsHistory(ctx, args[1:], stdout)
+	case "diff":
+		return runFeedsDiff(ctx, args[1:], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, feedsUsage)
 		return nil
