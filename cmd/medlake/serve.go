@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -78,9 +79,7 @@ type node struct {
 	httpLn   net.Listener
 	httpEnd  chan struct{}
 	cat      *catalog.Catalog
-	broker   *broker.Broker
-	query    *query.Service
-	ingest   *hub.Ingester
+	started  atomic.Bool // every module has been started
 }
 
 // startNode opens and starts every module the roles need, in dependency order.
@@ -93,6 +92,10 @@ func startNode(ctx context.Context, cfg *Config, roles []string, logger *slog.Lo
 			n.stop()
 		}
 	}()
+	// HTTP first, so /healthz answers and /readyz says "starting" while modules start.
+	if err := n.serveHTTP(cfg.HTTPListen, reg); err != nil {
+		return n, err
+	}
 	for _, m := range startOrder(roles) {
 		logger.Info("module starting", "module", m)
 		switch m {
@@ -104,31 +107,32 @@ func startNode(ctx context.Context, cfg *Config, roles []string, logger *slog.Lo
 			if cfg.Ingest.Broker != "" {
 				continue
 			}
-			if n.broker, err = broker.New(cfg.Broker, logger); err != nil {
+			b, err := broker.New(cfg.Broker, logger)
+			if err != nil {
 				return n, fmt.Errorf("embedded broker: %w", err)
 			}
-			n.group.start(m, n.broker)
+			n.group.start(m, b)
 			select {
-			case <-n.broker.Ready():
+			case <-b.Ready():
 			case <-ctx.Done():
 				return n, ctx.Err()
 			}
-			cfg.Ingest.Broker = n.broker.URL()
+			cfg.Ingest.Broker = b.URL()
 		case modIngest:
-			if n.ingest, err = hub.New(cfg.Ingest, n.cat, logger, reg); err != nil {
+			in, err := hub.New(cfg.Ingest, n.cat, logger, reg)
+			if err != nil {
 				return n, fmt.Errorf("ingest: %w", err)
 			}
-			n.group.start(m, n.ingest)
+			n.group.start(m, in)
 		case modQuery:
-			if n.query, err = query.New(ctx, cfg.Query, n.cat.Iceberg(), strings.Join(n.cat.Namespace(), "."), logger, reg); err != nil {
+			q, err := query.New(ctx, cfg.Query, n.cat.Iceberg(), strings.Join(n.cat.Namespace(), "."), logger, reg)
+			if err != nil {
 				return n, fmt.Errorf("query: %w", err)
 			}
-			n.group.start(m, n.query)
+			n.group.start(m, q)
 		}
 	}
-	if err := n.serveHTTP(cfg.HTTPListen, reg); err != nil {
-		return n, err
-	}
+	n.started.Store(true)
 	return n, nil
 }
 
@@ -143,7 +147,7 @@ func (n *node) serveHTTP(addr string, reg *prometheus.Registry) error {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !n.group.ready() {
+		if !n.started.Load() || !n.group.ready() {
 			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "starting"})
 			return
 		}
