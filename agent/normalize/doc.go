@@ -1,7 +1,51 @@
-// Package normalize turns one delimited-text entry into Arrow record batches shaped by a
-// feed definition's BatchSchema, and every row it cannot convert into a Reject.
+// Package normalize turns one entry, delimited text or XML, into Arrow record batches
+// shaped by a feed definition's BatchSchema, and every record it cannot convert into a
+// Reject.
 //
 // It owns decoding the declared text encoding to UTF-8 (DecodingReader), parsing, header
-// mapping, type conversion and the _row position; it does not pick the feed, unpack
-// archives, spool or send batches, and it keeps no state between runs.
+// and path mapping, type conversion and the _row position; it does not pick the feed,
+// unpack archives, spool or send batches, and it keeps no state between runs.
+//
+// # XML
+//
+// A feed with format.type xml is read with encoding/xml's Decoder token by token; no
+// document tree is built, so one file of millions of records streams in the memory of
+// one record. The rules:
+//
+//   - Paths. format.record is the path of the record element from the document root
+//     ("Export/Patients/Patient"); every element at that path is one record, and _row is
+//     its 1-based number within the entry, so a file holding one record and a file
+//     holding many work alike. A column's source is a path relative to the record
+//     element: "Name/First" takes an element's text, "@id" and "Address/@zip" an
+//     attribute's value.
+//   - Namespaces. Names match by local name only: namespace URIs and prefixes are
+//     ignored, and a step written "hl7:Name" matches <Name> in any namespace, with any
+//     prefix or none. Two elements that differ only by namespace are the same to a path.
+//   - Values. A column's element must be a leaf: its text (CDATA included, entities
+//     decoded) is taken as written, untrimmed, and converted like a CSV field, so
+//     whitespace-only text, an empty element and an absent element or attribute are
+//     NULL, and a required column then rejects the record. Elements no column names are
+//     ignored.
+//   - One match per column. A column path that matches more than one element or
+//     attribute in one record (a repeated <Phone>) rejects the record; none is chosen
+//     silently. An element with child elements where a column expects text rejects it too.
+//   - Rejects carry the source, the record number, the line of the record's start tag
+//     and the record's XML text, cut to MaxXMLRawBytes.
+//   - Limits. A column takes at most MaxXMLFieldBytes of text from one record: longer
+//     text is skipped as it streams, never buffered, and the record is rejected. Markup
+//     longer than MaxXMLMarkupBytes, or nesting deeper than MaxXMLDepth, fails the file.
+//   - Entities. A DOCTYPE is skipped, not processed: no DTD is read, no external entity
+//     is fetched and no custom entity is defined, so a reference to one (an XXE or
+//     "billion laughs" document) is an undefined entity and the file is malformed. Only
+//     the five predefined entities and character references are decoded.
+//   - File errors. A document that is not well-formed (including no root element, a
+//     second root element or text outside the root) wraps ErrMalformedXML; a root element
+//     other than the record path's first step wraps ErrXMLRoot. Both name the source and
+//     line, and the caller quarantines the file. As with CSV, batches already emitted then
+//     belong to an incomplete entry and must be discarded.
+//   - Encoding. The feed's format.encoding decides how bytes are read (DecodingReader; a
+//     byte order mark overrides it). The XML declaration's encoding does not choose the
+//     decoder: it must agree with the encoding the bytes are read with (windows-1252 and
+//     ISO-8859-1 count as one, ASCII agrees with any 8-bit encoding), or the file is
+//     malformed, so a mislabelled file is stopped instead of silently mis-decoded.
 package normalize

@@ -135,8 +135,12 @@ func (n *Normalizer) Schema() *arrow.Schema { return n.schema }
 // (ErrHeader), a read error (unpack's errors pass through), bytes that are not text in
 // the feed's encoding (a *DecodeError wrapping ErrDecode, with the byte offset), or an
 // error from emit or reject; batches already emitted then belong to an incomplete entry
-// and the caller must discard them.
+// and the caller must discard them. An xml feed's entry is streamed record by record
+// instead, under the rules in the package doc (file errors ErrMalformedXML, ErrXMLRoot).
 func (n *Normalizer) Run(ctx context.Context, r io.Reader, source string, emit func(arrow.RecordBatch) error, reject func(Reject) error) (Stats, error) {
+	if n.def.Format.Type == feed.FormatXML {
+		return n.runXML(ctx, r, source, emit, reject)
+	}
 	var st Stats
 	text, err := csvText(r, n.def.Format.Encoding)
 	if err != nil {

@@ -36,6 +36,12 @@ func loadDef(t testing.TB, path string) *feed.Definition {
 // run normalizes input with a leak-checked allocator and renders batches and rejects as text.
 func run(t testing.TB, def *feed.Definition, input io.Reader, batchRows int) (string, Stats, error) {
 	t.Helper()
+	return runSource(t, def, input, batchRows, "export.zip!"+def.Name+".csv")
+}
+
+// runSource is run with the entry named source.
+func runSource(t testing.TB, def *feed.Definition, input io.Reader, batchRows int, source string) (string, Stats, error) {
+	t.Helper()
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
 	n, err := New(def, Options{BatchRows: batchRows, Allocator: mem})
@@ -43,7 +49,7 @@ func run(t testing.TB, def *feed.Definition, input io.Reader, batchRows int) (st
 		t.Fatal(err)
 	}
 	var out strings.Builder
-	st, err := n.Run(context.Background(), input, "export.zip!"+def.Name+".csv", func(b arrow.RecordBatch) error {
+	st, err := n.Run(context.Background(), input, source, func(b arrow.RecordBatch) error {
 		if !b.Schema().Equal(def.BatchSchema()) {
 			t.Errorf("batch schema %v, want %v", b.Schema(), def.BatchSchema())
 		}

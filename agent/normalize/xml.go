@@ -126,18 +126,18 @@ func (rec *xmlRecord) fail(column, reason string) {
 func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, emit func(arrow.RecordBatch) error, reject func(Reject) error) (Stats, error) {
 	var st Stats
 	p := newXMLPlan(n.def)
-	in := newXMLInput(r)
+	br := bufio.NewReader(r)
+	enc := xmlEffectiveEncoding(br, n.def.Format.Encoding)
+	text, err := DecodingReader(br, n.def.Format.Encoding)
+	if err != nil {
+		return st, fmt.Errorf("reading %s: %w", source, err)
+	}
+	in := newXMLInput(text)
 	dec := xml.NewDecoder(in)
 	dec.Strict = true
-	dec.CharsetReader = func(label string, input io.Reader) (io.Reader, error) {
-		// The feed's encoding wins: the bytes were already read as UTF-8, so the
-		// declaration may only agree with that.
-		switch strings.ToLower(label) {
-		case "utf-8", "utf8", "us-ascii", "ascii":
-			return input, nil
-		}
-		return nil, fmt.Errorf("document declares encoding %q but the feed reads utf-8: %w", label, ErrMalformedXML)
-	}
+	// The text is already UTF-8; the declaration is checked against enc when its token
+	// arrives (encoding/xml asks CharsetReader only about labels other than utf-8).
+	dec.CharsetReader = func(_ string, input io.Reader) (io.Reader, error) { return input, nil }
 
 	rb := array.NewRecordBuilder(n.opts.Allocator, n.schema)
 	defer rb.Release()
@@ -178,6 +178,9 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, emi
 		if in.err != nil && errors.Is(err, in.err) {
 			if errors.Is(err, errMarkupTooLong) {
 				return fileErr(ErrMalformedXML, "%v", err)
+			}
+			if errors.Is(err, ErrDecode) {
+				return fmt.Errorf("%s line %d: %w: %w", source, line, ErrMalformedXML, err)
 			}
 			return fmt.Errorf("reading %s near line %d: %w", source, line, err)
 		}
@@ -289,7 +292,14 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, emi
 				}
 				b.Write(t)
 			}
-		case xml.Directive, xml.ProcInst, xml.Comment:
+		case xml.ProcInst:
+			if t.Target != "xml" {
+				continue
+			}
+			if label := xmlDeclEncoding(t.Inst); label != "" && !encodingsAgree(label, enc) {
+				return st, fileErr(ErrMalformedXML, "document declares encoding %q but is read as %s (the feed's encoding, or its byte order mark)", label, enc)
+			}
+		case xml.Directive, xml.Comment:
 			// DOCTYPE and other directives are skipped, never processed: no DTD is read,
 			// no external entity fetched, no custom entity defined.
 		}
@@ -534,4 +544,73 @@ func (in *xmlInput) Read(p []byte) (int, error) {
 		p[i] = b
 	}
 	return len(p), nil
+}
+
+// xmlEffectiveEncoding is the encoding DecodingReader will apply: a byte order mark's,
+// else the feed's (utf-8 when empty), as a feed.Encoding* value.
+func xmlEffectiveEncoding(br *bufio.Reader, declared string) string {
+	head, _ := br.Peek(3)
+	switch {
+	case len(head) >= 3 && head[0] == 0xEF && head[1] == 0xBB && head[2] == 0xBF:
+		return feed.EncodingUTF8
+	case len(head) >= 2 && head[0] == 0xFE && head[1] == 0xFF:
+		return feed.EncodingUTF16BE
+	case len(head) >= 2 && head[0] == 0xFF && head[1] == 0xFE:
+		return feed.EncodingUTF16LE
+	case declared == "":
+		return feed.EncodingUTF8
+	}
+	return strings.ToLower(declared)
+}
+
+// xmlDeclEncoding returns the encoding pseudo-attribute of an XML declaration's body
+// (`version="1.0" encoding="UTF-8"`), or "" when there is none.
+func xmlDeclEncoding(inst []byte) string {
+	s := string(inst)
+	i := strings.Index(s, "encoding")
+	if i < 0 {
+		return ""
+	}
+	s = strings.TrimLeft(s[i+len("encoding"):], " \t\r\n")
+	if !strings.HasPrefix(s, "=") {
+		return ""
+	}
+	s = strings.TrimLeft(s[1:], " \t\r\n")
+	if s == "" || s[0] != '"' && s[0] != '\'' {
+		return ""
+	}
+	end := strings.IndexByte(s[1:], s[0])
+	if end < 0 {
+		return ""
+	}
+	return s[1 : 1+end]
+}
+
+// encodingFamily groups the labels an XML declaration may use into the families of
+// feed.Encodings. Windows-1252 and ISO-8859-1 are one family: exporters routinely label
+// windows-1252 text ISO-8859-1, and DecodingReader refuses latin-1's C1 bytes, so
+// neither choice mis-decodes a byte silently. ASCII agrees with every family whose
+// first 128 code points it is.
+func encodingFamily(label string) string {
+	switch strings.ToLower(strings.TrimSpace(label)) {
+	case "utf-8", "utf8":
+		return "utf-8"
+	case "utf-16", "utf-16le", "utf-16be", "utf16", "ucs-2", "iso-10646-ucs-2":
+		return "utf-16"
+	case "windows-1252", "cp1252", "x-cp1252", "iso-8859-1", "iso8859-1", "iso_8859-1", "latin-1", "latin1", "l1", "cp819", "ibm819":
+		return "8bit"
+	case "us-ascii", "ascii", "iso-646", "iso646-us":
+		return "ascii"
+	}
+	return label
+}
+
+// encodingsAgree reports whether a declaration's label fits the encoding the bytes are
+// read with.
+func encodingsAgree(label, enc string) bool {
+	decl, read := encodingFamily(label), encodingFamily(enc)
+	if decl == "ascii" {
+		return read != "utf-16"
+	}
+	return decl == read
 }

@@ -1,0 +1,105 @@
+package agent
+
+import (
+	"archive/zip"
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/medlake/medlake/agent/state"
+	"github.com/medlake/medlake/deploy/local/stack"
+	"github.com/medlake/medlake/protocol"
+)
+
+// labXMLFeed reads the generator's XML export shape: zip archives of one-record files.
+const labXMLFeed = `name: lab_results_xml
+version: 1
+table: lab_results
+match:
+  glob: "*_lab_results_*.xml*"
+format:
+  type: xml
+  record: lab_result
+columns:
+  - {name: lab_id, type: string, required: true}
+  - {name: facility, source: "@facility", type: string}
+  - {name: result_value, source: value, type: float}
+`
+
+func zipOf(tb testing.TB, entries map[string]string) []byte {
+	tb.Helper()
+	var buf bytes.Buffer
+	zw := zip.NewWriter(&buf)
+	for name, body := range entries {
+		w, err := zw.Create(name)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		w.Write([]byte(body))
+	}
+	if err := zw.Close(); err != nil {
+		tb.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func labXML(id string, value string) string {
+	return fmt.Sprintf("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<lab_result facility=\"f1\">\n  <lab_id>%s</lab_id>\n  <value>%s</value>\n</lab_result>\n", id, value)
+}
+
+// TestAgentXML ingests a zip of one-record XML files, keeping a bad value as a row reject,
+// and quarantines a zip holding one malformed XML file without sending any of it.
+func TestAgentXML(t *testing.T) {
+	broker := stack.Mosquitto(t)
+	hub := newPlayHub(t, broker)
+	hub.setDecide(func(h protocol.BatchHeader) *protocol.Ack {
+		return &protocol.Ack{BatchID: h.BatchID, Status: protocol.AckCommitted, Table: "lab_results", SnapshotID: 1}
+	})
+	root := t.TempDir()
+	exports, feeds, stateDir := filepath.Join(root, "exports"), filepath.Join(root, "feeds"), filepath.Join(root, "state")
+	os.MkdirAll(exports, 0o755)
+	os.MkdirAll(feeds, 0o755)
+	writeFile(t, filepath.Join(feeds, "lab_results_xml.yaml"), []byte(labXMLFeed))
+
+	good := zipOf(t, map[string]string{
+		"f1_lab_results_1_0001.xml": labXML("L1", "1.5"),
+		"f1_lab_results_1_0002.xml": labXML("L2", "high"),
+		"f1_lab_results_1_0003.xml": labXML("L3", "3"),
+	})
+	bad := zipOf(t, map[string]string{
+		"f1_lab_results_2_0001.xml": labXML("L4", "4"),
+		"f1_lab_results_2_0002.xml": strings.TrimSuffix(labXML("L5", "5"), "</lab_result>\n"),
+	})
+	writeFile(t, filepath.Join(exports, "f1_lab_results_1.xml.zip"), good)
+	writeFile(t, filepath.Join(exports, "f1_lab_results_2.xml.zip"), bad)
+
+	cfg := DefaultConfig()
+	cfg.ID, cfg.Tenant, cfg.Facility, cfg.Broker = "agent-e2e", "t1", "fac1", broker
+	cfg.StateDir, cfg.FeedsDir = stateDir, feeds
+	cfg.Watch = []WatchConfig{{Path: exports, Done: DoneKeep}}
+	cfg.QuietPeriod, cfg.RescanInterval = 100*time.Millisecond, 500*time.Millisecond
+	cfg.AckTimeout = 10 * time.Minute
+	cfg.StatusInterval = time.Hour
+
+	ag := startAgent(t, cfg)
+	waitFor(t, "good archive done", func() bool { return ag.status(t, hashOf(good)) == state.StatusDone })
+	waitFor(t, "malformed archive quarantined", func() bool { return ag.status(t, hashOf(bad)) == state.StatusQuarantined })
+	if ids := hub.batchesOf("f1_lab_results_1.xml.zip!"); len(ids) != 2 {
+		t.Errorf("good archive sent %d batches, want 2 (one per accepted entry)", len(ids))
+	}
+	if ids := hub.batchesOf("f1_lab_results_2.xml.zip!"); len(ids) != 0 {
+		t.Errorf("malformed archive sent %d batches", len(ids))
+	}
+	rj, err := os.ReadFile(filepath.Join(stateDir, "rejects", hashOf(good)+".jsonl"))
+	if err != nil || strings.Count(string(rj), "\n") != 1 || !strings.Contains(string(rj), `"row":1`) || !strings.Contains(string(rj), "result_value") || !strings.Contains(string(rj), "f1_lab_results_1_0002.xml") {
+		t.Fatalf("rejects of the good archive: %q %v", rj, err)
+	}
+	reason, err := os.ReadFile(filepath.Join(stateDir, "quarantine", hashOf(bad)[:16]+"_f1_lab_results_2.xml.zip.reason.txt"))
+	if err != nil || !strings.Contains(string(reason), "malformed xml") || !strings.Contains(string(reason), "f1_lab_results_2_0002.xml") {
+		t.Fatalf("quarantine reason %q: %v", reason, err)
+	}
+}
