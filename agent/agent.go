@@ -98,6 +98,13 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Agent, error) {
 	}
 	a.feeds = feeds
 	for _, def := range feeds {
+		if def.Match.PasswordSecret != "" {
+			if err := checkSecretName(def.Match.PasswordSecret); err != nil {
+				return nil, fmt.Errorf("feed %s: match.password_secret: %w", def.Name, err)
+			}
+		}
+	}
+	for _, def := range feeds {
 		n, err := normalize.New(def, normalize.Options{BatchRows: cfg.BatchRows})
 		if err != nil {
 			return nil, fmt.Errorf("preparing feed %s: %w", def.Name, err)

@@ -32,6 +32,10 @@ type Config struct {
 	Password string `yaml:"password"`
 	// StateDir holds state.db, spool/, dead-letter/, quarantine/ and rejects/.
 	StateDir string `yaml:"state_dir"`
+	// SecretsDir holds the secrets feeds name (match.password_secret): the secret N is
+	// the file <secrets_dir>/N, its content less a trailing newline. Files must not be
+	// accessible by group or others. Empty means <state_dir>/secrets.
+	SecretsDir string `yaml:"secrets_dir"`
 	// FeedsDir holds the feed definitions (*.yaml).
 	FeedsDir string        `yaml:"feeds_dir"`
 	Watch    []WatchConfig `yaml:"watch"`
@@ -83,6 +87,14 @@ func defaultStateDir() string {
 		return filepath.Join(pd, "medlake-agent")
 	}
 	return "/var/lib/medlake-agent"
+}
+
+// SecretsPath is the secrets directory in effect: SecretsDir, or <state_dir>/secrets.
+func (c Config) SecretsPath() string {
+	if c.SecretsDir != "" {
+		return c.SecretsDir
+	}
+	return filepath.Join(c.StateDir, "secrets")
 }
 
 // ParseConfig decodes YAML strictly (unknown fields are errors) over DefaultConfig and

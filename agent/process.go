@@ -178,7 +178,10 @@ func (a *Agent) parse(ctx context.Context, path, sha string) (parts []part, rows
 			err = cerr
 		}
 	}()
-	walkErr := unpack.Walk(ctx, path, a.limits, func(e unpack.Entry) error {
+	lim := a.limits
+	pw := passwordSource{dir: a.cfg.SecretsPath(), feeds: a.feeds}
+	lim.Passwords = pw.passwords
+	walkErr := unpack.Walk(ctx, path, lim, func(e unpack.Entry) error {
 		if e.Skip != "" {
 			return rj.write(rejectLine{Source: e.Name, Reason: "entry skipped: " + e.Skip})
 		}
@@ -225,7 +228,10 @@ func (a *Agent) parse(ctx context.Context, path, sha string) (parts []part, rows
 		if errors.As(walkErr, &fe) {
 			return nil, 0, 0, fe
 		}
-		for _, sentinel := range []error{unpack.ErrCorrupt, unpack.ErrBomb, unpack.ErrTraversal, unpack.ErrEncrypted, unpack.ErrUnsupported, unpack.ErrTooDeep} {
+		if errors.Is(walkErr, unpack.ErrEncrypted) || errors.Is(walkErr, unpack.ErrWrongPassword) {
+			return nil, 0, 0, &fileError{reason: walkErr.Error() + "; " + pw.note()}
+		}
+		for _, sentinel := range unpack.Sentinels() {
 			if errors.Is(walkErr, sentinel) {
 				return nil, 0, 0, &fileError{reason: walkErr.Error()}
 			}

@@ -29,9 +29,13 @@ var (
 	// ErrTraversal: an entry name is absolute, climbs out with "..", names a drive or
 	// otherwise could escape a directory if extracted.
 	ErrTraversal = errors.New("unsafe entry name")
-	// ErrEncrypted: a zip entry is encrypted (ZipCrypto or AES) and no password support
-	// exists yet; the file must wait for a password, not be dropped.
+	// ErrEncrypted: a zip entry is encrypted (ZipCrypto or WinZip AES) and
+	// Limits.Passwords offers no candidate; the file must wait for a password, not be
+	// dropped.
 	ErrEncrypted = errors.New("encrypted entry needs a password")
+	// ErrWrongPassword: a zip entry is encrypted and none of the candidate passwords
+	// passes its password check. The error names the file and entry, never a password.
+	ErrWrongPassword = errors.New("wrong password for encrypted entry")
 	// ErrUnsupported: a valid archive uses a feature unpack cannot decode (for example an
 	// unknown zip compression method).
 	ErrUnsupported = errors.New("unsupported archive feature")
@@ -41,7 +45,11 @@ var (
 
 // sentinels lists the errors that classify a file, so wrapped ones pass through nested
 // readers unchanged instead of being re-wrapped as ErrCorrupt.
-var sentinels = [...]error{ErrCorrupt, ErrBomb, ErrTraversal, ErrEncrypted, ErrUnsupported, ErrTooDeep}
+var sentinels = [...]error{ErrCorrupt, ErrBomb, ErrTraversal, ErrEncrypted, ErrWrongPassword, ErrUnsupported, ErrTooDeep}
+
+// Sentinels returns the errors that classify a file (see above), for callers that must
+// tell a bad file from a failing machine.
+func Sentinels() []error { return append([]error(nil), sentinels[:]...) }
 
 // Limits bounds what Walk will expand. Zero fields take the Default values.
 type Limits struct {
@@ -69,6 +77,13 @@ type Limits struct {
 	// use). They hold patient data: point it at the agent's own state directory and
 	// clear leftovers at start-up. Default os.TempDir().
 	TempDir string
+	// Passwords, when set, returns the candidate passwords for an encrypted entry of a
+	// zip archive: archive is the base name of the zip (the innermost one when nested),
+	// entry the base name of the encrypted entry. Each candidate is tried in order; none
+	// gives ErrEncrypted, none fitting gives ErrWrongPassword. An error from Passwords
+	// stops the walk and is returned as is (it is not a property of the file).
+	// Decrypted output is held to the same limits as any other entry.
+	Passwords func(archive, entry string) ([]string, error)
 }
 
 // Default limits.
@@ -175,7 +190,7 @@ func Walk(ctx context.Context, path string, lim Limits, fn func(Entry) error) er
 		g.maxBytes = -1 // a plain file is what it is; limits guard expansion only
 		return w.emit(Entry{Name: base, Size: st.Size(), Reader: g, base: base}, g)
 	case kindZip:
-		return w.zip(base, f, st.Size(), 1)
+		return w.zip(base, base, f, st.Size(), 1)
 	default:
 		return w.stream(k, base, base, f, 1)
 	}
@@ -271,7 +286,7 @@ func (w *walker) entry(chain, inner string, r io.Reader, size int64, ratioBase f
 			return err
 		}
 		defer cleanup()
-		return w.zip(chain, ra, n, depth+1)
+		return w.zip(chain, base, ra, n, depth+1)
 	}
 	if err := w.stream(k, chain, base, g, depth+1); err != nil {
 		return err
@@ -375,8 +390,8 @@ func (w *walker) tar(chain string, r io.Reader, depth int) error {
 	}
 }
 
-// zip walks the zip archive in ra (size bytes) named chain at the given depth.
-func (w *walker) zip(chain string, ra io.ReaderAt, size int64, depth int) error {
+// zip walks the zip archive in ra (size bytes) named chain (base name base) at the given depth.
+func (w *walker) zip(chain, base string, ra io.ReaderAt, size int64, depth int) error {
 	zr, err := zip.NewReader(ra, size)
 	if err != nil && !errors.Is(err, zip.ErrInsecurePath) { // names are checked below
 		return w.classify(chain, err)
@@ -407,9 +422,6 @@ func (w *walker) zip(chain string, ra io.ReaderAt, size int64, depth int) error 
 			}
 			continue
 		}
-		if f.Flags&0x1 != 0 || f.Method == 99 { // 99: WinZip AES
-			return fmt.Errorf("%s: %w", name, ErrEncrypted)
-		}
 		usize, csize := f.UncompressedSize64, f.CompressedSize64
 		if usize > uint64(w.lim.MaxEntrySize) {
 			return fmt.Errorf("%s: declares %d bytes, limit %d: %w", name, usize, w.lim.MaxEntrySize, ErrBomb)
@@ -417,11 +429,21 @@ func (w *walker) zip(chain string, ra io.ReaderAt, size int64, depth int) error 
 		if usize > uint64(w.lim.RatioGrace) && usize/max(csize, 1) > uint64(w.lim.MaxRatio) {
 			return fmt.Errorf("%s: declares ratio %d:1, limit %d:1: %w", name, usize/max(csize, 1), w.lim.MaxRatio, ErrBomb)
 		}
+		cs := int64(csize)
+		if f.Flags&zipFlagEncrypted != 0 || f.Method == zipMethodAES {
+			r, err := w.openEncrypted(base, name, f)
+			if err != nil {
+				return err
+			}
+			if err := w.entry(name, f.Name, r, int64(usize), func() int64 { return cs }, depth); err != nil {
+				return err
+			}
+			continue
+		}
 		rc, err := f.Open()
 		if err != nil {
 			return w.classify(name, err)
 		}
-		cs := int64(csize)
 		err = w.entry(name, f.Name, rc, int64(usize), func() int64 { return cs }, depth)
 		rc.Close()
 		if err != nil {

@@ -1,0 +1,232 @@
+package agent
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/medlake/medlake/agent/state"
+	"github.com/medlake/medlake/deploy/local/stack"
+	"github.com/medlake/medlake/protocol"
+	"github.com/medlake/medlake/protocol/feed"
+)
+
+func TestReadSecret(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string, mode os.FileMode) {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(p, mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("ok", "s3cr3t pass\r\n", 0o600)
+	write("bare", "s3cr3t", 0o400)
+	write("group", "group-readable-pw\n", 0o640)
+	write("world", "world-readable-pw\n", 0o604)
+	write("empty", "\n", 0o600)
+	if err := os.Mkdir(filepath.Join(dir, "adir"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name, want, errHas string
+		missing            bool
+	}{
+		{name: "ok", want: "s3cr3t pass"},
+		{name: "bare", want: "s3cr3t"},
+		{name: "group", errHas: "accessible by group or others"},
+		{name: "world", errHas: "accessible by group or others"},
+		{name: "empty", errHas: "empty"},
+		{name: "adir", errHas: "not a regular file"},
+		{name: "absent", errHas: "no file", missing: true},
+		{name: "../ok", errHas: "must match"},
+		{name: ".hidden", errHas: "must match"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := readSecret(dir, tc.name)
+			if tc.errHas == "" {
+				if err != nil || got != tc.want {
+					t.Fatalf("readSecret = %q, %v; want %q", got, err, tc.want)
+				}
+				return
+			}
+			if runtime.GOOS == "windows" && strings.Contains(tc.errHas, "group") {
+				t.Skip("no unix permission bits")
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.errHas) {
+				t.Fatalf("readSecret error %v, want one saying %q", err, tc.errHas)
+			}
+			if errors.Is(err, errSecretMissing) != tc.missing {
+				t.Errorf("errors.Is(err, errSecretMissing) = %v", !tc.missing)
+			}
+			if strings.Contains(err.Error(), "readable-pw") {
+				t.Errorf("error %q shows the secret", err)
+			}
+			if !strings.Contains(tc.name, "/") && !strings.HasPrefix(tc.name, ".") && !strings.Contains(err.Error(), filepath.Join(dir, tc.name)) {
+				t.Errorf("error %q does not name the file", err)
+			}
+		})
+	}
+}
+
+func TestConfigSecretsPath(t *testing.T) {
+	cfg, err := ParseConfig([]byte(sampleConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.SecretsPath(); got != "/var/lib/medlake-agent/secrets" {
+		t.Errorf("default secrets path %q", got)
+	}
+	cfg, err = ParseConfig([]byte(sampleConfig + "secrets_dir: /etc/medlake-agent/secrets\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.SecretsPath(); got != "/etc/medlake-agent/secrets" {
+		t.Errorf("secrets path %q", got)
+	}
+}
+
+const lockedLabFeed = `name: lab_results
+version: 1
+table: lab_results
+match:
+  glob: "*lab_results*"
+  password_secret: lab_zip
+format:
+  type: csv
+keys: [lab_id]
+columns:
+  - {name: lab_id, type: string, required: true}
+  - {name: patient_id, type: string}
+  - {name: result_value, type: float}
+`
+
+// TestAgentEncryptedZip drops zips encrypted by Info-ZIP into a watched folder: the one
+// whose password is the feed's secret is ingested, the one with another password is
+// quarantined with a reason that names the file and the secret but no password.
+func TestAgentEncryptedZip(t *testing.T) {
+	if _, err := exec.LookPath("zip"); err != nil {
+		t.Skip("zip not installed")
+	}
+	broker := stack.Mosquitto(t)
+	hub := newPlayHub(t, broker)
+	hub.setDecide(func(h protocol.BatchHeader) *protocol.Ack {
+		return &protocol.Ack{BatchID: h.BatchID, Status: protocol.AckCommitted}
+	})
+	root := t.TempDir()
+	exports, feeds, stateDir, secrets := filepath.Join(root, "exports"), filepath.Join(root, "feeds"), filepath.Join(root, "state"), filepath.Join(root, "secrets")
+	work := filepath.Join(root, "work")
+	for _, d := range []string{exports, feeds, secrets, work} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(feeds, "lab_results.yaml"), []byte(lockedLabFeed))
+	if err := os.WriteFile(filepath.Join(secrets, "lab_zip"), []byte("right-pw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	csv := "lab_id,patient_id,result_value\nL1,P1,1.5\nL2,P2,2.5\n"
+	writeFile(t, filepath.Join(work, "lab_results.csv"), []byte(csv))
+	// Made outside the watched folder, then moved in whole.
+	for _, z := range []struct{ name, pw string }{{"good_lab_results.zip", "right-pw"}, {"bad_lab_results.zip", "other-pw"}} {
+		cmd := exec.Command("zip", "-q", "-P", z.pw, z.name, "lab_results.csv")
+		cmd.Dir = work
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("zip: %v\n%s", err, out)
+		}
+	}
+	sha := map[string]string{}
+	for _, name := range []string{"good_lab_results.zip", "bad_lab_results.zip"} {
+		b, err := os.ReadFile(filepath.Join(work, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sha[name] = hashOf(b)
+		if err := os.Rename(filepath.Join(work, name), filepath.Join(exports, name)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	cfg := DefaultConfig()
+	cfg.ID, cfg.Tenant, cfg.Facility, cfg.Broker = "agent-e2e", "t1", "fac1", broker
+	cfg.StateDir, cfg.FeedsDir, cfg.SecretsDir = stateDir, feeds, secrets
+	cfg.Watch = []WatchConfig{{Path: exports, Done: DoneKeep}}
+	cfg.QuietPeriod, cfg.RescanInterval = 100*time.Millisecond, 500*time.Millisecond
+	cfg.AckTimeout = 10 * time.Minute
+	ag := startAgent(t, cfg)
+
+	waitFor(t, "the right password's zip done", func() bool { return ag.status(t, sha["good_lab_results.zip"]) == state.StatusDone })
+	if ids := hub.batchesOf("good_lab_results.zip!lab_results.csv"); len(ids) != 1 {
+		t.Fatalf("hub got %d batches from the good zip, want 1", len(ids))
+	}
+	f, _, err := ag.File(sha["good_lab_results.zip"])
+	if err != nil || f.Rows != 2 {
+		t.Fatalf("good zip: %d rows, %v; want 2", f.Rows, err)
+	}
+
+	waitFor(t, "the wrong password's zip quarantined", func() bool { return ag.status(t, sha["bad_lab_results.zip"]) == state.StatusQuarantined })
+	if ids := hub.batchesOf("bad_lab_results.zip"); len(ids) != 0 {
+		t.Fatalf("hub got batches %v from the quarantined zip", ids)
+	}
+	reason, err := os.ReadFile(filepath.Join(stateDir, "quarantine", sha["bad_lab_results.zip"][:16]+"_bad_lab_results.zip.reason.txt"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"bad_lab_results.zip!lab_results.csv", "wrong password", "lab_zip"} {
+		if !strings.Contains(string(reason), want) {
+			t.Errorf("quarantine reason %q does not say %q", reason, want)
+		}
+	}
+	for _, pw := range []string{"right-pw", "other-pw"} {
+		if strings.Contains(string(reason), pw) {
+			t.Errorf("quarantine reason %q shows a password", reason)
+		}
+	}
+	if !exists(filepath.Join(exports, "bad_lab_results.zip")) {
+		t.Error("quarantined original was removed")
+	}
+}
+
+func TestPasswordSource(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "zip_a"), []byte("pw-a\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	def := func(name, glob, secret string) *feed.Definition {
+		return &feed.Definition{Name: name, Match: feed.Match{Glob: glob, PasswordSecret: secret}}
+	}
+	feeds := []*feed.Definition{
+		def("by_archive", "*_export.zip", "zip_a"),
+		def("by_entry", "labs_*.csv", "zip_b"),
+		def("same_secret", "*.zip", "zip_a"),
+		def("other", "vitals_*", "zip_c"),
+		def("no_secret", "*", ""),
+	}
+	p := passwordSource{dir: dir, feeds: feeds}
+	pws, err := p.passwords("fac_export.zip", "labs_1.csv")
+	if err != nil || !slices.Equal(pws, []string{"pw-a"}) {
+		t.Fatalf("passwords = %q, %v", pws, err)
+	}
+	note := p.note()
+	if !strings.Contains(note, "tried: zip_a") || !strings.Contains(note, "missing from "+dir+": zip_b") || strings.Contains(note, "zip_c") || strings.Contains(note, "pw-a") {
+		t.Errorf("note %q", note)
+	}
+	if note := (&passwordSource{dir: dir}).note(); !strings.Contains(note, "no feed") {
+		t.Errorf("note without secrets %q", note)
+	}
+	if runtime.GOOS != "windows" {
+		os.Chmod(filepath.Join(dir, "zip_a"), 0o644)
+		if _, err := p.passwords("fac_export.zip", "x.csv"); err == nil || !strings.Contains(err.Error(), "zip_a") || errors.Is(err, errSecretMissing) {
+			t.Errorf("group-readable secret: %v, want a refusal naming the file", err)
+		}
+	}
+}
