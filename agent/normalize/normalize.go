@@ -57,7 +57,9 @@ type Stats struct {
 	Accepted int64 // rows emitted in batches
 	Rejected int64 // records passed to reject
 	Batches  int   // batches emitted
-	// Unmapped lists header fields no column takes; their values are not loaded.
+	// Unmapped lists header fields no column takes; their values are not loaded. For XML
+	// it lists the leaf element and attribute paths, relative to the record, that no
+	// column takes ("Address/Street", "@facility"), at most 100, in order of appearance.
 	Unmapped []string
 }
 

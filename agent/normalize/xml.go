@@ -55,7 +55,13 @@ type xmlPlan struct {
 	// attrs maps an element path relative to the record to the columns taking one of
 	// its attributes, by attribute local name.
 	attrs map[string]map[string][]int
+	// inner holds every proper ancestor path of a column path ("Name" for "Name/First",
+	// "Address" for "Address/@zip"): such an element is not reported as unmapped.
+	inner map[string]bool
 }
+
+// maxXMLUnmapped bounds Stats.Unmapped for one XML entry.
+const maxXMLUnmapped = 100
 
 // localName drops a namespace prefix: "hl7:id" → "id".
 func localName(step string) string {
@@ -66,7 +72,7 @@ func localName(step string) string {
 }
 
 func newXMLPlan(def *feed.Definition) *xmlPlan {
-	p := &xmlPlan{elems: map[string][]int{}, attrs: map[string]map[string][]int{}}
+	p := &xmlPlan{elems: map[string][]int{}, attrs: map[string]map[string][]int{}, inner: map[string]bool{}}
 	for _, s := range strings.Split(def.Format.Record, "/") {
 		p.record = append(p.record, localName(s))
 	}
@@ -75,6 +81,9 @@ func newXMLPlan(def *feed.Definition) *xmlPlan {
 		last := steps[len(steps)-1]
 		for j := range steps {
 			steps[j] = localName(steps[j])
+		}
+		for j := 1; j < len(steps); j++ {
+			p.inner[strings.Join(steps[:j], "/")] = true
 		}
 		if strings.HasPrefix(last, "@") {
 			key := strings.Join(steps[:len(steps)-1], "/")
@@ -98,12 +107,17 @@ type xmlRecord struct {
 	start int64 // input offset of the record's start tag
 	// keys[i] is the slash-joined local names of the open elements below the record
 	// element down to depth i+1, built once per element.
-	keys   []string
-	text   []strings.Builder
-	count  []int // elements or attributes matched per column
-	active []int // per open element below or at the record: column collecting its text, -1
+	keys  []string
+	text  []strings.Builder
+	count []int // elements or attributes matched per column
+	// active[i] lists the columns collecting the text of the open element at depth i
+	// (0 is the record element); kids[i] says it has had a child element.
+	active [][]int
+	kids   []bool
 	reason Reject
 	bad    bool
+	// unmapped collects, across the entry, element and attribute paths no column takes.
+	unmapped func(path string)
 }
 
 func (rec *xmlRecord) fail(column, reason string) {
@@ -160,9 +174,16 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, emi
 		return nil
 	}
 
+	seen := map[string]bool{}
 	rec := &xmlRecord{
 		text:  make([]strings.Builder, len(n.cols)),
 		count: make([]int, len(n.cols)),
+		unmapped: func(path string) {
+			if !seen[path] && len(seen) < maxXMLUnmapped {
+				seen[path] = true
+				st.Unmapped = append(st.Unmapped, path)
+			}
+		},
 	}
 	inRecord := false
 	depth := 0         // open elements
@@ -256,7 +277,7 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, emi
 				if depth == len(p.record) {
 					inRecord = true
 					rec.begin(st.Rows+1, line, startOff, len(n.cols))
-					rec.startRecord(p, n, t)
+					rec.startRecord(p, t)
 				}
 			}
 		case xml.EndElement:
@@ -271,7 +292,7 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, emi
 					}
 					continue
 				}
-				rec.endChild()
+				rec.endChild(p)
 			}
 		case xml.CharData:
 			cut := in.takeCut()
@@ -284,11 +305,11 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, emi
 			if !inRecord {
 				continue
 			}
-			if ci := rec.active[len(rec.active)-1]; ci >= 0 {
+			for _, ci := range rec.active[len(rec.active)-1] {
 				b := &rec.text[ci]
 				if cut || b.Len()+len(t) > MaxXMLFieldBytes {
 					rec.fail(n.cols[ci].Name, fmt.Sprintf("column %s: text longer than %d bytes", n.cols[ci].Name, MaxXMLFieldBytes))
-					continue
+					break
 				}
 				b.Write(t)
 			}
@@ -315,7 +336,7 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, emi
 
 func (rec *xmlRecord) begin(row, line, start int64, ncols int) {
 	rec.row, rec.line, rec.start = row, line, start
-	rec.keys, rec.active = rec.keys[:0], rec.active[:0]
+	rec.keys, rec.active, rec.kids = rec.keys[:0], rec.active[:0], rec.kids[:0]
 	rec.bad, rec.reason = false, Reject{}
 	for i := range ncols {
 		rec.text[i].Reset()
@@ -325,14 +346,17 @@ func (rec *xmlRecord) begin(row, line, start int64, ncols int) {
 
 // startRecord handles the record element itself: only attribute columns ("@id") can
 // take from it, since a column's element path is never empty.
-func (rec *xmlRecord) startRecord(p *xmlPlan, n *Normalizer, t xml.StartElement) {
-	rec.active = append(rec.active, -1)
-	rec.attrs(p, n, "", t.Attr)
+func (rec *xmlRecord) startRecord(p *xmlPlan, t xml.StartElement) {
+	rec.active = append(rec.active, nil)
+	rec.kids = append(rec.kids, false)
+	rec.attrs(p, "", t.Attr)
 }
 
 func (rec *xmlRecord) startChild(p *xmlPlan, n *Normalizer, t xml.StartElement) {
-	if parent := rec.active[len(rec.active)-1]; parent >= 0 {
-		c := n.cols[parent]
+	top := len(rec.active) - 1
+	rec.kids[top] = true
+	if parent := rec.active[top]; len(parent) > 0 {
+		c := n.cols[parent[0]]
 		rec.fail(c.Name, fmt.Sprintf("column %s: element %s has child element <%s>; a column takes text only", c.Name, c.SourceName(), t.Name.Local))
 	}
 	key := t.Name.Local
@@ -340,30 +364,40 @@ func (rec *xmlRecord) startChild(p *xmlPlan, n *Normalizer, t xml.StartElement) 
 		key = rec.keys[k-1] + "/" + key
 	}
 	rec.keys = append(rec.keys, key)
-	active := -1
-	for _, ci := range p.elems[key] {
+	cols := p.elems[key]
+	for _, ci := range cols {
 		rec.count[ci]++
-		active = ci
 	}
-	rec.active = append(rec.active, active)
-	rec.attrs(p, n, key, t.Attr)
+	rec.active = append(rec.active, cols)
+	rec.kids = append(rec.kids, false)
+	rec.attrs(p, key, t.Attr)
 }
 
-func (rec *xmlRecord) endChild() {
-	rec.keys = rec.keys[:len(rec.keys)-1]
-	rec.active = rec.active[:len(rec.active)-1]
+func (rec *xmlRecord) endChild(p *xmlPlan) {
+	top := len(rec.active) - 1
+	if key := rec.keys[top-1]; !rec.kids[top] && len(rec.active[top]) == 0 && !p.inner[key] {
+		rec.unmapped(key)
+	}
+	rec.keys = rec.keys[:top-1]
+	rec.active = rec.active[:top]
+	rec.kids = rec.kids[:top]
 }
 
-func (rec *xmlRecord) attrs(p *xmlPlan, n *Normalizer, key string, attrs []xml.Attr) {
+func (rec *xmlRecord) attrs(p *xmlPlan, key string, attrs []xml.Attr) {
 	want := p.attrs[key]
-	if want == nil {
-		return
-	}
 	for _, a := range attrs {
 		if a.Name.Space == "xmlns" || a.Name.Space == "" && a.Name.Local == "xmlns" {
 			continue
 		}
-		for _, ci := range want[a.Name.Local] {
+		cols := want[a.Name.Local]
+		if len(cols) == 0 {
+			if key == "" {
+				rec.unmapped("@" + a.Name.Local)
+			} else {
+				rec.unmapped(key + "/@" + a.Name.Local)
+			}
+		}
+		for _, ci := range cols {
 			rec.count[ci]++
 			if rec.count[ci] == 1 {
 				rec.text[ci].WriteString(a.Value)

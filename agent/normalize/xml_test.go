@@ -513,3 +513,30 @@ func TestXMLEncoding(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkNormalizeXML measures one file of 50,000 records shaped like the generator's
+// (attribute plus leaf elements): go test -bench NormalizeXML -benchmem ./agent/normalize
+func BenchmarkNormalizeXML(b *testing.B) {
+	def := parseDef(b, xmlFeed)
+	var buf bytes.Buffer
+	buf.WriteString("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Visits>\n")
+	const rows = 50000
+	for i := range rows {
+		fmt.Fprintf(&buf, "  <Visit id=\"V%08d\">\n    <Age>%d</Age>\n    <Note>note &amp; text %d</Note>\n  </Visit>\n", i, i%90, i)
+	}
+	buf.WriteString("</Visits>\n")
+	n, err := New(def, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(buf.Len()))
+	b.ReportAllocs()
+	for b.Loop() {
+		st, err := n.Run(context.Background(), bytes.NewReader(buf.Bytes()), "bench.xml",
+			func(arrow.RecordBatch) error { return nil }, func(r Reject) error { return fmt.Errorf("reject: %+v", r) })
+		if err != nil || st.Accepted != rows {
+			b.Fatalf("Run = %+v, %v", st, err)
+		}
+	}
+	b.ReportMetric(float64(rows*b.N)/b.Elapsed().Seconds(), "rows/s")
+}
