@@ -24,8 +24,9 @@
 //   - Values. A column's element must be a leaf: its text (CDATA included, entities
 //     decoded) is taken as written, untrimmed, and converted like a CSV field, so
 //     whitespace-only text, an empty element and an absent element or attribute are
-//     NULL, and a required column then rejects the record. Elements no column names are
-//     ignored.
+//     NULL, and a required column then rejects the record. Elements and attributes no
+//     column names are not loaded; Stats.Unmapped lists their paths, and elements
+//     beside the record path (a misspelt record element among the records) too.
 //   - One match per column. A column path that matches more than one element or
 //     attribute in one record (a repeated <Phone>) rejects the record; none is chosen
 //     silently. An element with child elements where a column expects text rejects it too.

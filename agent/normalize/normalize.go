@@ -41,11 +41,13 @@ type Reject struct {
 	Source string
 	// Row is the 1-based data record number, the number the row would have had in _row.
 	Row int64
-	// Line is the 1-based physical line where the record starts (header is line 1).
+	// Line is the 1-based physical line where the record starts (header is line 1; for
+	// XML, the line of the record's start tag).
 	Line int64
 	// Column is the column at fault, empty when the record as a whole is bad.
 	Column string
-	// Raw is the record's source text, decoded to UTF-8, without its line terminator.
+	// Raw is the record's source text, decoded to UTF-8, without its line terminator; for
+	// XML, the record element's text, cut to MaxXMLRawBytes.
 	Raw string
 	// Reason says what is wrong, for people.
 	Reason string
@@ -59,7 +61,9 @@ type Stats struct {
 	Batches  int   // batches emitted
 	// Unmapped lists header fields no column takes; their values are not loaded. For XML
 	// it lists the leaf element and attribute paths, relative to the record, that no
-	// column takes ("Address/Street", "@facility"), at most 100, in order of appearance.
+	// column takes ("Address/Street", "@facility"), and, as absolute paths, elements
+	// beside the record path whose content is not read ("/Export/Header"); at most 100,
+	// in order of appearance.
 	Unmapped []string
 }
 

@@ -272,6 +272,11 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, emi
 				rec.startChild(p, n, t)
 				continue
 			}
+			if prefixOK == depth-1 && depth <= len(p.record) && t.Name.Local != p.record[depth-1] {
+				// Beside the record path: whatever it holds is not read. Said in Unmapped so
+				// that a misnamed record element is not lost unnoticed.
+				rec.unmapped("/" + strings.Join(append(p.record[:depth-1:depth-1], t.Name.Local), "/"))
+			}
 			if prefixOK == depth-1 && depth <= len(p.record) && t.Name.Local == p.record[depth-1] {
 				prefixOK = depth
 				if depth == len(p.record) {
