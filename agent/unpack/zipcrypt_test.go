@@ -2,9 +2,11 @@ package unpack
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -251,5 +253,37 @@ func shortenFirstEntry(k uint32) func(testing.TB, []byte) []byte {
 		cs := binary.LittleEndian.Uint32(b[cd+20:])
 		binary.LittleEndian.PutUint32(b[cd+20:], cs-k)
 		return b
+	}
+}
+
+// BenchmarkWalkEncrypted measures Walk over an 8 MB CSV-like entry, plain and encrypted:
+// go test ./agent/unpack/ -run XXX -bench WalkEncrypted
+func BenchmarkWalkEncrypted(b *testing.B) {
+	dir := b.TempDir()
+	sh(b, dir, "seq 1 1100000 | sed 's/$/,P,12.5/' > big.csv")
+	for _, tc := range []struct{ name, script string }{
+		{"plain", "zip -q e.zip big.csv"},
+		{"zipcrypto", "zip -q -P secret e.zip big.csv"},
+		{"aes256", "7z a -tzip -bd -bso0 -psecret -mem=AES256 e.zip big.csv"},
+		{"aes256 stored", "7z a -tzip -bd -bso0 -mx0 -psecret -mem=AES256 e.zip big.csv"},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			sh(b, dir, "rm -f e.zip; "+tc.script)
+			st, err := os.Stat(filepath.Join(dir, "big.csv"))
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(st.Size())
+			lim := Limits{TempDir: b.TempDir(), Passwords: passwords("secret")}
+			for b.Loop() {
+				err := Walk(context.Background(), filepath.Join(dir, "e.zip"), lim, func(e Entry) error {
+					_, err := io.Copy(io.Discard, e.Reader)
+					return err
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
