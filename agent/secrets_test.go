@@ -230,3 +230,73 @@ func TestPasswordSource(t *testing.T) {
 		}
 	}
 }
+
+// TestAgentRefusesExposedSecret: a secret file group or others can read is not used; the
+// archive is neither ingested nor quarantined but retried, and goes through once the
+// file's mode is fixed.
+func TestAgentRefusesExposedSecret(t *testing.T) {
+	if _, err := exec.LookPath("zip"); err != nil {
+		t.Skip("zip not installed")
+	}
+	if runtime.GOOS == "windows" {
+		t.Skip("no unix permission bits")
+	}
+	broker := stack.Mosquitto(t)
+	hub := newPlayHub(t, broker)
+	hub.setDecide(func(h protocol.BatchHeader) *protocol.Ack {
+		return &protocol.Ack{BatchID: h.BatchID, Status: protocol.AckCommitted}
+	})
+	root := t.TempDir()
+	exports, feeds, stateDir, work := filepath.Join(root, "exports"), filepath.Join(root, "feeds"), filepath.Join(root, "state"), filepath.Join(root, "work")
+	for _, d := range []string{exports, feeds, work} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(feeds, "lab_results.yaml"), []byte(lockedLabFeed))
+	secretsDir := filepath.Join(stateDir, "secrets") // the default place
+	if err := os.MkdirAll(secretsDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(secretsDir, "lab_zip")
+	if err := os.WriteFile(secret, []byte("right-pw\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(secret, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(work, "lab_results.csv"), []byte("lab_id,patient_id,result_value\nL1,P1,1\n"))
+	cmd := exec.Command("zip", "-q", "-P", "right-pw", "x_lab_results.zip", "lab_results.csv")
+	cmd.Dir = work
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("zip: %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(filepath.Join(work, "x_lab_results.zip"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sha := hashOf(b)
+	if err := os.Rename(filepath.Join(work, "x_lab_results.zip"), filepath.Join(exports, "x_lab_results.zip")); err != nil {
+		t.Fatal(err)
+	}
+
+	cfg := DefaultConfig()
+	cfg.ID, cfg.Tenant, cfg.Facility, cfg.Broker = "agent-e2e", "t1", "fac1", broker
+	cfg.StateDir, cfg.FeedsDir = stateDir, feeds
+	cfg.Watch = []WatchConfig{{Path: exports, Done: DoneKeep}}
+	cfg.QuietPeriod, cfg.RescanInterval = 100*time.Millisecond, 300*time.Millisecond
+	cfg.AckTimeout = 10 * time.Minute
+	ag := startAgent(t, cfg)
+
+	waitFor(t, "the refusal reported", func() bool { return strings.Contains(ag.Agent.status().LastError, secret) })
+	if st := ag.Agent.status().LastError; !strings.Contains(st, "group or others") || strings.Contains(st, "right-pw") {
+		t.Fatalf("last error %q", st)
+	}
+	if st := ag.status(t, sha); st != "" {
+		t.Fatalf("archive is %q while its secret is refused; want it untouched and retried", st)
+	}
+	if err := os.Chmod(secret, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the archive done once the secret is private", func() bool { return ag.status(t, sha) == state.StatusDone })
+}
