@@ -74,13 +74,14 @@ func readSecret(dir, name string) (string, error) {
 
 // passwordSource offers unpack the passwords of one file's encrypted zip entries: the
 // secrets named by match.password_secret of every feed whose glob matches the archive's
-// or the entry's base name. It remembers which secrets it used or missed, by name only,
-// for the quarantine reason. Used by one walk at a time.
+// or the entry's base name. It reads each secret once per walk and remembers which it
+// used or missed, by name only, for the quarantine reason. Used by one walk at a time.
 type passwordSource struct {
 	dir   string
 	feeds []*feed.Definition
 
-	used, missing []string // secret names, each once
+	used, missing []string          // secret names, each once
+	read          map[string]string // secrets already read in this walk, by name
 }
 
 func (p *passwordSource) passwords(archive, entry string) ([]string, error) {
@@ -92,6 +93,10 @@ func (p *passwordSource) passwords(archive, entry string) ([]string, error) {
 			continue
 		}
 		seen[name] = true
+		if pw, ok := p.read[name]; ok {
+			pws = append(pws, pw)
+			continue
+		}
 		pw, err := readSecret(p.dir, name)
 		if errors.Is(err, errSecretMissing) {
 			p.missing = appendOnce(p.missing, name)
@@ -100,6 +105,10 @@ func (p *passwordSource) passwords(archive, entry string) ([]string, error) {
 		if err != nil {
 			return nil, err // the agent's setup, not the file, is at fault: retried later
 		}
+		if p.read == nil {
+			p.read = map[string]string{}
+		}
+		p.read[name] = pw
 		p.used = appendOnce(p.used, name)
 		pws = append(pws, pw)
 	}
