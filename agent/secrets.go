@@ -32,10 +32,10 @@ func checkSecretName(name string) error {
 	return nil
 }
 
-// readSecret returns the secret named name: the content of <dir>/<name> less trailing
+// ReadSecret returns the secret named name: the content of <dir>/<name> less trailing
 // line breaks. On unix it refuses a file that group or others may access. Errors name the
 // file, never its content; a missing file wraps errSecretMissing.
-func readSecret(dir, name string) (string, error) {
+func ReadSecret(dir, name string) (string, error) {
 	if err := checkSecretName(name); err != nil {
 		return "", err
 	}
@@ -97,7 +97,7 @@ func (p *passwordSource) passwords(archive, entry string) ([]string, error) {
 			pws = append(pws, pw)
 			continue
 		}
-		pw, err := readSecret(p.dir, name)
+		pw, err := ReadSecret(p.dir, name)
 		if errors.Is(err, errSecretMissing) {
 			p.missing = appendOnce(p.missing, name)
 			continue

@@ -52,7 +52,7 @@ func TestReadSecret(t *testing.T) {
 		{name: ".hidden", errHas: "must match"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := readSecret(dir, tc.name)
+			got, err := ReadSecret(dir, tc.name)
 			if tc.errHas == "" {
 				if err != nil || got != tc.want {
 					t.Fatalf("readSecret = %q, %v; want %q", got, err, tc.want)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 
+	"github.com/medlake/medlake/agent"
 	"github.com/medlake/medlake/agent/normalize"
 	"github.com/medlake/medlake/agent/unpack"
 	"github.com/medlake/medlake/protocol/feed"
@@ -68,8 +69,8 @@ var errRejects = errors.New("rejected rows")
 
 func runFeedsTest(ctx context.Context, args []string, stdout io.Writer) error {
 	var (
-		defPath string
-		limit   int
+		defPath, secretsDir string
+		limit               int
 	)
 	fs := flag.NewFlagSet("medlake feeds test", flag.ContinueOnError)
 	fs.Usage = func() {
@@ -78,6 +79,7 @@ func runFeedsTest(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	fs.StringVar(&defPath, "f", "", "feed definition file (YAML)")
 	fs.IntVar(&limit, "limit", 10, "rows to print per entry (0: none)")
+	fs.StringVar(&secretsDir, "secrets-dir", "", "directory holding the secret named by match.password_secret (as the agent's secrets_dir)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -97,9 +99,19 @@ func runFeedsTest(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	lim := unpack.DefaultLimits()
+	if def.Match.PasswordSecret != "" && secretsDir != "" {
+		lim.Passwords = func(archive, entry string) ([]string, error) {
+			pw, err := agent.ReadSecret(secretsDir, def.Match.PasswordSecret)
+			if err != nil {
+				return nil, err
+			}
+			return []string{pw}, nil
+		}
+	}
 	var rejected int64
 	for _, sample := range fs.Args() {
-		err := unpack.Walk(ctx, sample, unpack.DefaultLimits(), func(e unpack.Entry) error {
+		err := unpack.Walk(ctx, sample, lim, func(e unpack.Entry) error {
 			if e.Skip != "" {
 				fmt.Fprintf(stdout, "== %s: skipped: %s\n", e.Name, e.Skip)
 				return nil
