@@ -33,7 +33,8 @@
 //   - Rejects carry the source, the record number, the line of the record's start tag
 //     and the record's XML text, cut to MaxXMLRawBytes.
 //   - Limits. A column takes at most MaxXMLFieldBytes of text from one record: longer
-//     text is skipped as it streams, never buffered, and the record is rejected. Markup
+//     text or CDATA is skipped as it streams, never buffered, and the record is rejected
+//     (text of an element no column takes is skipped the same way, record kept). Markup
 //     longer than MaxXMLMarkupBytes, or nesting deeper than MaxXMLDepth, fails the file.
 //   - Entities. A DOCTYPE is skipped, not processed: no DTD is read, no external entity
 //     is fetched and no custom entity is defined, so a reference to one (an XXE or

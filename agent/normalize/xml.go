@@ -22,8 +22,8 @@ var (
 	// ErrMalformedXML is wrapped when an entry is not well-formed XML (bad syntax, an
 	// undefined entity, no root element, a second root element, text outside the root),
 	// declares an encoding other than the feed's, or exceeds a parser limit: elements
-	// nested deeper than MaxXMLDepth, or one piece of markup (tag, comment, CDATA section,
-	// DOCTYPE) longer than MaxXMLMarkupBytes.
+	// nested deeper than MaxXMLDepth, or one piece of markup (tag, comment, processing
+	// instruction, DOCTYPE) longer than MaxXMLMarkupBytes.
 	ErrMalformedXML = errors.New("malformed xml")
 	// ErrXMLRoot is wrapped when the root element is not the first step of the feed's
 	// record path: the document is well-formed but not the export the feed describes, and
@@ -36,10 +36,12 @@ const (
 	// MaxXMLDepth is the deepest element nesting accepted, counted from the root.
 	MaxXMLDepth = 256
 	// MaxXMLFieldBytes is the most text one column takes from one record. Longer text is
-	// not buffered: the rest of the text node is skipped and the record rejected.
+	// not buffered: the rest of the text node or CDATA section is skipped as it streams
+	// and the record rejected (an element no column takes keeps its record accepted).
 	MaxXMLFieldBytes = 1 << 20
 	// MaxXMLMarkupBytes is the longest single piece of markup (start tag with its
-	// attributes, comment, CDATA section, processing instruction, DOCTYPE).
+	// attributes, comment, processing instruction, DOCTYPE). CDATA sections are text
+	// and bounded by MaxXMLFieldBytes instead.
 	MaxXMLMarkupBytes = 4 << 20
 	// MaxXMLRawBytes caps Reject.Raw for an XML record; a longer record's Raw is its
 	// first MaxXMLRawBytes bytes (cut on a character boundary).
@@ -449,9 +451,11 @@ type xmlInput struct {
 	r   *bufio.Reader
 	err error // first error returned other than io.EOF
 
-	off  int64 // bytes handed to the decoder
-	last byte  // the last of them
-	bom  bool  // the start was checked for a byte order mark
+	off  int64  // bytes handed to the decoder
+	last byte   // the last of them
+	prev byte   // the one before last
+	bom  bool   // the start was checked for a byte order mark
+	pend []byte // bytes to hand out before reading more: the end of a cut CDATA section
 
 	buf  []byte // handed-out bytes from offset base, at most MaxXMLRawBytes
 	base int64
@@ -460,6 +464,7 @@ type xmlInput struct {
 	tokStart     int64 // offset where the decoder's current token starts
 	text         bool  // the current token is character data
 	inRef        bool  // inside an entity or character reference in text
+	cdata        int   // leading bytes of the current markup token that match cdataOpen
 	cut          bool  // text of the current token was skipped
 	skippedLines int64 // line breaks in skipped text, which the decoder did not count
 }
@@ -478,6 +483,11 @@ func (in *xmlInput) ReadByte() (byte, error) {
 			in.r.Discard(3)
 		}
 	}
+	if len(in.pend) > 0 {
+		b := in.pend[0]
+		in.pend = in.pend[1:]
+		return in.handOut(b), nil
+	}
 	b, err := in.r.ReadByte()
 	if err != nil {
 		if err != io.EOF {
@@ -487,7 +497,38 @@ func (in *xmlInput) ReadByte() (byte, error) {
 	}
 	n := in.off - in.tokStart // bytes of this token already handed out
 	if n == 0 {
-		in.text, in.inRef = b != '<', false
+		in.text, in.inRef, in.cdata = b != '<', false, 0
+	}
+	if !in.text && int64(in.cdata) == n && n < int64(len(cdataOpen)) && b == cdataOpen[n] {
+		in.cdata++
+	}
+	if in.cdata == len(cdataOpen) && n >= MaxXMLFieldBytes && b&0xC0 != 0x80 {
+		// Skip the rest of the CDATA section up to its "]]>" (which may begin in the
+		// bytes already handed out), then hand out "]]>" so the decoder ends it there.
+		w0, w1 := in.prev, in.last
+		read := 1 // bytes read and not handed out, b included
+		for !(w0 == ']' && w1 == ']' && b == '>') {
+			if b == '\n' {
+				in.skippedLines++
+			}
+			w0, w1 = w1, b
+			if b, err = in.r.ReadByte(); err != nil {
+				if err != io.EOF {
+					in.err = err
+				}
+				return 0, err
+			}
+			read++
+		}
+		if read <= 3 {
+			// Only (the rest of) "]]>" was read: nothing is lost, hand it out unchanged.
+			term := "]]>"[3-read:]
+			in.pend = append(in.pend[:0], term[1:]...)
+			return in.handOut(term[0]), nil
+		}
+		in.cut = true
+		in.pend = append(in.pend[:0], ']', '>')
+		return in.handOut(']'), nil
 	}
 	if in.text {
 		if n >= MaxXMLFieldBytes && b&0xC0 != 0x80 && (!in.inRef || n >= MaxXMLFieldBytes+64) {
@@ -515,25 +556,37 @@ func (in *xmlInput) ReadByte() (byte, error) {
 		in.err = fmt.Errorf("%w: one piece of markup exceeds %d bytes", errMarkupTooLong, MaxXMLMarkupBytes)
 		return 0, in.err
 	}
+	return in.handOut(b), nil
+}
+
+// cdataOpen starts a CDATA section.
+const cdataOpen = "<![CDATA["
+
+// handOut records b as handed to the decoder.
+func (in *xmlInput) handOut(b byte) byte {
 	if len(in.buf) < MaxXMLRawBytes {
 		in.buf = append(in.buf, b)
 	} else {
 		in.over = true
 	}
 	in.off++
-	in.last = b
-	return b, nil
+	in.prev, in.last = in.last, b
+	return b
 }
 
 // mark tells the input that the decoder's next token starts at offset at. Unless keep is
 // set, bytes before at are dropped.
 func (in *xmlInput) mark(at int64, keep bool) {
 	in.tokStart = at
+	in.cdata = 0
 	if in.off == at {
 		in.text, in.inRef = false, false // decided by the next byte
 	} else {
 		// The decoder holds one byte back (at most): it is the first of the next token.
 		in.text, in.inRef = in.last != '<', in.last == '&'
+		if in.last == '<' {
+			in.cdata = 1
+		}
 	}
 	in.cut = false
 	if keep {

@@ -540,3 +540,40 @@ func BenchmarkNormalizeXML(b *testing.B) {
 	}
 	b.ReportMetric(float64(rows*b.N)/b.Elapsed().Seconds(), "rows/s")
 }
+
+// TestXMLHugeCDATA: a CDATA section longer than MaxXMLFieldBytes is skipped up to its end
+// like text, wherever its "]]>" falls relative to the cut, and the records after it are
+// read in step.
+func TestXMLHugeCDATA(t *testing.T) {
+	def := parseDef(t, xmlFeed)
+	const open = "<![CDATA["
+	for _, extra := range []int{-3, -2, -1, 0, 1, 2, 3, 50} {
+		for _, where := range []string{"Note", "Other"} {
+			t.Run(fmt.Sprintf("%s%+d", where, extra), func(t *testing.T) {
+				// The section's bytes, from '<' to the first ']' of "]]>", number
+				// MaxXMLFieldBytes+extra.
+				body := "é" + strings.Repeat("x", MaxXMLFieldBytes+extra-len(open)-2)
+				input := "<Visits>\n<Visit id=\"1\"><" + where + ">" + open + body + "]]></" + where + "><Age>7</Age></Visit>\n" +
+					"<Visit id=\"2\"><Note><![CDATA[short]]></Note></Visit></Visits>"
+				out, st, err := runSource(t, def, strings.NewReader(input), 10, "x.xml")
+				if err != nil || st.Rows != 2 || !strings.Contains(out, `visit_id="2" age=NULL note="short" _row=2`) {
+					t.Fatalf("Run = %+v, %v\n%.3000s", st, err, out)
+				}
+				switch {
+				case where == "Other":
+					if st.Accepted != 2 {
+						t.Errorf("CDATA outside any column rejected the record:\n%.2000s", out)
+					}
+				case extra <= 0:
+					if st.Accepted != 2 || !strings.Contains(out, `note="é`+body[2:]+`"`) {
+						t.Errorf("CDATA within the limit not taken:\n%.300s", out)
+					}
+				default:
+					if st.Rejected != 1 || !strings.Contains(out, "text longer than") {
+						t.Errorf("long CDATA not rejected:\n%.2000s", out)
+					}
+				}
+			})
+		}
+	}
+}
