@@ -445,8 +445,8 @@ var errMarkupTooLong = errors.New("markup longer than limit")
 // adds no buffer of its own and its offsets are ours). It drops a leading UTF-8 byte
 // order mark, keeps the bytes of the current record for Reject.Raw (up to
 // MaxXMLRawBytes), and bounds tokens: text beyond MaxXMLFieldBytes is skipped up to the
-// next '<' (the decoder sees a shortened text node and the cut is reported), markup
-// beyond MaxXMLMarkupBytes fails the read.
+// next '<', a CDATA section up to its "]]>" (the decoder sees a shortened node and the
+// cut is reported), other markup beyond MaxXMLMarkupBytes fails the read.
 type xmlInput struct {
 	r   *bufio.Reader
 	err error // first error returned other than io.EOF
