@@ -103,3 +103,45 @@ func TestAgentXML(t *testing.T) {
 		t.Fatalf("quarantine reason %q: %v", reason, err)
 	}
 }
+
+// TestAgentUndecodableCSV quarantines a CSV whose bytes are not text in the feed's
+// declared encoding, instead of retrying it forever.
+func TestAgentUndecodableCSV(t *testing.T) {
+	broker := stack.Mosquitto(t)
+	hub := newPlayHub(t, broker)
+	hub.setDecide(func(h protocol.BatchHeader) *protocol.Ack {
+		return &protocol.Ack{BatchID: h.BatchID, Status: protocol.AckCommitted, Table: "visits", SnapshotID: 1}
+	})
+	root := t.TempDir()
+	exports, feeds, stateDir := filepath.Join(root, "exports"), filepath.Join(root, "feeds"), filepath.Join(root, "state")
+	os.MkdirAll(exports, 0o755)
+	os.MkdirAll(feeds, 0o755)
+	writeFile(t, filepath.Join(feeds, "visits.yaml"), []byte(`name: visits_csv
+version: 1
+table: visits
+match: {glob: "*.csv"}
+format: {type: csv, encoding: windows-1252}
+columns:
+  - {name: visit_id, type: string}
+  - {name: note, type: string}
+`))
+	bad := []byte("visit_id,note\nV1,caf\xe9\nV2,bad \x81 byte\n") // 0x81 is undefined in windows-1252
+	writeFile(t, filepath.Join(exports, "visits.csv"), bad)
+
+	cfg := DefaultConfig()
+	cfg.ID, cfg.Tenant, cfg.Facility, cfg.Broker = "agent-enc", "t1", "fac1", broker
+	cfg.StateDir, cfg.FeedsDir = stateDir, feeds
+	cfg.Watch = []WatchConfig{{Path: exports, Done: DoneKeep}}
+	cfg.QuietPeriod, cfg.RescanInterval = 100*time.Millisecond, 500*time.Millisecond
+	cfg.StatusInterval = time.Hour
+
+	ag := startAgent(t, cfg)
+	waitFor(t, "undecodable file quarantined", func() bool { return ag.status(t, hashOf(bad)) == state.StatusQuarantined })
+	if ids := hub.batchesOf("visits.csv"); len(ids) != 0 {
+		t.Errorf("undecodable file sent %d batches", len(ids))
+	}
+	reason, err := os.ReadFile(filepath.Join(stateDir, "quarantine", hashOf(bad)[:16]+"_visits.csv.reason.txt"))
+	if err != nil || !strings.Contains(string(reason), "0x81") || !strings.Contains(string(reason), "visits.csv") {
+		t.Fatalf("quarantine reason %q: %v", reason, err)
+	}
+}
