@@ -38,7 +38,7 @@ type e2eSetup struct {
 
 // TestEndToEnd runs medlake serve and one medlake-agent per facility as separate
 // processes on real mosquitto, MinIO and PostgreSQL, drops generated CSV and TXT archives
-// into the watched folders, and checks through pgx on the pgwire port that every table
+// (CSV, TXT and XML) into the watched folders, and checks through pgx on the pgwire port that every table
 // holds exactly the generated rows: count and key checksum equal gen's manifest.
 func TestEndToEnd(t *testing.T) {
 	if testing.Short() {
@@ -66,7 +66,7 @@ func runEndToEnd(t *testing.T, setup e2eSetup) {
 	work := t.TempDir()
 	genDir := filepath.Join(work, "gen")
 	runCmd(t, exec.Command(filepath.Join(bin, "medlake"), "gen", "--out", genDir, "--seed", "11",
-		"--facilities", "3", "--files-per-facility", "3", "--formats", "csv,txt", "--quiet"))
+		"--facilities", "3", "--files-per-facility", "4", "--formats", "csv,txt,xml", "--quiet"))
 	m, err := gen.ReadManifest(filepath.Join(genDir, "manifest.json"))
 	if err != nil {
 		t.Fatal(err)
