@@ -163,24 +163,9 @@ func (n *Normalizer) Run(ctx context.Context, r io.Reader, source string, emit f
 		return st, err
 	}
 
-	rb := array.NewRecordBuilder(n.opts.Allocator, n.schema)
-	defer rb.Release()
-	rowB := rb.Field(len(n.cols)).(*array.Int64Builder)
+	bt := n.newBatcher(emit, &st)
+	defer bt.release()
 	vals := make([]value, len(n.cols))
-	pending := 0
-	flush := func() error {
-		if pending == 0 {
-			return nil
-		}
-		b := rb.NewRecordBatch()
-		defer b.Release()
-		pending = 0
-		if err := emit(b); err != nil {
-			return err
-		}
-		st.Batches++
-		return nil
-	}
 	rejectRow := func(rj Reject) error {
 		rj.Source = source
 		st.Rejected++
@@ -236,17 +221,11 @@ func (n *Normalizer) Run(ctx context.Context, r io.Reader, source string, emit f
 			}
 			continue
 		}
-		n.append(rb, vals)
-		rowB.Append(row)
-		st.Accepted++
-		pending++
-		if pending >= n.opts.BatchRows {
-			if err := flush(); err != nil {
-				return st, err
-			}
+		if err := bt.add(vals, row); err != nil {
+			return st, err
 		}
 	}
-	if err := flush(); err != nil {
+	if err := bt.flush(); err != nil {
 		return st, err
 	}
 	return st, nil
@@ -328,6 +307,51 @@ func (n *Normalizer) convert(fields []string, idx []int, vals []value) (Reject, 
 	}
 	return Reject{}, true
 }
+
+// batcher builds the record batches of one Run, shared by every format: it appends
+// converted rows and emits a batch every BatchRows rows and at the end.
+type batcher struct {
+	n       *Normalizer
+	rb      *array.RecordBuilder
+	rowB    *array.Int64Builder
+	emit    func(arrow.RecordBatch) error
+	st      *Stats
+	pending int
+}
+
+func (n *Normalizer) newBatcher(emit func(arrow.RecordBatch) error, st *Stats) *batcher {
+	rb := array.NewRecordBuilder(n.opts.Allocator, n.schema)
+	return &batcher{n: n, rb: rb, rowB: rb.Field(len(n.cols)).(*array.Int64Builder), emit: emit, st: st}
+}
+
+// add appends one converted row with its source position, flushing a full batch.
+func (b *batcher) add(vals []value, row int64) error {
+	b.n.append(b.rb, vals)
+	b.rowB.Append(row)
+	b.st.Accepted++
+	b.pending++
+	if b.pending >= b.n.opts.BatchRows {
+		return b.flush()
+	}
+	return nil
+}
+
+// flush emits the rows added since the last flush, if any.
+func (b *batcher) flush() error {
+	if b.pending == 0 {
+		return nil
+	}
+	rec := b.rb.NewRecordBatch()
+	defer rec.Release()
+	b.pending = 0
+	if err := b.emit(rec); err != nil {
+		return err
+	}
+	b.st.Batches++
+	return nil
+}
+
+func (b *batcher) release() { b.rb.Release() }
 
 func (n *Normalizer) append(rb *array.RecordBuilder, vals []value) {
 	for i, c := range n.cols {

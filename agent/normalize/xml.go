@@ -11,7 +11,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/apache/arrow-go/v18/arrow"
-	"github.com/apache/arrow-go/v18/arrow/array"
 
 	"github.com/medlake/medlake/protocol/feed"
 )
@@ -155,26 +154,11 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, emi
 	// arrives (encoding/xml asks CharsetReader only about labels other than utf-8).
 	dec.CharsetReader = func(_ string, input io.Reader) (io.Reader, error) { return input, nil }
 
-	rb := array.NewRecordBuilder(n.opts.Allocator, n.schema)
-	defer rb.Release()
-	rowB := rb.Field(len(n.cols)).(*array.Int64Builder)
+	bt := n.newBatcher(emit, &st)
+	defer bt.release()
 	vals := make([]value, len(n.cols))
 	fields := make([]string, len(n.cols))
 	idx := make([]int, len(n.cols))
-	pending := 0
-	flush := func() error {
-		if pending == 0 {
-			return nil
-		}
-		b := rb.NewRecordBatch()
-		defer b.Release()
-		pending = 0
-		if err := emit(b); err != nil {
-			return err
-		}
-		st.Batches++
-		return nil
-	}
 
 	seen := map[string]bool{}
 	rec := &xmlRecord{
@@ -229,14 +213,7 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, emi
 			}
 			return nil
 		}
-		n.append(rb, vals)
-		rowB.Append(rec.row)
-		st.Accepted++
-		pending++
-		if pending >= n.opts.BatchRows {
-			return flush()
-		}
-		return nil
+		return bt.add(vals, rec.row)
 	}
 
 	for {
@@ -335,7 +312,7 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, emi
 	if roots == 0 {
 		return st, fileErr(ErrMalformedXML, "no root element")
 	}
-	if err := flush(); err != nil {
+	if err := bt.flush(); err != nil {
 		return st, err
 	}
 	return st, nil
