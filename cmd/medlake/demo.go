@@ -259,7 +259,10 @@ func (d *demo) printCounts(ctx context.Context, tables []string) {
 	for _, t := range tables {
 		var n int64
 		if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+pgx.Identifier{t}.Sanitize()).Scan(&n); err != nil {
-			n = 0
+			if ctx.Err() != nil {
+				return // shutting down: no line of misleading zeros
+			}
+			n = 0 // the table has no rows yet
 		}
 		total += n
 		parts = append(parts, fmt.Sprintf("%s %d", t, n))
