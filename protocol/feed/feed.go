@@ -74,23 +74,23 @@ var ErrInvalid = errors.New("invalid feed definition")
 
 // Definition is one feed: which files it takes and how their records map to a table.
 type Definition struct {
-	Name    string `yaml:"name" json:"name"`
-	Version int    `yaml:"version" json:"version"`
-	Table   string `yaml:"table" json:"table"`
-	Match   Match  `yaml:"match" json:"match"`
-	Format  Format `yaml:"format" json:"format"`
+	Name    string `yaml:"name" json:"name" jsonschema:"required,pattern=^[a-z][a-z0-9_]*$,maxLength=63"`
+	Version int    `yaml:"version" json:"version" jsonschema:"required,minimum=1"`
+	Table   string `yaml:"table" json:"table" jsonschema:"required,pattern=^[a-z][a-z0-9_]*$,maxLength=63"`
+	Match   Match  `yaml:"match" json:"match" jsonschema:"required"`
+	Format  Format `yaml:"format" json:"format" jsonschema:"required"`
 	// PartitionTime names the date or timestamp column whose day partitions the table;
 	// empty means the ingest time.
 	PartitionTime string   `yaml:"partition_time,omitempty" json:"partition_time,omitempty"`
 	Keys          []string `yaml:"keys,omitempty" json:"keys,omitempty"`
-	Columns       []Column `yaml:"columns" json:"columns"`
+	Columns       []Column `yaml:"columns" json:"columns" jsonschema:"required,minItems=1"`
 }
 
 // Match says which files a feed takes.
 type Match struct {
 	// Glob is matched (path.Match) against the base name of a file and of each entry
 	// inside an archive.
-	Glob string `yaml:"glob" json:"glob"`
+	Glob string `yaml:"glob" json:"glob" jsonschema:"required"`
 	// PasswordSecret names the secret holding the password of encrypted zip archives. The
 	// agent looks the name up in its secret store; the password itself is never part of
 	// a definition, a log line or a status report.
@@ -99,12 +99,12 @@ type Match struct {
 
 // Format says how a file's bytes become records.
 type Format struct {
-	Type      string `yaml:"type" json:"type"`
+	Type      string `yaml:"type" json:"type" jsonschema:"required,enum=csv,enum=xml"`
 	Delimiter string `yaml:"delimiter,omitempty" json:"delimiter,omitempty"`
 	// Header is a pointer so an omitted value can default to true.
 	Header *bool `yaml:"header,omitempty" json:"header,omitempty"`
 	// Encoding of the bytes; see the Encoding constants.
-	Encoding string `yaml:"encoding,omitempty" json:"encoding,omitempty"`
+	Encoding string `yaml:"encoding,omitempty" json:"encoding,omitempty" jsonschema:"enum=utf-8,enum=windows-1252,enum=latin-1,enum=utf-16,enum=utf-16le,enum=utf-16be"`
 	// Record is, for XML, the slash-separated path of the element that holds one record,
 	// from the document root ("Patient", "Export/Patients/Patient"). Columns' sources are
 	// paths relative to it: "Name/First", "@id", "Address/@zip".
@@ -128,10 +128,11 @@ func (f Format) Comma() rune {
 
 // Column maps one source field to one table column.
 type Column struct {
-	Name string `yaml:"name" json:"name"`
-	// Source is the header name in the file; empty means Name.
+	Name string `yaml:"name" json:"name" jsonschema:"required,pattern=^[a-z][a-z0-9_]*$,maxLength=63"`
+	// Source is the header name in the file (CSV) or the path below the record element
+	// (XML: "Name/First", "@id"); empty means Name.
 	Source string `yaml:"source,omitempty" json:"source,omitempty"`
-	Type   string `yaml:"type" json:"type"`
+	Type   string `yaml:"type" json:"type" jsonschema:"required,enum=string,enum=int,enum=float,enum=bool,enum=date,enum=timestamp"`
 	// Format is the Go time layout for date and timestamp columns.
 	Format   string `yaml:"format,omitempty" json:"format,omitempty"`
 	Required bool   `yaml:"required,omitempty" json:"required,omitempty"`
