@@ -88,6 +88,23 @@ func cell(a arrow.Array, i int) string {
 	return a.ValueStr(i)
 }
 
+// compareGolden compares got with the golden file, rewriting it first under -update.
+func compareGolden(t *testing.T, golden, got string) {
+	t.Helper()
+	if *update {
+		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(golden)
+	if err != nil {
+		t.Fatalf("%v (run with -update to create)", err)
+	}
+	if got != string(want) {
+		t.Errorf("output differs from %s (run with -update after checking):\n--- got\n%s--- want\n%s", golden, got, want)
+	}
+}
+
 // TestCases runs every testdata/cases/<case>/{feed.yaml,input.csv} and compares with
 // expected.out (batches of 2 rows so batching shows in every case).
 func TestCases(t *testing.T) {
@@ -110,19 +127,7 @@ func TestCases(t *testing.T) {
 			if st.Rows != st.Accepted+st.Rejected {
 				t.Errorf("rows %d != accepted %d + rejected %d", st.Rows, st.Accepted, st.Rejected)
 			}
-			golden := filepath.Join(dir, "expected.out")
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create)", err)
-			}
-			if got != string(want) {
-				t.Errorf("output differs from %s (run with -update after checking):\n--- got\n%s--- want\n%s", golden, got, want)
-			}
+			compareGolden(t, filepath.Join(dir, "expected.out"), got)
 		})
 	}
 }

@@ -65,19 +65,7 @@ func TestXMLCases(t *testing.T) {
 			if st.Rows != st.Accepted+st.Rejected {
 				t.Errorf("rows %d != accepted %d + rejected %d", st.Rows, st.Accepted, st.Rejected)
 			}
-			golden := filepath.Join(dir, "expected.out")
-			if *update {
-				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(golden)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create)", err)
-			}
-			if got != string(want) {
-				t.Errorf("output differs from %s (run with -update after checking):\n--- got\n%s--- want\n%s", golden, got, want)
-			}
+			compareGolden(t, filepath.Join(dir, "expected.out"), got)
 		})
 	}
 }
@@ -428,49 +416,7 @@ func FuzzNormalizeXML(f *testing.F) {
 	}
 	def := parseDef(f, xmlFeed)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
-		defer mem.AssertSize(t, 0)
-		n, err := New(def, Options{BatchRows: 3, Allocator: mem})
-		if err != nil {
-			t.Fatal(err)
-		}
-		seen := map[int64]bool{}
-		mark := func(row int64) {
-			if seen[row] {
-				t.Fatalf("row %d produced twice", row)
-			}
-			seen[row] = true
-		}
-		st, err := n.Run(context.Background(), bytes.NewReader(data), "fuzz.xml", func(b arrow.RecordBatch) error {
-			if b.NumRows() == 0 || b.NumRows() > 3 {
-				t.Fatalf("batch of %d rows", b.NumRows())
-			}
-			rows := b.Column(int(b.NumCols()) - 1).(*array.Int64)
-			for i := range rows.Len() {
-				mark(rows.Value(i))
-			}
-			return nil
-		}, func(r Reject) error {
-			if r.Reason == "" || r.Line < 1 || !utf8.ValidString(r.Raw) {
-				t.Fatalf("reject without reason or line, or raw not UTF-8: %+v", r)
-			}
-			mark(r.Row)
-			return nil
-		})
-		if err != nil {
-			if !errors.Is(err, ErrMalformedXML) && !errors.Is(err, ErrXMLRoot) {
-				t.Fatalf("unexpected error: %v", err)
-			}
-			return
-		}
-		if st.Rows != st.Accepted+st.Rejected || int64(len(seen)) != st.Rows {
-			t.Fatalf("stats %+v, %d distinct rows seen", st, len(seen))
-		}
-		for r := int64(1); r <= st.Rows; r++ {
-			if !seen[r] {
-				t.Fatalf("row %d lost", r)
-			}
-		}
+		checkContract(t, def, data, "fuzz.xml", true, ErrMalformedXML, ErrXMLRoot)
 	})
 }
 
