@@ -15,6 +15,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 
+	"github.com/medlake/medlake/agent/internal/durable"
 	"github.com/medlake/medlake/agent/normalize"
 	"github.com/medlake/medlake/agent/state"
 	"github.com/medlake/medlake/agent/unpack"
@@ -320,8 +321,11 @@ func (a *Agent) quarantine(f state.File, reason string) error {
 		return nil
 	}
 	text := fmt.Sprintf("file: %s\nsha256: %s\ntime: %s\nreason: %s\n", f.Path, f.SHA256, time.Now().UTC().Format(time.RFC3339), reason)
-	if err := writeFileSync(dst+".reason.txt", []byte(text)); err != nil {
+	if err := durable.WriteFile(dst+".reason.txt", []byte(text)); err != nil {
 		a.logger.Error("writing quarantine reason failed", "path", f.Path, "err", err)
+	}
+	if err := durable.SyncDirs(a.dirs.quarantine); err != nil {
+		a.logger.Error("syncing quarantine folder failed", "err", err)
 	}
 	if _, err := a.state.Quarantine(f, reason); err != nil {
 		return err
@@ -492,20 +496,4 @@ func copyFile(src, dst string) error {
 		return fmt.Errorf("%s already exists", dst)
 	}
 	return os.Rename(tmp, dst)
-}
-
-func writeFileSync(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }

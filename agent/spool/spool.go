@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/medlake/medlake/agent/internal/durable"
 	"github.com/medlake/medlake/protocol"
 )
 
@@ -194,13 +195,13 @@ func (s *Spool) moveAside(id, name, reason string) error {
 	src := filepath.Join(s.cfg.Dir, name)
 	base := "corrupt-" + time.Now().UTC().Format("20060102T150405.000000000") + "-" + sanitize(id)
 	dst := filepath.Join(s.cfg.DeadLetterDir, base+frameExt)
-	if err := writeFileSync(filepath.Join(s.cfg.DeadLetterDir, base+reasonExt), []byte(reason+"\n")); err != nil {
+	if err := durable.WriteFile(filepath.Join(s.cfg.DeadLetterDir, base+reasonExt), []byte(reason+"\n")); err != nil {
 		return fmt.Errorf("opening spool: writing reason for %s: %w", src, err)
 	}
 	if err := os.Rename(src, dst); err != nil {
 		return fmt.Errorf("opening spool: moving corrupt frame %s aside: %w", src, err)
 	}
-	if err := syncDirs(s.cfg.Dir, s.cfg.DeadLetterDir); err != nil {
+	if err := durable.SyncDirs(s.cfg.Dir, s.cfg.DeadLetterDir); err != nil {
 		return fmt.Errorf("opening spool: %w", err)
 	}
 	s.logger.Error("moved corrupt spool frame to dead-letter", "path", src, "dead_letter", dst, "reason", reason)
@@ -348,7 +349,7 @@ func (s *Spool) write(batchID string, frame []byte) error {
 		os.Remove(tmp)
 		return fmt.Errorf("spooling batch %s: renaming to %s: %w", batchID, dst, err)
 	}
-	if err := syncDir(s.cfg.Dir); err != nil {
+	if err := durable.SyncDirs(s.cfg.Dir); err != nil {
 		return fmt.Errorf("spooling batch %s: %w", batchID, err)
 	}
 	return nil
@@ -417,7 +418,7 @@ func (s *Spool) Delete(batchID string) error {
 	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("deleting spooled batch %s: %w", batchID, err)
 	}
-	if err := syncDir(s.cfg.Dir); err != nil {
+	if err := durable.SyncDirs(s.cfg.Dir); err != nil {
 		return fmt.Errorf("deleting spooled batch %s: %w", batchID, err)
 	}
 	s.removeLocked(batchID)
@@ -440,13 +441,13 @@ func (s *Spool) MoveToDeadLetter(batchID, reason string) error {
 	// The reason goes first: a crash between the two leaves the batch spooled (it is
 	// re-sent and rejected again), never a dead-letter frame without its reason.
 	text := fmt.Sprintf("batch %s rejected at %s\n%s\n", batchID, time.Now().UTC().Format(time.RFC3339), reason)
-	if err := writeFileSync(filepath.Join(s.cfg.DeadLetterDir, batchID+reasonExt), []byte(text)); err != nil {
+	if err := durable.WriteFile(filepath.Join(s.cfg.DeadLetterDir, batchID+reasonExt), []byte(text)); err != nil {
 		return fmt.Errorf("dead-lettering batch %s: writing reason: %w", batchID, err)
 	}
 	if err := os.Rename(src, dst); err != nil {
 		return fmt.Errorf("dead-lettering batch %s: moving %s to %s: %w", batchID, src, dst, err)
 	}
-	if err := syncDirs(s.cfg.DeadLetterDir, s.cfg.Dir); err != nil {
+	if err := durable.SyncDirs(s.cfg.DeadLetterDir, s.cfg.Dir); err != nil {
 		return fmt.Errorf("dead-lettering batch %s: %w", batchID, err)
 	}
 	s.removeLocked(batchID)
@@ -480,31 +481,6 @@ func (s *Spool) Close() error {
 	if !s.closed {
 		s.closed = true
 		close(s.closedCh)
-	}
-	return nil
-}
-
-func writeFileSync(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func syncDirs(dirs ...string) error {
-	for _, d := range dirs {
-		if err := syncDir(d); err != nil {
-			return err
-		}
 	}
 	return nil
 }

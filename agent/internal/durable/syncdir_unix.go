@@ -1,6 +1,6 @@
 //go:build !windows
 
-package spool
+package durable
 
 import (
 	"fmt"
