@@ -438,3 +438,40 @@ func TestRestartResumesInterruptedSpooling(t *testing.T) {
 		t.Fatal("done: keep moved the file")
 	}
 }
+
+// agentFixture is a facility folder layout under one temp dir, a feed, and a play hub
+// that commits every batch: the setup most agent tests share.
+type agentFixture struct {
+	hub                                       *playHub
+	broker, root, exports, feeds, state, work string
+}
+
+func newAgentFixture(t *testing.T, feedName, feedYAML string) *agentFixture {
+	t.Helper()
+	broker := stack.Mosquitto(t)
+	f := &agentFixture{hub: newPlayHub(t, broker), broker: broker, root: t.TempDir()}
+	f.hub.setDecide(func(h protocol.BatchHeader) *protocol.Ack {
+		return &protocol.Ack{BatchID: h.BatchID, Status: protocol.AckCommitted, Table: h.Table, SnapshotID: 1}
+	})
+	f.exports, f.feeds = filepath.Join(f.root, "exports"), filepath.Join(f.root, "feeds")
+	f.state, f.work = filepath.Join(f.root, "state"), filepath.Join(f.root, "work")
+	for _, d := range []string{f.exports, f.feeds, f.work} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(f.feeds, feedName), []byte(feedYAML))
+	return f
+}
+
+// config is an agent watching the fixture's exports with short test timings.
+func (f *agentFixture) config() Config {
+	cfg := DefaultConfig()
+	cfg.ID, cfg.Tenant, cfg.Facility, cfg.Broker = "agent-e2e", "t1", "fac1", f.broker
+	cfg.StateDir, cfg.FeedsDir = f.state, f.feeds
+	cfg.Watch = []WatchConfig{{Path: f.exports, Done: DoneKeep}}
+	cfg.QuietPeriod, cfg.RescanInterval = 100*time.Millisecond, 500*time.Millisecond
+	cfg.AckTimeout = 10 * time.Minute
+	cfg.StatusInterval = time.Hour
+	return cfg
+}

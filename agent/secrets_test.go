@@ -12,8 +12,6 @@ import (
 	"time"
 
 	"github.com/medlake/medlake/agent/state"
-	"github.com/medlake/medlake/deploy/local/stack"
-	"github.com/medlake/medlake/protocol"
 	"github.com/medlake/medlake/protocol/feed"
 )
 
@@ -115,22 +113,14 @@ columns:
 // quarantined with a reason that names the file and the secret but no password.
 func TestAgentEncryptedZip(t *testing.T) {
 	if _, err := exec.LookPath("zip"); err != nil {
-		t.Skip("zip not installed")
+		t.Fatal("the encrypted fixtures are made by Info-ZIP's zip: apt-get install zip (.ci/run does)")
 	}
-	broker := stack.Mosquitto(t)
-	hub := newPlayHub(t, broker)
-	hub.setDecide(func(h protocol.BatchHeader) *protocol.Ack {
-		return &protocol.Ack{BatchID: h.BatchID, Status: protocol.AckCommitted}
-	})
-	root := t.TempDir()
-	exports, feeds, stateDir, secrets := filepath.Join(root, "exports"), filepath.Join(root, "feeds"), filepath.Join(root, "state"), filepath.Join(root, "secrets")
-	work := filepath.Join(root, "work")
-	for _, d := range []string{exports, feeds, secrets, work} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
+	fx := newAgentFixture(t, "lab_results.yaml", lockedLabFeed)
+	hub, exports, stateDir, work := fx.hub, fx.exports, fx.state, fx.work
+	secrets := filepath.Join(fx.root, "secrets")
+	if err := os.MkdirAll(secrets, 0o700); err != nil {
+		t.Fatal(err)
 	}
-	writeFile(t, filepath.Join(feeds, "lab_results.yaml"), []byte(lockedLabFeed))
 	if err := os.WriteFile(filepath.Join(secrets, "lab_zip"), []byte("right-pw\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -156,12 +146,8 @@ func TestAgentEncryptedZip(t *testing.T) {
 		}
 	}
 
-	cfg := DefaultConfig()
-	cfg.ID, cfg.Tenant, cfg.Facility, cfg.Broker = "agent-e2e", "t1", "fac1", broker
-	cfg.StateDir, cfg.FeedsDir, cfg.SecretsDir = stateDir, feeds, secrets
-	cfg.Watch = []WatchConfig{{Path: exports, Done: DoneKeep}}
-	cfg.QuietPeriod, cfg.RescanInterval = 100*time.Millisecond, 500*time.Millisecond
-	cfg.AckTimeout = 10 * time.Minute
+	cfg := fx.config()
+	cfg.SecretsDir = secrets
 	ag := startAgent(t, cfg)
 
 	waitFor(t, "the right password's zip done", func() bool { return ag.status(t, sha["good_lab_results.zip"]) == state.StatusDone })
@@ -240,24 +226,13 @@ func TestPasswordSource(t *testing.T) {
 // file's mode is fixed.
 func TestAgentRefusesExposedSecret(t *testing.T) {
 	if _, err := exec.LookPath("zip"); err != nil {
-		t.Skip("zip not installed")
+		t.Fatal("the encrypted fixtures are made by Info-ZIP's zip: apt-get install zip (.ci/run does)")
 	}
 	if runtime.GOOS == "windows" {
 		t.Skip("no unix permission bits")
 	}
-	broker := stack.Mosquitto(t)
-	hub := newPlayHub(t, broker)
-	hub.setDecide(func(h protocol.BatchHeader) *protocol.Ack {
-		return &protocol.Ack{BatchID: h.BatchID, Status: protocol.AckCommitted}
-	})
-	root := t.TempDir()
-	exports, feeds, stateDir, work := filepath.Join(root, "exports"), filepath.Join(root, "feeds"), filepath.Join(root, "state"), filepath.Join(root, "work")
-	for _, d := range []string{exports, feeds, work} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeFile(t, filepath.Join(feeds, "lab_results.yaml"), []byte(lockedLabFeed))
+	fx := newAgentFixture(t, "lab_results.yaml", lockedLabFeed)
+	exports, stateDir, work := fx.exports, fx.state, fx.work
 	secretsDir := filepath.Join(stateDir, "secrets") // the default place
 	if err := os.MkdirAll(secretsDir, 0o700); err != nil {
 		t.Fatal(err)
@@ -284,12 +259,8 @@ func TestAgentRefusesExposedSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	cfg := DefaultConfig()
-	cfg.ID, cfg.Tenant, cfg.Facility, cfg.Broker = "agent-e2e", "t1", "fac1", broker
-	cfg.StateDir, cfg.FeedsDir = stateDir, feeds
-	cfg.Watch = []WatchConfig{{Path: exports, Done: DoneKeep}}
-	cfg.QuietPeriod, cfg.RescanInterval = 100*time.Millisecond, 300*time.Millisecond
-	cfg.AckTimeout = 10 * time.Minute
+	cfg := fx.config()
+	cfg.RescanInterval = 300 * time.Millisecond
 	ag := startAgent(t, cfg)
 
 	waitFor(t, "the refusal reported", func() bool { return strings.Contains(ag.Agent.status().LastError, secret) })

@@ -8,11 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/medlake/medlake/agent/state"
-	"github.com/medlake/medlake/deploy/local/stack"
-	"github.com/medlake/medlake/protocol"
 )
 
 // labXMLFeed reads the generator's XML export shape: zip archives of one-record files.
@@ -54,16 +51,8 @@ func labXML(id string, value string) string {
 // TestAgentXML ingests a zip of one-record XML files, keeping a bad value as a row reject,
 // and quarantines a zip holding one malformed XML file without sending any of it.
 func TestAgentXML(t *testing.T) {
-	broker := stack.Mosquitto(t)
-	hub := newPlayHub(t, broker)
-	hub.setDecide(func(h protocol.BatchHeader) *protocol.Ack {
-		return &protocol.Ack{BatchID: h.BatchID, Status: protocol.AckCommitted, Table: "lab_results", SnapshotID: 1}
-	})
-	root := t.TempDir()
-	exports, feeds, stateDir := filepath.Join(root, "exports"), filepath.Join(root, "feeds"), filepath.Join(root, "state")
-	os.MkdirAll(exports, 0o755)
-	os.MkdirAll(feeds, 0o755)
-	writeFile(t, filepath.Join(feeds, "lab_results_xml.yaml"), []byte(labXMLFeed))
+	f := newAgentFixture(t, "lab_results_xml.yaml", labXMLFeed)
+	hub, exports, stateDir := f.hub, f.exports, f.state
 
 	good := zipOf(t, map[string]string{
 		"f1_lab_results_1_0001.xml": labXML("L1", "1.5"),
@@ -77,15 +66,7 @@ func TestAgentXML(t *testing.T) {
 	writeFile(t, filepath.Join(exports, "f1_lab_results_1.xml.zip"), good)
 	writeFile(t, filepath.Join(exports, "f1_lab_results_2.xml.zip"), bad)
 
-	cfg := DefaultConfig()
-	cfg.ID, cfg.Tenant, cfg.Facility, cfg.Broker = "agent-e2e", "t1", "fac1", broker
-	cfg.StateDir, cfg.FeedsDir = stateDir, feeds
-	cfg.Watch = []WatchConfig{{Path: exports, Done: DoneKeep}}
-	cfg.QuietPeriod, cfg.RescanInterval = 100*time.Millisecond, 500*time.Millisecond
-	cfg.AckTimeout = 10 * time.Minute
-	cfg.StatusInterval = time.Hour
-
-	ag := startAgent(t, cfg)
+	ag := startAgent(t, f.config())
 	waitFor(t, "good archive done", func() bool { return ag.status(t, hashOf(good)) == state.StatusDone })
 	waitFor(t, "malformed archive quarantined", func() bool { return ag.status(t, hashOf(bad)) == state.StatusQuarantined })
 	if ids := hub.batchesOf("f1_lab_results_1.xml.zip!"); len(ids) != 2 {
@@ -107,16 +88,7 @@ func TestAgentXML(t *testing.T) {
 // TestAgentUndecodableCSV quarantines a CSV whose bytes are not text in the feed's
 // declared encoding, instead of retrying it forever.
 func TestAgentUndecodableCSV(t *testing.T) {
-	broker := stack.Mosquitto(t)
-	hub := newPlayHub(t, broker)
-	hub.setDecide(func(h protocol.BatchHeader) *protocol.Ack {
-		return &protocol.Ack{BatchID: h.BatchID, Status: protocol.AckCommitted, Table: "visits", SnapshotID: 1}
-	})
-	root := t.TempDir()
-	exports, feeds, stateDir := filepath.Join(root, "exports"), filepath.Join(root, "feeds"), filepath.Join(root, "state")
-	os.MkdirAll(exports, 0o755)
-	os.MkdirAll(feeds, 0o755)
-	writeFile(t, filepath.Join(feeds, "visits.yaml"), []byte(`name: visits_csv
+	f := newAgentFixture(t, "visits.yaml", `name: visits_csv
 version: 1
 table: visits
 match: {glob: "*.csv"}
@@ -124,23 +96,16 @@ format: {type: csv, encoding: windows-1252}
 columns:
   - {name: visit_id, type: string}
   - {name: note, type: string}
-`))
+`)
 	bad := []byte("visit_id,note\nV1,caf\xe9\nV2,bad \x81 byte\n") // 0x81 is undefined in windows-1252
-	writeFile(t, filepath.Join(exports, "visits.csv"), bad)
+	writeFile(t, filepath.Join(f.exports, "visits.csv"), bad)
 
-	cfg := DefaultConfig()
-	cfg.ID, cfg.Tenant, cfg.Facility, cfg.Broker = "agent-enc", "t1", "fac1", broker
-	cfg.StateDir, cfg.FeedsDir = stateDir, feeds
-	cfg.Watch = []WatchConfig{{Path: exports, Done: DoneKeep}}
-	cfg.QuietPeriod, cfg.RescanInterval = 100*time.Millisecond, 500*time.Millisecond
-	cfg.StatusInterval = time.Hour
-
-	ag := startAgent(t, cfg)
+	ag := startAgent(t, f.config())
 	waitFor(t, "undecodable file quarantined", func() bool { return ag.status(t, hashOf(bad)) == state.StatusQuarantined })
-	if ids := hub.batchesOf("visits.csv"); len(ids) != 0 {
+	if ids := f.hub.batchesOf("visits.csv"); len(ids) != 0 {
 		t.Errorf("undecodable file sent %d batches", len(ids))
 	}
-	reason, err := os.ReadFile(filepath.Join(stateDir, "quarantine", hashOf(bad)[:16]+"_visits.csv.reason.txt"))
+	reason, err := os.ReadFile(filepath.Join(f.state, "quarantine", hashOf(bad)[:16]+"_visits.csv.reason.txt"))
 	if err != nil || !strings.Contains(string(reason), "0x81") || !strings.Contains(string(reason), "visits.csv") {
 		t.Fatalf("quarantine reason %q: %v", reason, err)
 	}
