@@ -257,7 +257,7 @@ func TestTypeRoundTrip(t *testing.T) {
 	}
 	// Text renderings as psql shows them.
 	if _, err := exec.LookPath("psql"); err != nil {
-		t.Skip("psql not installed")
+		t.Fatal("psql is not installed: it is one of the real clients under test (apt-get install postgresql-client-15; .ci/run does)")
 	}
 	for _, tt := range tests {
 		out := psql(t, addr, "", fmt.Sprintf(`SELECT CAST(%s AS %s)`, tt.literal, tt.sqlType))
@@ -281,7 +281,7 @@ func psql(tb testing.TB, addr, password, sql string) string {
 
 func TestPsql(t *testing.T) {
 	if _, err := exec.LookPath("psql"); err != nil {
-		t.Skip("psql not installed")
+		t.Fatal("psql is not installed: it is one of the real clients under test (apt-get install postgresql-client-15; .ci/run does)")
 	}
 	addr, _ := startServer(t, Config{Users: []User{{Name: "analyst", Password: "s3cret"}}})
 	tests := []struct{ sql, want string }{
