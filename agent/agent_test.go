@@ -8,20 +8,24 @@ import (
 	"encoding/hex"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow/array"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/medlake/medlake/agent/state"
 	"github.com/medlake/medlake/deploy/local/stack"
 	"github.com/medlake/medlake/protocol"
+	"github.com/medlake/medlake/protocol/feed"
 )
 
 const labFeed = `name: lab_results
@@ -48,6 +52,7 @@ type playHub struct {
 
 	mu       sync.Mutex
 	received map[string][]string // batch id → source files, one per delivery
+	entries  map[string][]string // batch id → entries its rows come from
 	order    []string            // batch ids in arrival order, with repeats
 	decide   func(protocol.BatchHeader) *protocol.Ack
 	statuses []protocol.Status
@@ -55,7 +60,7 @@ type playHub struct {
 
 func newPlayHub(tb testing.TB, broker string) *playHub {
 	tb.Helper()
-	h := &playHub{tb: tb, received: map[string][]string{}}
+	h := &playHub{tb: tb, received: map[string][]string{}, entries: map[string][]string{}}
 	o := mqtt.NewClientOptions().AddBroker(broker).SetClientID(fmt.Sprintf("play-hub-%d", hubSeq.Add(1))).SetCleanSession(true).SetOrderMatters(false)
 	h.client = mqtt.NewClient(o)
 	if tok := h.client.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
@@ -73,14 +78,23 @@ func newPlayHub(tb testing.TB, broker string) *playHub {
 			tb.Errorf("hub: undecodable batch on %s: %v", m.Topic(), err)
 			return
 		}
-		if _, recs, err := protocol.DecodeRecords(b.Payload, nil); err != nil {
+		entries := map[string]bool{}
+		if sc, recs, err := protocol.DecodeRecords(b.Payload, nil); err != nil {
 			tb.Errorf("hub: batch %s payload: %v", b.Header.BatchID, err)
 		} else {
+			col := sc.FieldIndices(feed.ColSourceFile)
 			for _, r := range recs {
+				if len(col) == 1 {
+					src := r.Column(col[0]).(*array.String)
+					for i := range src.Len() {
+						entries[src.Value(i)] = true
+					}
+				}
 				r.Release()
 			}
 		}
 		h.mu.Lock()
+		h.entries[b.Header.BatchID] = slices.Sorted(maps.Keys(entries))
 		h.received[b.Header.BatchID] = append(h.received[b.Header.BatchID], b.Header.SourceFile)
 		h.order = append(h.order, b.Header.BatchID)
 		decide := h.decide
@@ -117,6 +131,13 @@ func (h *playHub) ack(a protocol.Ack) {
 		return
 	}
 	h.client.Publish(protocol.AckTopic("t1", "fac1", "agent-e2e"), 1, false, b)
+}
+
+// entriesOf returns the entries (the rows' _source_file values) in a received batch.
+func (h *playHub) entriesOf(id string) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.entries[id]
 }
 
 // batchesOf returns the distinct batch ids received whose source file starts with prefix.

@@ -24,12 +24,27 @@ import (
 	"github.com/medlake/medlake/protocol/feed"
 )
 
-// part is one encoded batch payload waiting to be framed once its feed's part count is known.
+// part is one encoded batch payload waiting, in a file of the parse's scratch folder, to
+// be framed once its feed's part count is known. Payloads wait on disk, not in memory,
+// so a 1 GB export costs the agent one batch of memory, not the whole file's.
 type part struct {
-	def     *feed.Definition
-	source  string // entry name, archive!entry
-	payload []byte
-	rows    int64
+	def  *feed.Definition
+	path string
+	rows int64
+}
+
+// parsed is what parse made of one source file.
+type parsed struct {
+	parts   []part
+	rows    int64 // accepted
+	rejects int64
+	scratch string // folder holding the parts' payloads; removed by cleanup
+}
+
+func (p *parsed) cleanup() {
+	if p.scratch != "" {
+		os.RemoveAll(p.scratch)
+	}
 }
 
 // fileError is a property of the source file: it goes to quarantine with this reason.
@@ -79,7 +94,8 @@ func (a *Agent) processFile(ctx context.Context, wf watch.File) error {
 		}
 	}
 	ident := state.File{SHA256: sha, Path: wf.Path, Root: wf.Root, Size: size, ModTime: wf.ModTime}
-	parts, rows, rejects, err := a.parse(ctx, wf.Path, sha)
+	res, err := a.parse(ctx, wf.Path, sha)
+	defer res.cleanup()
 	var fe *fileError
 	switch {
 	case errors.As(err, &fe):
@@ -100,11 +116,12 @@ func (a *Agent) processFile(ctx context.Context, wf watch.File) error {
 		a.watcher.Forget(wf.Path)
 		return nil
 	}
-	return a.spoolFile(ctx, ident, parts, rows, rejects)
+	return a.spoolFile(ctx, ident, res)
 }
 
 // spoolFile frames the file's parts, records them in state and puts them in the spool.
-func (a *Agent) spoolFile(ctx context.Context, ident state.File, parts []part, rows, rejects int64) error {
+func (a *Agent) spoolFile(ctx context.Context, ident state.File, res *parsed) error {
+	parts := res.parts
 	counts := map[string]int{}
 	for _, p := range parts {
 		counts[p.def.Name]++
@@ -134,12 +151,16 @@ func (a *Agent) spoolFile(ctx context.Context, ident state.File, parts []part, r
 			continue // answered before a restart; the hub has it
 		}
 		if !a.spool.Has(f.id) {
+			payload, err := os.ReadFile(f.p.path)
+			if err != nil {
+				return fmt.Errorf("reading batch %s of %s back from scratch: %w", f.id, ident.Path, err)
+			}
 			frame, err := protocol.EncodeBatch(protocol.BatchHeader{
 				BatchID: f.id, Tenant: a.cfg.Tenant, Facility: a.cfg.Facility, Agent: a.cfg.ID,
 				Feed: f.p.def.Name, FeedVersion: f.p.def.Version, Table: f.p.def.Table,
-				SourceFile: f.p.source, SourceSHA256: ident.SHA256,
+				SourceFile: filepath.Base(ident.Path), SourceSHA256: ident.SHA256,
 				Part: f.n, Parts: counts[f.p.def.Name], Rows: f.p.rows, CreatedAt: now,
-			}, f.p.payload)
+			}, payload)
 			if err != nil {
 				return fmt.Errorf("framing batch %s of %s: %w", f.id, ident.Path, err)
 			}
@@ -155,11 +176,11 @@ func (a *Agent) spoolFile(ctx context.Context, ident state.File, parts []part, r
 			return err
 		}
 	}
-	rec, err = a.state.FinishSpooling(ident.SHA256, rows, rejects)
+	rec, err = a.state.FinishSpooling(ident.SHA256, res.rows, res.rejects)
 	if err != nil {
 		return err
 	}
-	a.logger.Info("file spooled", "path", ident.Path, "sha256", ident.SHA256, "batches", len(all), "rows", rows, "rejects", rejects)
+	a.logger.Info("file spooled", "path", ident.Path, "sha256", ident.SHA256, "batches", len(all), "rows", res.rows, "rejects", res.rejects)
 	if rec.Complete() {
 		a.finalizeQ.push(ident.SHA256)
 	}
@@ -168,17 +189,54 @@ func (a *Agent) spoolFile(ctx context.Context, ident state.File, parts []part, r
 
 // parse unpacks and normalizes the file into encoded payloads. Every entry must match
 // exactly one feed; otherwise, and on any unpack or header error, the whole file is a
-// fileError so that no part of it is half ingested.
-func (a *Agent) parse(ctx context.Context, path, sha string) (parts []part, rows, rejects int64, err error) {
+// fileError so that no part of it is half ingested. The rows of all entries of one feed
+// share batches: an archive of 300 one-record XML files becomes one batch, not 300.
+// The result's cleanup must be called whatever the error.
+func (a *Agent) parse(ctx context.Context, path, sha string) (res *parsed, err error) {
+	res = &parsed{}
+	res.scratch, err = os.MkdirTemp(a.dirs.tmp, sha[:16]+"-*")
+	if err != nil {
+		return res, fmt.Errorf("creating scratch folder for %s: %w", path, err)
+	}
 	rj, err := newRejectsWriter(filepath.Join(a.dirs.rejects, sha+".jsonl"))
 	if err != nil {
-		return nil, 0, 0, err
+		return res, err
 	}
 	defer func() {
 		if cerr := rj.close(err == nil); err == nil && cerr != nil {
 			err = cerr
 		}
 	}()
+	// One batcher per feed met in the file, flushed in order of first appearance so that
+	// part numbers, and so batch ids, are the same on every parse of the same content.
+	batchers := map[string]*normalize.Batcher{}
+	var order []*feed.Definition
+	defer func() {
+		for _, b := range batchers {
+			b.Release()
+		}
+	}()
+	batcher := func(def *feed.Definition) *normalize.Batcher {
+		if b, ok := batchers[def.Name]; ok {
+			return b
+		}
+		n := a.normalizers[def.Name]
+		b := n.NewBatcher(func(rec arrow.RecordBatch) error {
+			payload, err := protocol.EncodeRecords(n.Schema(), []arrow.RecordBatch{rec})
+			if err != nil {
+				return fmt.Errorf("encoding batch of %s feed %s: %w", path, def.Name, err)
+			}
+			p := filepath.Join(res.scratch, fmt.Sprintf("%d.arrow", len(res.parts)))
+			if err := os.WriteFile(p, payload, 0o600); err != nil {
+				return fmt.Errorf("writing batch of %s feed %s to scratch: %w", path, def.Name, err)
+			}
+			res.parts = append(res.parts, part{def: def, path: p, rows: rec.NumRows()})
+			return nil
+		})
+		batchers[def.Name] = b
+		order = append(order, def)
+		return b
+	}
 	lim := a.limits
 	pw := passwordSource{dir: a.cfg.SecretsPath(), feeds: a.feeds}
 	lim.Passwords = pw.passwords
@@ -204,15 +262,7 @@ func (a *Agent) parse(ctx context.Context, path, sha string) (parts []part, rows
 			return &fileError{reason: fmt.Sprintf("entry %s matches several feeds: %s", e.Name, strings.Join(names, ", "))}
 		}
 		def := matched[0]
-		n := a.normalizers[def.Name]
-		st, err := n.Run(ctx, e.Reader, e.Name, func(rec arrow.RecordBatch) error {
-			payload, err := protocol.EncodeRecords(n.Schema(), []arrow.RecordBatch{rec})
-			if err != nil {
-				return fmt.Errorf("encoding batch of %s: %w", e.Name, err)
-			}
-			parts = append(parts, part{def: def, source: e.Name, payload: payload, rows: rec.NumRows()})
-			return nil
-		}, func(r normalize.Reject) error {
+		st, err := a.normalizers[def.Name].RunInto(ctx, e.Reader, e.Name, batcher(def), func(r normalize.Reject) error {
 			return rj.write(rejectLine{Source: r.Source, Row: r.Row, Line: r.Line, Column: r.Column, Raw: r.Raw, Reason: r.Reason, Feed: def.Name})
 		})
 		if err != nil {
@@ -222,26 +272,32 @@ func (a *Agent) parse(ctx context.Context, path, sha string) (parts []part, rows
 			}
 			return err
 		}
-		rows += st.Accepted
+		res.rows += st.Accepted
 		return nil
 	})
 	if walkErr != nil {
 		var fe *fileError
 		if errors.As(walkErr, &fe) {
-			return nil, 0, 0, fe
+			return res, fe
 		}
 		if errors.Is(walkErr, unpack.ErrEncrypted) || errors.Is(walkErr, unpack.ErrWrongPassword) {
-			return nil, 0, 0, &fileError{reason: walkErr.Error() + "; " + pw.note()}
+			return res, &fileError{reason: walkErr.Error() + "; " + pw.note()}
 		}
 		for _, sentinel := range unpack.Sentinels() {
 			if errors.Is(walkErr, sentinel) {
-				return nil, 0, 0, &fileError{reason: walkErr.Error()}
+				return res, &fileError{reason: walkErr.Error()}
 			}
 		}
-		return nil, 0, 0, walkErr
+		return res, walkErr
+	}
+	for _, def := range order {
+		if err := batchers[def.Name].Flush(); err != nil {
+			return res, err
+		}
 	}
 	a.rowsRejected.Add(rj.n)
-	return parts, rows, rj.n, nil
+	res.rejects = rj.n
+	return res, nil
 }
 
 // rejectLine is one line of rejects/<sha256>.jsonl.

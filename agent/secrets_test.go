@@ -151,7 +151,7 @@ func TestAgentEncryptedZip(t *testing.T) {
 	ag := startAgent(t, cfg)
 
 	waitFor(t, "the right password's zip done", func() bool { return ag.status(t, sha["good_lab_results.zip"]) == state.StatusDone })
-	if ids := hub.batchesOf("good_lab_results.zip!lab_results.csv"); len(ids) != 1 {
+	if ids := hub.batchesOf("good_lab_results.zip"); len(ids) != 1 {
 		t.Fatalf("hub got %d batches from the good zip, want 1", len(ids))
 	}
 	f, _, err := ag.File(sha["good_lab_results.zip"])

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -69,10 +70,16 @@ func TestAgentXML(t *testing.T) {
 	ag := startAgent(t, f.config())
 	waitFor(t, "good archive done", func() bool { return ag.status(t, hashOf(good)) == state.StatusDone })
 	waitFor(t, "malformed archive quarantined", func() bool { return ag.status(t, hashOf(bad)) == state.StatusQuarantined })
-	if ids := hub.batchesOf("f1_lab_results_1.xml.zip!"); len(ids) != 2 {
-		t.Errorf("good archive sent %d batches, want 2 (one per accepted entry)", len(ids))
+	// The archive's entries share one batch; each row names its entry.
+	ids := hub.batchesOf("f1_lab_results_1.xml.zip")
+	if len(ids) != 1 {
+		t.Fatalf("good archive sent %d batches, want 1 for all its entries", len(ids))
 	}
-	if ids := hub.batchesOf("f1_lab_results_2.xml.zip!"); len(ids) != 0 {
+	want := []string{"f1_lab_results_1.xml.zip!f1_lab_results_1_0001.xml", "f1_lab_results_1.xml.zip!f1_lab_results_1_0003.xml"}
+	if got := hub.entriesOf(ids[0]); !slices.Equal(got, want) {
+		t.Errorf("batch rows come from %q, want %q", got, want)
+	}
+	if ids := hub.batchesOf("f1_lab_results_2.xml.zip"); len(ids) != 0 {
 		t.Errorf("malformed archive sent %d batches", len(ids))
 	}
 	rj, err := os.ReadFile(filepath.Join(stateDir, "rejects", hashOf(good)+".jsonl"))

@@ -450,7 +450,7 @@ func (c *committer) tableRecords(ingestedAt time.Time) (arrow.Table, error) {
 			lineage := []arrow.Array{
 				constString(c.mem, h.Tenant, n), constString(c.mem, h.Facility, n), constString(c.mem, h.Agent, n),
 				constString(c.mem, h.Feed, n), constInt64(c.mem, int64(h.FeedVersion), n),
-				constString(c.mem, h.SourceFile, n), constString(c.mem, h.SourceSHA256, n),
+				constString(c.mem, h.SourceSHA256, n),
 				constString(c.mem, h.BatchID, n), constTimestamp(c.mem, ts, n),
 			}
 			cols = append(cols, lineage...)

@@ -13,8 +13,8 @@ import (
 	"github.com/medlake/medlake/protocol/feed"
 )
 
-// labRecords builds n seed-shaped lab_results rows; _row counts from 1.
-func labRecords(tb testing.TB, def *feed.Definition, facility, src string, n int) arrow.RecordBatch {
+// labRecords builds n seed-shaped lab_results rows of entry source; _row counts from 1.
+func labRecords(tb testing.TB, def *feed.Definition, facility, src, source string, n int) arrow.RecordBatch {
 	tb.Helper()
 	b := array.NewRecordBuilder(memory.DefaultAllocator, def.BatchSchema())
 	defer b.Release()
@@ -33,7 +33,8 @@ func labRecords(tb testing.TB, def *feed.Definition, facility, src string, n int
 		b.Field(5).(*array.TimestampBuilder).Append(arrow.Timestamp(ts.UnixMicro()))
 		b.Field(6).(*array.Date32Builder).Append(arrow.Date32FromTime(ts))
 		b.Field(7).(*array.Int64Builder).Append(int64(i % 3))
-		b.Field(8).(*array.Int64Builder).Append(int64(i + 1))
+		b.Field(8).(*array.StringBuilder).Append(source)
+		b.Field(9).(*array.Int64Builder).Append(int64(i + 1))
 	}
 	return b.NewRecordBatch()
 }
@@ -45,7 +46,7 @@ func labFrame(tb testing.TB, def *feed.Definition, topic protocol.Topic, src str
 	tb.Helper()
 	sha := fmt.Sprintf("%064x", []byte(src))
 	sha = sha[len(sha)-64:]
-	rec := labRecords(tb, def, topic.Facility, sha, n)
+	rec := labRecords(tb, def, topic.Facility, sha, src+".csv.gz", n)
 	defer rec.Release()
 	payload, err := protocol.EncodeRecords(def.BatchSchema(), []arrow.RecordBatch{rec})
 	if err != nil {

@@ -52,14 +52,17 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // BatchHeader describes one batch: where it comes from, where it goes, and how to check it.
 type BatchHeader struct {
-	Version       string    `json:"v"`
-	BatchID       string    `json:"batch_id"`
-	Tenant        string    `json:"tenant"`
-	Facility      string    `json:"facility"`
-	Agent         string    `json:"agent"`
-	Feed          string    `json:"feed"`
-	FeedVersion   int       `json:"feed_version"`
-	Table         string    `json:"table"`
+	Version     string `json:"v"`
+	BatchID     string `json:"batch_id"`
+	Tenant      string `json:"tenant"`
+	Facility    string `json:"facility"`
+	Agent       string `json:"agent"`
+	Feed        string `json:"feed"`
+	FeedVersion int    `json:"feed_version"`
+	Table       string `json:"table"`
+	// SourceFile is the name of the file the agent took (an archive, or a plain file);
+	// SourceSHA256 is its content hash. The entry each row comes from is in the rows'
+	// _source_file column.
 	SourceFile    string    `json:"source_file"`
 	SourceSHA256  string    `json:"source_sha256"`
 	Part          int       `json:"part"`

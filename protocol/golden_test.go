@@ -44,7 +44,9 @@ func goldenRecords(tb testing.TB) (*feed.Definition, arrow.RecordBatch) {
 	d := arrow.Date32FromTime(goldenTime)
 	b.Field(6).(*array.Date32Builder).AppendValues([]arrow.Date32{d, d, d - 1}, nil)
 	b.Field(7).(*array.Int64Builder).AppendValues([]int64{1, 2, 1}, nil)
-	b.Field(8).(*array.Int64Builder).AppendValues([]int64{1, 2, 3}, nil)
+	entry := "f000001_lab_results_000001.zip!labs.csv"
+	b.Field(8).(*array.StringBuilder).AppendValues([]string{entry, entry, entry}, nil)
+	b.Field(9).(*array.Int64Builder).AppendValues([]int64{1, 2, 3}, nil)
 	return def, b.NewRecordBatch()
 }
 
@@ -58,7 +60,7 @@ func goldenHeader(def *feed.Definition, rows int64) protocol.BatchHeader {
 		Feed:         def.Name,
 		FeedVersion:  def.Version,
 		Table:        def.Table,
-		SourceFile:   "f000001_lab_results_000001.zip!labs.csv",
+		SourceFile:   "f000001_lab_results_000001.zip",
 		SourceSHA256: src,
 		Part:         1,
 		Parts:        1,

@@ -144,8 +144,30 @@ func (n *Normalizer) Schema() *arrow.Schema { return n.schema }
 // and the caller must discard them. An xml feed's entry is streamed record by record
 // instead, under the rules in the package doc (file errors ErrMalformedXML, ErrXMLRoot).
 func (n *Normalizer) Run(ctx context.Context, r io.Reader, source string, emit func(arrow.RecordBatch) error, reject func(Reject) error) (Stats, error) {
+	b := n.NewBatcher(emit)
+	defer b.Release()
+	st, err := n.RunInto(ctx, r, source, b, reject)
+	if err != nil {
+		return st, err
+	}
+	before := b.batches
+	if err := b.Flush(); err != nil {
+		return st, err
+	}
+	st.Batches += b.batches - before
+	return st, nil
+}
+
+// RunInto is Run appending the entry's rows to b, which may already hold rows of other
+// entries of the same feed, and which the caller flushes: an archive of many small files
+// then travels in a few full batches instead of one small batch per file. Stats.Batches
+// counts the batches emitted while this entry ran. Each row's _source_file is source.
+func (n *Normalizer) RunInto(ctx context.Context, r io.Reader, source string, b *Batcher, reject func(Reject) error) (Stats, error) {
+	if b.n != n {
+		return Stats{}, errors.New("normalize: batcher belongs to another normalizer")
+	}
 	if n.def.Format.Type == feed.FormatXML {
-		return n.runXML(ctx, r, source, emit, reject)
+		return n.runXML(ctx, r, source, b, reject)
 	}
 	var st Stats
 	text, err := csvText(r, n.def.Format.Encoding)
@@ -163,8 +185,7 @@ func (n *Normalizer) Run(ctx context.Context, r io.Reader, source string, emit f
 		return st, err
 	}
 
-	bt := n.newBatcher(emit, &st)
-	defer bt.release()
+	bt := b.begin(source, &st)
 	vals := make([]value, len(n.cols))
 	rejectRow := func(rj Reject) error {
 		rj.Source = source
@@ -224,9 +245,6 @@ func (n *Normalizer) Run(ctx context.Context, r io.Reader, source string, emit f
 		if err := bt.add(vals, row); err != nil {
 			return st, err
 		}
-	}
-	if err := bt.flush(); err != nil {
-		return st, err
 	}
 	return st, nil
 }
@@ -308,36 +326,61 @@ func (n *Normalizer) convert(fields []string, idx []int, vals []value) (Reject, 
 	return Reject{}, true
 }
 
-// batcher builds the record batches of one Run, shared by every format: it appends
-// converted rows and emits a batch every BatchRows rows and at the end.
-type batcher struct {
+// Batcher builds the record batches of one or more runs of a Normalizer, shared by every
+// format: it appends converted rows and emits a batch every BatchRows rows and on Flush.
+// It is not safe for concurrent use.
+type Batcher struct {
 	n       *Normalizer
 	rb      *array.RecordBuilder
+	srcB    *array.StringBuilder
 	rowB    *array.Int64Builder
 	emit    func(arrow.RecordBatch) error
-	st      *Stats
 	pending int
+	batches int // emitted since NewBatcher
+
+	// The current run's source and stats.
+	source string
+	st     *Stats
 }
 
-func (n *Normalizer) newBatcher(emit func(arrow.RecordBatch) error, st *Stats) *batcher {
+// NewBatcher returns an empty Batcher calling emit with each full batch. The batch is
+// released when emit returns: emit must Retain it to keep it. Release it when done.
+func (n *Normalizer) NewBatcher(emit func(arrow.RecordBatch) error) *Batcher {
 	rb := array.NewRecordBuilder(n.opts.Allocator, n.schema)
-	return &batcher{n: n, rb: rb, rowB: rb.Field(len(n.cols)).(*array.Int64Builder), emit: emit, st: st}
+	return &Batcher{
+		n: n, rb: rb, emit: emit,
+		srcB: rb.Field(len(n.cols)).(*array.StringBuilder),
+		rowB: rb.Field(len(n.cols) + 1).(*array.Int64Builder),
+	}
 }
+
+// begin starts a run: rows added until the next begin come from source and count in st.
+func (b *Batcher) begin(source string, st *Stats) *Batcher {
+	b.source, b.st = source, st
+	return b
+}
+
+// Rows is the number of rows added and not yet emitted.
+func (b *Batcher) Rows() int { return b.pending }
 
 // add appends one converted row with its source position, flushing a full batch.
-func (b *batcher) add(vals []value, row int64) error {
+func (b *Batcher) add(vals []value, row int64) error {
 	b.n.append(b.rb, vals)
+	b.srcB.Append(b.source)
 	b.rowB.Append(row)
 	b.st.Accepted++
 	b.pending++
 	if b.pending >= b.n.opts.BatchRows {
-		return b.flush()
+		before := b.batches
+		err := b.Flush()
+		b.st.Batches += b.batches - before
+		return err
 	}
 	return nil
 }
 
-// flush emits the rows added since the last flush, if any.
-func (b *batcher) flush() error {
+// Flush emits the rows added since the last flush, if any.
+func (b *Batcher) Flush() error {
 	if b.pending == 0 {
 		return nil
 	}
@@ -347,11 +390,12 @@ func (b *batcher) flush() error {
 	if err := b.emit(rec); err != nil {
 		return err
 	}
-	b.st.Batches++
+	b.batches++
 	return nil
 }
 
-func (b *batcher) release() { b.rb.Release() }
+// Release frees the builders; rows not flushed are dropped.
+func (b *Batcher) Release() { b.rb.Release() }
 
 func (n *Normalizer) append(rb *array.RecordBuilder, vals []value) {
 	for i, c := range n.cols {

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"unicode/utf8"
 
-	"github.com/apache/arrow-go/v18/arrow"
-
 	"github.com/medlake/medlake/protocol/feed"
 )
 
@@ -138,7 +136,7 @@ func (rec *xmlRecord) fail(column, reason string) {
 //     written, untrimmed; whitespace-only or absent text is NULL, as in CSV.
 //   - A column path that matches more than one element or attribute in one record
 //     rejects the record: none is chosen silently.
-func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, emit func(arrow.RecordBatch) error, reject func(Reject) error) (Stats, error) {
+func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *Batcher, reject func(Reject) error) (Stats, error) {
 	var st Stats
 	p := newXMLPlan(n.def)
 	br := bufio.NewReader(r)
@@ -154,8 +152,7 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, emi
 	// arrives (encoding/xml asks CharsetReader only about labels other than utf-8).
 	dec.CharsetReader = func(_ string, input io.Reader) (io.Reader, error) { return input, nil }
 
-	bt := n.newBatcher(emit, &st)
-	defer bt.release()
+	bt := b.begin(source, &st)
 	vals := make([]value, len(n.cols))
 	fields := make([]string, len(n.cols))
 	idx := make([]int, len(n.cols))
@@ -311,9 +308,6 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, emi
 	}
 	if roots == 0 {
 		return st, fileErr(ErrMalformedXML, "no root element")
-	}
-	if err := bt.flush(); err != nil {
-		return st, err
 	}
 	return st, nil
 }

@@ -48,8 +48,9 @@ func Encodings() []string {
 	return []string{EncodingUTF8, EncodingWindows1252, EncodingLatin1, EncodingUTF16, EncodingUTF16LE, EncodingUTF16BE}
 }
 
-// Lineage columns. ColRow is filled by the agent; the others are constant per batch and
-// added by the hub from the batch header, so they cost nothing on the wire.
+// Lineage columns. ColSourceFile and ColRow are filled by the agent per row; the others
+// are constant per batch and added by the hub from the batch header, so they cost nothing
+// on the wire.
 const (
 	ColRow          = "_row"
 	ColTenant       = "_tenant"
@@ -395,11 +396,15 @@ func (d *Definition) dataFields() []arrow.Field {
 		t, _ := arrowType(c.Type)
 		fields = append(fields, arrow.Field{Name: c.Name, Type: t, Nullable: true})
 	}
-	return append(fields, arrow.Field{Name: ColRow, Type: arrow.PrimitiveTypes.Int64})
+	return append(fields,
+		arrow.Field{Name: ColSourceFile, Type: arrow.BinaryTypes.String},
+		arrow.Field{Name: ColRow, Type: arrow.PrimitiveTypes.Int64})
 }
 
 // BatchSchema is the schema of the records an agent sends for this feed: the data
-// columns, all nullable, then ColRow, the 1-based record position in the source entry.
+// columns, all nullable, then ColSourceFile, the entry a row comes from
+// ("export.zip!visit-0042.xml"; one batch may hold the rows of many entries of one
+// archive), and ColRow, the row's 1-based record position in that entry.
 func (d *Definition) BatchSchema() *arrow.Schema {
 	md := d.metadata()
 	return arrow.NewSchema(d.dataFields(), &md)
@@ -414,7 +419,6 @@ func LineageFields() []arrow.Field {
 		{Name: ColAgent, Type: str},
 		{Name: ColFeed, Type: str},
 		{Name: ColFeedVersion, Type: arrow.PrimitiveTypes.Int64},
-		{Name: ColSourceFile, Type: str},
 		{Name: ColSourceSHA256, Type: str},
 		{Name: ColBatchID, Type: str},
 		{Name: ColIngestedAt, Type: &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}},
