@@ -35,3 +35,34 @@ func BenchmarkNormalize(b *testing.B) {
 	}
 	b.ReportMetric(float64(rows*b.N)/b.Elapsed().Seconds(), "rows/s")
 }
+
+// BenchmarkXMLOneRecordFiles measures an archive's worth of one-record XML files (the
+// customer's XML exports hold 20–300 per zip) going into one shared batch:
+// go test -bench XMLOneRecord -benchmem ./agent/normalize
+func BenchmarkXMLOneRecordFiles(b *testing.B) {
+	def := parseDef(b, xmlFeed)
+	const files = 300
+	docs := make([][]byte, files)
+	for i := range docs {
+		docs[i] = fmt.Appendf(nil, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Visits>\n  <Visit id=\"V%08d\">\n    <Age>%d</Age>\n    <Note>note &amp; text %d</Note>\n  </Visit>\n</Visits>\n", i, i%90, i)
+	}
+	n, err := New(def, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		bt := n.NewBatcher(func(arrow.RecordBatch) error { return nil })
+		for i, d := range docs {
+			st, err := n.RunInto(context.Background(), bytes.NewReader(d), fmt.Sprintf("a.zip!%d.xml", i), bt, func(r Reject) error { return fmt.Errorf("reject: %+v", r) })
+			if err != nil || st.Accepted != 1 {
+				b.Fatalf("Run = %+v, %v", st, err)
+			}
+		}
+		if err := bt.Flush(); err != nil {
+			b.Fatal(err)
+		}
+		bt.Release()
+	}
+	b.ReportMetric(float64(files*b.N)/b.Elapsed().Seconds(), "records/s")
+}

@@ -1,6 +1,7 @@
 package normalize
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/csv"
@@ -74,6 +75,7 @@ type Normalizer struct {
 	schema *arrow.Schema
 	cols   []column
 	opts   Options
+	xml    *xmlPlan // for xml feeds
 }
 
 type column struct {
@@ -106,6 +108,9 @@ func New(def *feed.Definition, opts Options) (*Normalizer, error) {
 		opts.Allocator = memory.DefaultAllocator
 	}
 	n := &Normalizer{def: def, schema: def.BatchSchema(), opts: opts}
+	if def.Format.Type == feed.FormatXML {
+		n.xml = newXMLPlan(def)
+	}
 	for _, c := range def.Columns {
 		col := column{Column: c, layouts: c.Layouts()}
 		switch c.Type {
@@ -341,6 +346,20 @@ type Batcher struct {
 	// The current run's source and stats.
 	source string
 	st     *Stats
+
+	// Read buffers reused by the runs, which are sequential: an archive's hundreds of
+	// one-record XML files would otherwise each allocate and clear tens of kilobytes.
+	bufs [2]*bufio.Reader
+}
+
+// reader returns buffer i reset to read r, made with size on first use.
+func (b *Batcher) reader(i int, r io.Reader, size int) *bufio.Reader {
+	if b.bufs[i] == nil {
+		b.bufs[i] = bufio.NewReaderSize(r, size)
+	} else {
+		b.bufs[i].Reset(r)
+	}
+	return b.bufs[i]
 }
 
 // NewBatcher returns an empty Batcher calling emit with each full batch. The batch is

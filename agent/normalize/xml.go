@@ -138,14 +138,14 @@ func (rec *xmlRecord) fail(column, reason string) {
 //     rejects the record: none is chosen silently.
 func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *Batcher, reject func(Reject) error) (Stats, error) {
 	var st Stats
-	p := newXMLPlan(n.def)
-	br := bufio.NewReader(r)
+	p := n.xml
+	br := b.reader(0, r, 4096)
 	enc := xmlEffectiveEncoding(br, n.def.Format.Encoding)
 	text, err := DecodingReader(br, n.def.Format.Encoding)
 	if err != nil {
 		return st, fmt.Errorf("reading %s: %w", source, err)
 	}
-	in := newXMLInput(text)
+	in := newXMLInput(b.reader(1, text, 64<<10))
 	dec := xml.NewDecoder(in)
 	dec.Strict = true
 	// The text is already UTF-8; the declaration is checked against enc when its token
@@ -440,8 +440,8 @@ type xmlInput struct {
 	skippedLines int64 // line breaks in skipped text, which the decoder did not count
 }
 
-func newXMLInput(r io.Reader) *xmlInput {
-	return &xmlInput{r: bufio.NewReaderSize(r, 64<<10)}
+func newXMLInput(r *bufio.Reader) *xmlInput {
+	return &xmlInput{r: r}
 }
 
 func (in *xmlInput) ReadByte() (byte, error) {
