@@ -2,10 +2,14 @@ package gen
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
+
+	"github.com/medlake/medlake/protocol/feed"
 )
 
 // style is how one export format renders values.
@@ -15,12 +19,38 @@ type style struct {
 	timeLayout string
 	dateLayout string
 	upperHdr   bool // TXT exports name their columns in upper case
+	fixed      bool // DAT exports: fixed-width columns (fixedWidth), no header
 }
 
 var styles = map[string]*style{
 	FormatCSV: {format: FormatCSV, delim: ',', timeLayout: "2006-01-02 15:04:05", dateLayout: "2006-01-02"},
 	FormatTXT: {format: FormatTXT, delim: '|', timeLayout: "20060102150405", dateLayout: "20060102", upperHdr: true},
 	FormatXML: {format: FormatXML, timeLayout: "2006-01-02T15:04:05Z", dateLayout: "2006-01-02"},
+	FormatDAT: {format: FormatDAT, timeLayout: "20060102150405", dateLayout: "20060102", fixed: true},
+}
+
+// fixedWidth is a column's width, in characters, in DAT exports: wide enough for every
+// value the generator makes (a longer one is an error, never cut).
+func fixedWidth(c column) int {
+	switch c.typ {
+	case feed.TypeInt:
+		return 12
+	case feed.TypeFloat:
+		return 16
+	case feed.TypeBool:
+		return 5
+	case feed.TypeDate:
+		return 8
+	case feed.TypeTimestamp:
+		return 14
+	}
+	switch c.name {
+	case "diagnosis_desc", "test_name", "comment":
+		return 120
+	case "address_line":
+		return 60
+	}
+	return 40
 }
 
 func (s *style) headerName(c column) string {
@@ -88,6 +118,9 @@ func (d *delimWriter) field(f []byte) {
 }
 
 func (d *delimWriter) header(cols []column) {
+	if d.st.fixed {
+		return
+	}
 	start := len(d.buf)
 	for i, c := range cols {
 		if i > 0 {
@@ -101,6 +134,11 @@ func (d *delimWriter) header(cols []column) {
 
 func (d *delimWriter) row(cols []column, vals []value) {
 	start := len(d.buf)
+	if d.st.fixed {
+		d.fixedRow(cols, vals)
+		d.end(start)
+		return
+	}
 	for i, c := range cols {
 		if i > 0 {
 			d.buf = append(d.buf, d.st.delim)
@@ -110,6 +148,24 @@ func (d *delimWriter) row(cols []column, vals []value) {
 	}
 	d.buf = append(d.buf, '\r', '\n')
 	d.end(start)
+}
+
+// fixedRow renders a row of fixed-width fields, each padded with spaces to its width; a
+// null is all spaces.
+func (d *delimWriter) fixedRow(cols []column, vals []value) {
+	for i, c := range cols {
+		d.scratch = d.st.appendValue(d.scratch[:0], c, vals[i])
+		n := utf8.RuneCount(d.scratch)
+		w := fixedWidth(c)
+		if n > w && d.err == nil {
+			d.err = fmt.Errorf("value %q of column %s is longer than its fixed width %d", d.scratch, c.name, w)
+		}
+		d.buf = append(d.buf, d.scratch...)
+		for ; n < w; n++ {
+			d.buf = append(d.buf, ' ')
+		}
+	}
+	d.buf = append(d.buf, '\r', '\n')
 }
 
 func (d *delimWriter) end(start int) {

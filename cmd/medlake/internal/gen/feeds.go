@@ -28,6 +28,8 @@ func feedYAML(e *entity, format string) []byte {
 	switch format {
 	case FormatXML:
 		fmt.Fprintf(&b, "  type: xml\n  record: %s\n", e.record)
+	case FormatDAT:
+		b.WriteString("  type: fixed\n")
 	default:
 		fmt.Fprintf(&b, "  type: csv\n  delimiter: %s\n  header: true\n", strconv.Quote(string(st.delim)))
 	}
@@ -40,9 +42,13 @@ func feedYAML(e *entity, format string) []byte {
 		b.WriteString(k)
 	}
 	b.WriteString("]\ncolumns:\n")
+	start := 1
 	for _, c := range e.cols {
 		fmt.Fprintf(&b, "  - {name: %s", c.name)
-		if src := st.headerName(c); src != c.name {
+		if st.fixed {
+			fmt.Fprintf(&b, ", start: %d, width: %d", start, fixedWidth(c))
+			start += fixedWidth(c)
+		} else if src := st.headerName(c); src != c.name {
 			fmt.Fprintf(&b, ", source: %s", strconv.Quote(src))
 		}
 		fmt.Fprintf(&b, ", type: %s", c.typ)
@@ -66,6 +72,8 @@ func describeFormat(format string) string {
 		return "comma-separated CSV with a header row (gzip, zip or tar.gz)"
 	case FormatTXT:
 		return "pipe-delimited text with an upper-case header row and HL7-style times (gzip, zip or tar.gz)"
+	case FormatDAT:
+		return "fixed-width text without a header, HL7-style times (gzip, zip or tar.gz)"
 	}
 	return "zip archives of 20-300 XML files, one record per file"
 }

@@ -100,7 +100,7 @@ func writeFeeds(opts Options, m *Manifest) (map[string]bool, error) {
 			data := feedYAML(e, format)
 			f := Feed{Name: name, Table: e.name, Format: format, Path: path.Join(FeedsDir, name+".yaml")}
 			if _, err := feed.Parse(data); err != nil {
-				if format != FormatXML {
+				if format != FormatXML && format != FormatDAT {
 					return nil, fmt.Errorf("generated feed %s does not parse: %w", name, err)
 				}
 				f.Pending, f.PendingReason = true, strings.Join(strings.Fields(err.Error()), " ")

@@ -110,7 +110,7 @@ func TestDeterministic(t *testing.T) {
 // key checksums, unique keys, hashes, sizes, headers, and that every value parses as
 // its column's type and lies in the window.
 func TestManifestMatchesOutput(t *testing.T) {
-	o := smallOptions(t, FormatCSV, FormatTXT, FormatXML)
+	o := smallOptions(t, FormatCSV, FormatTXT, FormatXML, FormatDAT)
 	o.Large = 2
 	o.LargeBytes = 160 << 10
 	m := run(t, o)
@@ -161,9 +161,12 @@ func TestManifestMatchesOutput(t *testing.T) {
 				t.Errorf("%s: feed %s glob %q does not match entry %s", f.Path, def.Name, def.Match.Glob, e.name)
 			}
 			var recs []map[string]string
-			if f.Format == FormatXML {
+			switch f.Format {
+			case FormatXML:
 				recs = []map[string]string{parseXMLRecord(t, e.data)}
-			} else {
+			case FormatDAT:
+				recs = parseFixed(t, filepath.Join(o.Out, filepath.FromSlash(feedPath(m, f.Feed))), e.data)
+			default:
 				recs = parseDelimited(t, def, e.data)
 			}
 			if int64(len(recs)) != f.Entries[i].Rows {
@@ -293,6 +296,54 @@ func readArchive(tb testing.TB, f File, data []byte) []entry {
 
 // parseDelimited reads CSV/TXT with encoding/csv, checks the header against the feed and
 // returns the records keyed by header name.
+// feedPath is the manifest's path of the named feed's definition.
+func feedPath(m *Manifest, name string) string {
+	for _, f := range m.Feeds {
+		if f.Name == name {
+			return f.Path
+		}
+	}
+	return ""
+}
+
+// parseFixed reads fixed-width lines by the start and width of each column in the feed
+// definition at defPath, read on its own so as not to trust the code under test.
+func parseFixed(tb testing.TB, defPath string, data []byte) []map[string]string {
+	tb.Helper()
+	raw, err := os.ReadFile(defPath)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	var def struct {
+		Format  struct{ Type string }
+		Columns []struct {
+			Name         string
+			Start, Width int
+		}
+	}
+	if err := yaml.Unmarshal(raw, &def); err != nil || def.Format.Type != "fixed" {
+		tb.Fatalf("%s: not a fixed-width feed (%v)", defPath, err)
+	}
+	var recs []map[string]string
+	for i, line := range strings.Split(strings.TrimSuffix(string(data), "\r\n"), "\r\n") {
+		runes := []rune(line)
+		rec := map[string]string{}
+		end := 0
+		for _, c := range def.Columns {
+			if c.Start < 1 || c.Width < 1 || c.Start-1+c.Width > len(runes) {
+				tb.Fatalf("%s line %d: %d characters, column %s at %d width %d", defPath, i+1, len(runes), c.Name, c.Start, c.Width)
+			}
+			rec[c.Name] = strings.TrimRight(string(runes[c.Start-1:c.Start-1+c.Width]), " ")
+			end = max(end, c.Start-1+c.Width)
+		}
+		if end != len(runes) {
+			tb.Fatalf("%s line %d: %d characters, columns end at %d", defPath, i+1, len(runes), end)
+		}
+		recs = append(recs, rec)
+	}
+	return recs
+}
+
 func parseDelimited(tb testing.TB, def *feed.Definition, data []byte) []map[string]string {
 	tb.Helper()
 	r := csv.NewReader(bytes.NewReader(data))

@@ -12,6 +12,7 @@ const (
 	FormatCSV = "csv" // comma-separated with a header row
 	FormatTXT = "txt" // pipe-delimited with an upper-case header row, HL7-style timestamps
 	FormatXML = "xml" // a zip of 20–300 XML files holding one record each
+	FormatDAT = "dat" // fixed-width text, no header, HL7-style timestamps
 )
 
 // Archive kinds, as recorded in the manifest.
@@ -44,7 +45,7 @@ type Options struct {
 	Facilities int `json:"facilities"`
 	// FilesPerFacility is how many archives each facility exports.
 	FilesPerFacility int `json:"files_per_facility"`
-	// Formats lists the export formats to use (FormatCSV, FormatTXT, FormatXML).
+	// Formats lists the export formats to use (FormatCSV, FormatTXT, FormatXML, FormatDAT).
 	Formats []string `json:"formats"`
 	// Large is how many CSV/TXT archives are made about LargeBytes instead of following
 	// the MinBytes–MaxBytes distribution.
@@ -91,12 +92,12 @@ func (o Options) Validate() error {
 		bad("files per facility: want 1–999999, got %d", o.FilesPerFacility)
 	}
 	if len(o.Formats) == 0 {
-		bad("formats: at least one of csv, txt, xml is required")
+		bad("formats: at least one of csv, txt, xml, dat is required")
 	}
 	for i, f := range o.Formats {
 		switch {
-		case f != FormatCSV && f != FormatTXT && f != FormatXML:
-			bad("formats: unknown format %q (csv, txt, xml)", f)
+		case f != FormatCSV && f != FormatTXT && f != FormatXML && f != FormatDAT:
+			bad("formats: unknown format %q (csv, txt, xml, dat)", f)
 		case slices.Index(o.Formats, f) != i:
 			bad("formats: %q listed twice", f)
 		}
