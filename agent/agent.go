@@ -105,7 +105,7 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Agent, error) {
 		}
 	}
 	for _, def := range feeds {
-		n, err := normalize.New(def, normalize.Options{BatchRows: cfg.BatchRows})
+		n, err := normalize.New(def, normalize.Options{BatchRows: cfg.BatchRows, MaxRecordBytes: cfg.Limits.MaxRecordBytes})
 		if err != nil {
 			return nil, fmt.Errorf("preparing feed %s: %w", def.Name, err)
 		}
@@ -119,7 +119,10 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Agent, error) {
 	if err := clearTmp(a.dirs.tmp); err != nil {
 		return nil, err
 	}
-	a.limits = unpack.Limits{TempDir: a.dirs.tmp}
+	a.limits = unpack.Limits{
+		TempDir: a.dirs.tmp, MaxRatio: cfg.Limits.MaxRatio, MaxEntrySize: cfg.Limits.MaxEntryBytes,
+		MaxArchiveSize: cfg.Limits.MaxFileBytes, MaxEntries: cfg.Limits.MaxEntries, MaxDepth: cfg.Limits.MaxDepth,
+	}
 
 	var roots []watch.Root
 	for _, w := range cfg.Watch {

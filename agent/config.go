@@ -54,6 +54,29 @@ type Config struct {
 	SpoolMaxBatches int   `yaml:"spool_max_batches"`
 	// StatusInterval is how often the retained status is refreshed.
 	StatusInterval time.Duration `yaml:"status_interval"`
+	// Limits guard the agent against hostile or broken files; zero means the default.
+	Limits Limits `yaml:"limits"`
+}
+
+// Limits bound what one source file may make the agent unpack and hold. A file over a
+// limit is quarantined with the limit named; it is never partly ingested.
+type Limits struct {
+	// MaxRatio is the largest uncompressed:compressed ratio of a zip entry or gzip
+	// stream (zip bombs). Default 200.
+	MaxRatio int64 `yaml:"max_ratio"`
+	// MaxEntryBytes is the largest uncompressed entry. Default 2 GiB.
+	MaxEntryBytes int64 `yaml:"max_entry_bytes"`
+	// MaxFileBytes is the largest total uncompressed size of one source file's entries.
+	// Default 8 GiB.
+	MaxFileBytes int64 `yaml:"max_file_bytes"`
+	// MaxEntries is the most entries one archive may hold. Default 100000.
+	MaxEntries int `yaml:"max_entries"`
+	// MaxDepth is how many archive levels are opened (2: an archive inside an archive).
+	// Default 2.
+	MaxDepth int `yaml:"max_depth"`
+	// MaxRecordBytes is the longest delimited record (one line, or several when a quoted
+	// field holds line breaks). Default 16 MiB.
+	MaxRecordBytes int `yaml:"max_record_bytes"`
 }
 
 // WatchConfig is one watched export folder.
@@ -181,6 +204,18 @@ func (c *Config) Validate() error {
 	pos("spool_max_bytes", c.SpoolMaxBytes > 0, c.SpoolMaxBytes)
 	pos("spool_max_batches", c.SpoolMaxBatches > 0, c.SpoolMaxBatches)
 	pos("status_interval", c.StatusInterval > 0, c.StatusInterval)
+	for _, l := range []struct {
+		key string
+		v   int64
+	}{
+		{"limits.max_ratio", c.Limits.MaxRatio}, {"limits.max_entry_bytes", c.Limits.MaxEntryBytes},
+		{"limits.max_file_bytes", c.Limits.MaxFileBytes}, {"limits.max_entries", int64(c.Limits.MaxEntries)},
+		{"limits.max_depth", int64(c.Limits.MaxDepth)}, {"limits.max_record_bytes", int64(c.Limits.MaxRecordBytes)},
+	} {
+		if l.v < 0 {
+			bad("%s: %d must not be negative (0 means the default)", l.key, l.v)
+		}
+	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("invalid agent config: %w", err)
 	}

@@ -266,7 +266,7 @@ func (a *Agent) parse(ctx context.Context, path, sha string) (res *parsed, err e
 			return rj.write(rejectLine{Source: r.Source, Row: r.Row, Line: r.Line, Column: r.Column, Raw: r.Raw, Reason: r.Reason, Feed: def.Name})
 		})
 		if err != nil {
-			if errors.Is(err, normalize.ErrHeader) || errors.Is(err, normalize.ErrDecode) ||
+			if errors.Is(err, normalize.ErrHeader) || errors.Is(err, normalize.ErrDecode) || errors.Is(err, normalize.ErrRecordTooLong) ||
 				errors.Is(err, normalize.ErrMalformedXML) || errors.Is(err, normalize.ErrXMLRoot) {
 				return &fileError{reason: fmt.Sprintf("entry %s (feed %s): %v", e.Name, def.Name, err)}
 			}

@@ -34,7 +34,17 @@ type Options struct {
 	BatchRows int
 	// Allocator backs the Arrow builders. Default memory.DefaultAllocator.
 	Allocator memory.Allocator
+	// MaxRecordBytes bounds one delimited record: a longer one (a runaway quoted field,
+	// a file with no line breaks) fails the entry with ErrRecordTooLong instead of being
+	// held in memory whole. Default DefaultMaxRecordBytes.
+	MaxRecordBytes int
 }
+
+// DefaultMaxRecordBytes is the record bound used when Options.MaxRecordBytes is zero.
+const DefaultMaxRecordBytes = 16 << 20
+
+// ErrRecordTooLong is wrapped when a delimited record exceeds Options.MaxRecordBytes.
+var ErrRecordTooLong = errors.New("record too long")
 
 // Reject is one source record that did not become a row, with enough to find and fix it.
 type Reject struct {
@@ -106,6 +116,9 @@ func New(def *feed.Definition, opts Options) (*Normalizer, error) {
 	}
 	if opts.Allocator == nil {
 		opts.Allocator = memory.DefaultAllocator
+	}
+	if opts.MaxRecordBytes <= 0 {
+		opts.MaxRecordBytes = DefaultMaxRecordBytes
 	}
 	n := &Normalizer{def: def, schema: def.BatchSchema(), opts: opts}
 	if def.Format.Type == feed.FormatXML {
@@ -179,7 +192,7 @@ func (n *Normalizer) RunInto(ctx context.Context, r io.Reader, source string, b 
 	if err != nil {
 		return st, fmt.Errorf("reading %s: %w", source, err)
 	}
-	rec := &recorder{r: text}
+	rec := &recorder{r: text, max: n.opts.MaxRecordBytes}
 	cr := csv.NewReader(rec)
 	cr.Comma = n.def.Format.Comma()
 	cr.FieldsPerRecord = -1
@@ -214,6 +227,9 @@ func (n *Normalizer) RunInto(ctx context.Context, r io.Reader, source string, b 
 		raw := rec.take(cr.InputOffset())
 		var pe *csv.ParseError
 		if err != nil && !errors.As(err, &pe) {
+			if errors.Is(err, ErrRecordTooLong) {
+				return st, fmt.Errorf("%s: record %d, starting on line %d: %w", source, st.Rows+1, rec.lines+1, err)
+			}
 			line, _ := cr.FieldPos(0)
 			return st, fmt.Errorf("reading %s near line %d: %w", source, line, err)
 		}
@@ -534,12 +550,17 @@ func rawText(b []byte) string {
 // exactly as it appeared in the file.
 type recorder struct {
 	r     io.Reader
+	max   int // most bytes of one record held
 	buf   []byte
 	start int   // buf[start:] is not yet taken
 	base  int64 // input offset of buf[0]
+	lines int64 // line breaks in the bytes taken
 }
 
 func (c *recorder) Read(p []byte) (int, error) {
+	if len(c.buf)-c.start > c.max {
+		return 0, fmt.Errorf("no record end within %d bytes: %w", c.max, ErrRecordTooLong)
+	}
 	n, err := c.r.Read(p)
 	if c.start > 0 && c.start >= len(c.buf)/2 {
 		// Compact only when the taken prefix dominates, so per-record cost stays small.
@@ -556,5 +577,6 @@ func (c *recorder) take(off int64) []byte {
 	end := int(off - c.base)
 	b := c.buf[c.start:end]
 	c.start = end
+	c.lines += int64(bytes.Count(b, []byte{'\n'}))
 	return b
 }

@@ -242,3 +242,48 @@ func TestNewRejectsInvalidDefinition(t *testing.T) {
 		t.Error("New(nil) succeeded")
 	}
 }
+
+// endless is a line that never ends.
+type endless struct{ n int64 }
+
+func (e *endless) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 'x'
+	}
+	e.n += int64(len(p))
+	return len(p), nil
+}
+
+// TestRecordTooLong: a record longer than MaxRecordBytes (a file with no line breaks,
+// an unterminated quote) fails the entry, naming the record and its line, after
+// reading about MaxRecordBytes, not the whole input.
+func TestRecordTooLong(t *testing.T) {
+	def := loadDef(t, "testdata/cases/types/feed.yaml")
+	for _, tt := range []struct {
+		name     string
+		in       func(*endless) io.Reader
+		wantLine string
+	}{
+		{"endless line", func(e *endless) io.Reader {
+			return io.MultiReader(strings.NewReader("lab_id,count\nL1,1\n"), e)
+		}, "record 2, starting on line 3"},
+		{"unterminated quote", func(e *endless) io.Reader {
+			return io.MultiReader(strings.NewReader("lab_id,count\nL1,1\nL2,2\n\"L3,"), e)
+		}, "record 3, starting on line 4"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			n, err := New(def, Options{MaxRecordBytes: 1 << 20})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var rest endless
+			st, err := n.Run(context.Background(), tt.in(&rest), "big.csv", func(arrow.RecordBatch) error { return nil }, func(Reject) error { return nil })
+			if !errors.Is(err, ErrRecordTooLong) || !strings.Contains(err.Error(), "big.csv: "+tt.wantLine) {
+				t.Fatalf("Run = %+v, %v; want ErrRecordTooLong naming %q", st, err, tt.wantLine)
+			}
+			if rest.n > 2<<20 {
+				t.Errorf("read %d bytes of the endless record, want about the 1 MiB limit", rest.n)
+			}
+		})
+	}
+}

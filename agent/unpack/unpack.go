@@ -132,7 +132,7 @@ func (l Limits) withDefaults() Limits {
 type Entry struct {
 	// Name is the chain of names from the source file's base name to the entry, joined by
 	// "!": "export.zip!labs/lab_results.csv", "x.csv.gz!x.csv", "x.csv" for a plain file.
-	// It is what the batch header calls SourceFile.
+	// It is what rows carry in their _source_file column.
 	Name string
 	// Size is the uncompressed size the archive declares, or -1 when unknown (gzip).
 	Size int64
