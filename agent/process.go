@@ -78,6 +78,9 @@ func (a *Agent) processFile(ctx context.Context, wf watch.File) error {
 			}
 		}
 	}
+	if known {
+		ctx = a.pinFeeds(ctx, rec) // a file already started keeps its feed versions
+	}
 	ident := state.File{SHA256: sha, Path: wf.Path, Root: wf.Root, Size: size, ModTime: wf.ModTime}
 	parts, rows, rejects, err := a.parse(ctx, wf.Path, sha)
 	var fe *fileError
@@ -180,14 +183,15 @@ func (a *Agent) parse(ctx context.Context, path, sha string) (parts []part, rows
 		}
 	}()
 	lim := a.limits
-	pw := passwordSource{dir: a.cfg.SecretsPath(), feeds: a.feeds}
+	set := a.feedsFor(ctx)
+	pw := passwordSource{dir: a.cfg.SecretsPath(), feeds: set.defs}
 	lim.Passwords = pw.passwords
 	walkErr := unpack.Walk(ctx, path, lim, func(e unpack.Entry) error {
 		if e.Skip != "" {
 			return rj.write(rejectLine{Source: e.Name, Reason: "entry skipped: " + e.Skip})
 		}
 		var matched []*feed.Definition
-		for _, def := range a.feeds {
+		for _, def := range set.defs {
 			if def.Matches(e.BaseName()) {
 				matched = append(matched, def)
 			}
@@ -204,7 +208,7 @@ func (a *Agent) parse(ctx context.Context, path, sha string) (parts []part, rows
 			return &fileError{reason: fmt.Sprintf("entry %s matches several feeds: %s", e.Name, strings.Join(names, ", "))}
 		}
 		def := matched[0]
-		n := a.normalizers[def.Name]
+		n := set.normalizers[def.Name]
 		st, err := n.Run(ctx, e.Reader, e.Name, func(rec arrow.RecordBatch) error {
 			payload, err := protocol.EncodeRecords(n.Schema(), []arrow.RecordBatch{rec})
 			if err != nil {
