@@ -436,7 +436,7 @@ func (a *Agent) pinFeeds(ctx context.Context, f state.File) context.Context {
 
 // resumeFeeds returns the feed set a file interrupted during spooling must be parsed
 // with: the current set, with each feed whose recorded batch ids were made by another
-// version swapped for that version (from the pushed history), so the re-parse yields
+// version swapped for that version (local, or from the pushed history), so the re-parse yields
 // the same batch ids and nothing reaches the lake twice. ok is false when a version is
 // no longer known.
 func (a *Agent) resumeFeeds(sha string, batches []state.Batch) (*feedSet, bool) {
@@ -452,29 +452,41 @@ func (a *Agent) resumeFeeds(sha string, batches []state.Batch) (*feedSet, bool) 
 		if d := findDef(cur.defs, b.Feed); d != nil && protocol.BatchID(sha, d.Name, d.Version, b.Part) == b.ID {
 			continue
 		}
-		found := false
+		var found *feed.Definition
+		for _, d := range a.local {
+			if d.Name == b.Feed && protocol.BatchID(sha, d.Name, d.Version, b.Part) == b.ID {
+				found = d
+			}
+		}
 		for _, f := range known {
-			if f.Name == b.Feed && protocol.BatchID(sha, f.Name, f.Version, b.Part) == b.ID {
+			if found == nil && f.Name == b.Feed && protocol.BatchID(sha, f.Name, f.Version, b.Part) == b.ID {
 				d, err := feed.Parse([]byte(f.Definition))
 				if err != nil {
 					return nil, false
 				}
-				swap[b.Feed], found = d, true
-				break
+				found = d
 			}
 		}
-		if !found {
+		if found == nil {
 			return nil, false
 		}
+		swap[b.Feed] = found
 	}
 	if len(swap) == 0 {
 		return cur, true
 	}
 	s := &feedSet{normalizers: map[string]*normalize.Normalizer{}, sources: cur.sources}
-	for _, d := range cur.defs {
+	defs := slices.Clone(cur.defs)
+	for i, d := range defs {
 		if o, ok := swap[d.Name]; ok {
-			d = o
+			defs[i] = o
+			delete(swap, d.Name)
 		}
+	}
+	for _, o := range swap { // no longer in the current set
+		defs = append(defs, o)
+	}
+	for _, d := range defs {
 		n, err := normalize.New(d, normalize.Options{BatchRows: a.cfg.BatchRows})
 		if err != nil {
 			return nil, false

@@ -239,3 +239,49 @@ func runAgent(tb testing.TB, a *Agent) runningAgent {
 	tb.Cleanup(ra.stop)
 	return ra
 }
+
+// TestResumeKeepsStartedVersion: a file interrupted while spooling under version 1 is
+// re-read after a restart with version 1, though version 2 was pushed meanwhile, so
+// its batch ids are the ones already sent and nothing reaches the hub twice.
+func TestResumeKeepsStartedVersion(t *testing.T) {
+	f := newAgentFixture(t, "lab_results.yaml", labFeedV(1))
+	var log headerLog
+	f.hub.setDecide(nil) // hold acks: the spool fills
+	cfg := f.config()
+	cfg.BatchRows, cfg.SpoolMaxBatches = 1, 1
+	writeFile(t, filepath.Join(f.exports, "lab_results.csv"), []byte("lab_id,patient_id,result_value\nL1,P1,1\nL2,P2,2\nL3,P3,3\n"))
+	a, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ag := runAgent(t, a)
+	waitFor(t, "first batch sent and the spool full", func() bool {
+		return len(f.hub.batchesOf("lab_results.csv")) == 1 && a.spool.Stats().Full
+	})
+	rev := f.hub.pushConfig(t, protocol.NewConfigFeed("lab_results", 2, labFeedV(2)))
+	waitFor(t, "version 2 applied", func() bool { return a.configState().Applied == rev })
+	ag.stop()
+
+	f.hub.setDecide(log.decide)
+	cfg.SpoolMaxBatches = 100
+	a2, err := New(cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := running(a2.configState()); got != "lab_results@2/pushed" {
+		t.Fatalf("after restart running %q", got)
+	}
+	runAgent(t, a2)
+	sha := hashOf([]byte("lab_id,patient_id,result_value\nL1,P1,1\nL2,P2,2\nL3,P3,3\n"))
+	waitFor(t, "file done", func() bool { st, _, _ := a2.File(sha); return st.Status == "done" })
+	if ids := f.hub.batchesOf("lab_results.csv"); len(ids) != 3 {
+		t.Errorf("hub saw %d distinct batches, want 3 (one per row, version 1 throughout)", len(ids))
+	}
+	log.mu.Lock()
+	defer log.mu.Unlock()
+	for _, h := range log.headers {
+		if h.FeedVersion != 1 {
+			t.Errorf("batch %s part %d sent with version %d, want 1", h.BatchID, h.Part, h.FeedVersion)
+		}
+	}
+}
