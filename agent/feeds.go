@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -328,7 +329,7 @@ func (a *Agent) applyConfig(c protocol.Config) {
 }
 
 // refuse reports a config's refused feeds in the log, status and metrics.
-func (a *Agent) refuse(log interface{ Error(string, ...any) }, revision string, errs []protocol.ConfigError) {
+func (a *Agent) refuse(log *slog.Logger, revision string, errs []protocol.ConfigError) {
 	var parts []string
 	for _, e := range errs {
 		if e.Feed == "" {

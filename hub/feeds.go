@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path"
 	"slices"
@@ -51,10 +52,7 @@ type feedState struct {
 
 // seedFeeds applies the definitions in dir to the catalog. A definition the catalog
 // already has, or has a newer version of, is left as the catalog has it.
-func seedFeeds(ctx context.Context, cat *catalog.Catalog, dir string, log interface {
-	Info(string, ...any)
-	Warn(string, ...any)
-}) error {
+func seedFeeds(ctx context.Context, cat *catalog.Catalog, dir string, log *slog.Logger) error {
 	fsys := os.DirFS(dir)
 	entries, err := fs.ReadDir(fsys, ".")
 	if err != nil {
