@@ -153,3 +153,44 @@ func TestFeedsFromCatalog(t *testing.T) {
 		t.Errorf("agent got %d configs, want 2 (one per revision)", n)
 	}
 }
+
+// TestUnknownVersionReloads: a batch naming a version applied after the hub's last
+// catalog read (another hub pushed it first) makes the hub reload instead of rejecting.
+func TestUnknownVersionReloads(t *testing.T) {
+	brokerURL := embeddedBroker(t)
+	cat, err := catalog.Open(context.Background(), catalog.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	in, err := New(Config{Broker: brokerURL, ClientID: "hub-reload", FeedsDir: feedsDir(t),
+		CommitInterval: 100 * time.Millisecond, FeedsPollInterval: time.Hour}, cat, testLogger(t), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- in.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("hub Run: %v", err)
+		}
+	}()
+	text := strings.Replace(string(readGolden(t, "lab_results.yaml")), "version: 3", "version: 5", 1)
+	v5, err := feed.Parse([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(minRefreshGap) // the start's load is not recent any more
+	if _, err := cat.ApplyFeed(ctx, catalog.FeedVersion{Name: v5.Name, Version: 5, Table: v5.Table, Definition: text}); err != nil {
+		t.Fatal(err)
+	}
+	topic := protocol.Topic{Tenant: "t0001", Facility: "f000001", Agent: "agent-f000001", Kind: protocol.KindBatch}
+	ag := newAgent(t, brokerURL, topic)
+	frame := labFrame(t, v5, topic, "just-applied", 1, 5, nil)
+	ag.send(frame)
+	if a := ag.await(batchID(t, frame))[batchID(t, frame)]; a.Status != protocol.AckCommitted {
+		t.Fatalf("batch of a version applied after the hub's last poll: %+v", a)
+	}
+}
