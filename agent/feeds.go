@@ -296,14 +296,18 @@ func (a *Agent) applyConfig(c protocol.Config) {
 	now := time.Now().UTC()
 	nps := pushedState{Applied: ps.Applied, AppliedAt: ps.AppliedAt, Refused: ps.Refused, RefusedAt: ps.RefusedAt, Errors: ps.Errors,
 		Feeds: next, Previous: previousFeeds(ps, next)}
-	changed := len(errs) < len(c.Feeds) || len(c.Feeds) == 0 || !sameFeeds(ps.Feeds, next)
+	// Switched: the running set changes, or a new revision is taken for its valid
+	// feeds. The same revision again (a restart) switches nothing.
+	newRevision := c.Revision != ps.Applied
+	changed := !sameFeeds(ps.Feeds, next) || newRevision && (len(errs) < len(c.Feeds) || len(c.Feeds) == 0)
 	if changed {
 		nps.Applied, nps.AppliedAt = c.Revision, now
 	}
 	if len(errs) > 0 {
 		nps.Refused, nps.RefusedAt, nps.Errors = c.Revision, now, errs
 	} else {
-		nps.Errors = nil
+		// Fully applied: an older refusal no longer describes what runs.
+		nps.Refused, nps.RefusedAt, nps.Errors = "", time.Time{}, nil
 	}
 	if err := savePushed(a.pushedPath(), nps); err != nil {
 		// Not switching keeps what runs and what a restart runs the same.

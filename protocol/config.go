@@ -124,7 +124,8 @@ type ConfigState struct {
 	Applied   string    `json:"applied,omitempty"`
 	AppliedAt time.Time `json:"applied_at,omitzero"`
 	// Refused is the revision of the last config with at least one feed the agent could
-	// not run; Errors says which and why. Such a feed keeps its last good version.
+	// not run; Errors says which and why. Such a feed keeps its last good version. Both
+	// are cleared when a later config applies in full.
 	Refused   string        `json:"refused,omitempty"`
 	RefusedAt time.Time     `json:"refused_at,omitzero"`
 	Errors    []ConfigError `json:"errors,omitempty"`
