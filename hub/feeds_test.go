@@ -152,6 +152,16 @@ func TestFeedsFromCatalog(t *testing.T) {
 	if n != 2 {
 		t.Errorf("agent got %d configs, want 2 (one per revision)", n)
 	}
+
+	// Another hub starting with the same, now older, feeds_dir leaves the catalog's
+	// newer version in place.
+	in2, err := New(Config{Broker: brokerURL, ClientID: "hub-feeds-2", FeedsDir: feedsDir(t)}, cat, testLogger(t), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatalf("a feeds_dir older than the catalog must not stop the hub: %v", err)
+	}
+	if d := in2.fs.Load().byName[v4.Name]; d == nil || d.Version != 4 {
+		t.Errorf("after seeding an older feeds_dir the newest version is %v, want 4", d)
+	}
 }
 
 // TestUnknownVersionReloads: a batch naming a version applied after the hub's last
