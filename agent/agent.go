@@ -12,7 +12,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/medlake/medlake/agent/normalize"
 	"github.com/medlake/medlake/agent/send"
 	"github.com/medlake/medlake/agent/spool"
 	"github.com/medlake/medlake/agent/state"
@@ -36,11 +35,20 @@ type Agent struct {
 	logger *slog.Logger
 	reg    prometheus.Registerer
 
-	feeds       []*feed.Definition
-	normalizers map[string]*normalize.Normalizer // by feed name
-	roots       map[string]WatchConfig           // by cleaned watch path
-	limits      unpack.Limits
-	dirs        dirs
+	// feeds is the current feed set, swapped whole when a pushed config is applied;
+	// read it through feedsFor.
+	feeds        atomic.Pointer[feedSet]
+	feedsSwapped chan struct{}      // signalled on every swap
+	local        []*feed.Definition // from feeds_dir, fixed after New
+	m            *configMetrics
+
+	cfgMu        sync.Mutex  // serializes pushed configs; guards pushed, seenRevision
+	pushed       pushedState // guarded by cfgMu
+	seenRevision string      // guarded by cfgMu; the config last handled in this run
+
+	roots  map[string]WatchConfig // by cleaned watch path
+	limits unpack.Limits
+	dirs   dirs
 
 	state   *state.DB
 	spool   *spool.Spool
@@ -73,10 +81,9 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Agent, error) {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	a := &Agent{
-		cfg:         cfg,
-		logger:      logger.With("component", "agent", "agent", cfg.ID),
-		normalizers: make(map[string]*normalize.Normalizer),
-		roots:       make(map[string]WatchConfig),
+		cfg:    cfg,
+		logger: logger.With("component", "agent", "agent", cfg.ID),
+		roots:  make(map[string]WatchConfig),
 		dirs: dirs{
 			spool:      filepath.Join(cfg.StateDir, "spool"),
 			deadLetter: filepath.Join(cfg.StateDir, "dead-letter"),
@@ -84,32 +91,34 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Agent, error) {
 			rejects:    filepath.Join(cfg.StateDir, "rejects"),
 			tmp:        filepath.Join(cfg.StateDir, "tmp"),
 		},
-		finalizeQ: newQueue(),
+		finalizeQ:    newQueue(),
+		feedsSwapped: make(chan struct{}, 1),
+		m:            newConfigMetrics(),
 	}
 	for _, o := range opts {
 		o(a)
 	}
-	feeds, err := feed.ParseFS(os.DirFS(cfg.FeedsDir))
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("creating state_dir %s: %w", cfg.StateDir, err)
+	}
+	var err error
+	if a.local, err = loadLocalFeeds(cfg.FeedsDir); err != nil {
+		return nil, err
+	}
+	if a.pushed, err = loadPushed(a.pushedPath()); err != nil {
+		return nil, err
+	}
+	pushed, perrs := parsePushed(a.pushed.Feeds)
+	for _, e := range perrs {
+		a.logger.Error("dropping a persisted pushed feed that no longer parses", "err", e)
+	}
+	set, err := a.buildFeedSet(a.local, pushed)
 	if err != nil {
-		return nil, fmt.Errorf("loading feeds from %s: %w", cfg.FeedsDir, err)
+		return nil, err
 	}
-	if len(feeds) == 0 {
-		return nil, fmt.Errorf("loading feeds from %s: no *.yaml feed definitions", cfg.FeedsDir)
-	}
-	a.feeds = feeds
-	for _, def := range feeds {
-		if def.Match.PasswordSecret != "" {
-			if err := checkSecretName(def.Match.PasswordSecret); err != nil {
-				return nil, fmt.Errorf("feed %s: match.password_secret: %w", def.Name, err)
-			}
-		}
-	}
-	for _, def := range feeds {
-		n, err := normalize.New(def, normalize.Options{BatchRows: cfg.BatchRows, MaxRecordBytes: cfg.Limits.MaxRecordBytes})
-		if err != nil {
-			return nil, fmt.Errorf("preparing feed %s: %w", def.Name, err)
-		}
-		a.normalizers[def.Name] = n
+	a.feeds.Store(set)
+	if a.pushed.Applied != "" {
+		a.m.revision.WithLabelValues(a.pushed.Applied).Set(1)
 	}
 	for _, d := range []string{a.dirs.quarantine, a.dirs.rejects, a.dirs.tmp} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -148,6 +157,7 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Agent, error) {
 		Tenant: cfg.Tenant, Facility: cfg.Facility, Agent: cfg.ID,
 		MaxInflight: cfg.MaxInflight, AckTimeout: cfg.AckTimeout, StatusInterval: cfg.StatusInterval,
 		MaxReconnectInterval: time.Minute,
+		OnConfig:             a.onConfig,
 	}, a.spool, a.onAck, a.status, logger)
 	if err != nil {
 		a.Close()
@@ -230,7 +240,8 @@ func (a *Agent) Run(ctx context.Context) error {
 	start("finisher", a.runFinisher)
 	start("processor", func(ctx context.Context) error { return a.runProcessor(ctx, resume, files) })
 	start("watcher", func(ctx context.Context) error { return a.watcher.Run(ctx, files) })
-	a.logger.Info("agent running", "feeds", len(a.feeds), "watch", len(a.cfg.Watch), "resumed_files", len(resume))
+	a.logger.Info("agent running", "feeds", len(a.feeds.Load().defs), "local_feeds", len(a.local),
+		"config_revision", a.pushed.Applied, "watch", len(a.cfg.Watch), "resumed_files", len(resume))
 	wg.Wait()
 	a.logger.Info("agent stopped")
 	select {
@@ -277,6 +288,9 @@ func (a *Agent) allSpooled(f state.File) bool {
 }
 
 func (a *Agent) runProcessor(ctx context.Context, resume []watch.File, files <-chan watch.File) error {
+	if !a.waitForFeeds(ctx) {
+		return nil
+	}
 	for _, wf := range resume {
 		if err := a.processFile(ctx, wf); err != nil {
 			return err
@@ -323,6 +337,7 @@ func (a *Agent) status() protocol.Status {
 	a.mu.Lock()
 	s.LastError = a.lastError
 	a.mu.Unlock()
+	s.Config = a.configState()
 	return s
 }
 
@@ -350,7 +365,7 @@ func (a *Agent) registerMetrics(reg prometheus.Registerer) error {
 		}),
 		gauge("inflight_batches", "Batches sent and awaiting the hub's ack.", func() float64 { return float64(a.sender.Stats().InFlight) }),
 	}
-	for _, c := range cs {
+	for _, c := range append(cs, a.m.collectors()...) {
 		if err := reg.Register(c); err != nil {
 			return fmt.Errorf("registering agent metrics: %w", err)
 		}

@@ -36,7 +36,10 @@ type Config struct {
 	// the file <secrets_dir>/N, its content less a trailing newline. Files must not be
 	// accessible by group or others. Empty means <state_dir>/secrets.
 	SecretsDir string `yaml:"secrets_dir"`
-	// FeedsDir holds the feed definitions (*.yaml).
+	// FeedsDir holds local feed definitions (*.yaml), for an install that runs before
+	// (or without) the hub pushing definitions from the catalog. Optional: the hub's
+	// config message is the usual source. A pushed definition replaces the local one of
+	// the same name when its version is higher.
 	FeedsDir string        `yaml:"feeds_dir"`
 	Watch    []WatchConfig `yaml:"watch"`
 	// QuietPeriod is how long a file must be unchanged before it is taken.
@@ -89,8 +92,8 @@ type WatchConfig struct {
 	DoneDir string `yaml:"done_dir"`
 }
 
-// DefaultConfig returns the defaults; id, tenant, facility, broker, feeds_dir and watch
-// must still be set.
+// DefaultConfig returns the defaults; id, tenant, facility, broker and watch must still
+// be set.
 func DefaultConfig() Config {
 	return Config{
 		StateDir:        defaultStateDir(),
@@ -164,9 +167,6 @@ func (c *Config) Validate() error {
 	}
 	if c.StateDir == "" {
 		bad("state_dir: empty")
-	}
-	if c.FeedsDir == "" {
-		bad("feeds_dir: empty")
 	}
 	if len(c.Watch) == 0 {
 		bad("watch: no folders to watch")

@@ -93,6 +93,9 @@ func (a *Agent) processFile(ctx context.Context, wf watch.File) error {
 			}
 		}
 	}
+	if known {
+		ctx = a.pinFeeds(ctx, rec) // a file already started keeps its feed versions
+	}
 	ident := state.File{SHA256: sha, Path: wf.Path, Root: wf.Root, Size: size, ModTime: wf.ModTime}
 	res, err := a.parse(ctx, wf.Path, sha)
 	defer res.cleanup()
@@ -207,6 +210,7 @@ func (a *Agent) parse(ctx context.Context, path, sha string) (res *parsed, err e
 			err = cerr
 		}
 	}()
+	set := a.feedsFor(ctx)
 	// One batcher per feed met in the file, flushed in order of first appearance so that
 	// part numbers, and so batch ids, are the same on every parse of the same content.
 	batchers := map[string]*normalize.Batcher{}
@@ -220,7 +224,7 @@ func (a *Agent) parse(ctx context.Context, path, sha string) (res *parsed, err e
 		if b, ok := batchers[def.Name]; ok {
 			return b
 		}
-		n := a.normalizers[def.Name]
+		n := set.normalizers[def.Name]
 		b := n.NewBatcher(func(rec arrow.RecordBatch) error {
 			payload, err := protocol.EncodeRecords(n.Schema(), []arrow.RecordBatch{rec})
 			if err != nil {
@@ -238,14 +242,14 @@ func (a *Agent) parse(ctx context.Context, path, sha string) (res *parsed, err e
 		return b
 	}
 	lim := a.limits
-	pw := passwordSource{dir: a.cfg.SecretsPath(), feeds: a.feeds}
+	pw := passwordSource{dir: a.cfg.SecretsPath(), feeds: set.defs}
 	lim.Passwords = pw.passwords
 	walkErr := unpack.Walk(ctx, path, lim, func(e unpack.Entry) error {
 		if e.Skip != "" {
 			return rj.write(rejectLine{Source: e.Name, Reason: "entry skipped: " + e.Skip})
 		}
 		var matched []*feed.Definition
-		for _, def := range a.feeds {
+		for _, def := range set.defs {
 			if def.Matches(e.BaseName()) {
 				matched = append(matched, def)
 			}
@@ -262,7 +266,7 @@ func (a *Agent) parse(ctx context.Context, path, sha string) (res *parsed, err e
 			return &fileError{reason: fmt.Sprintf("entry %s matches several feeds: %s", e.Name, strings.Join(names, ", "))}
 		}
 		def := matched[0]
-		st, err := a.normalizers[def.Name].RunInto(ctx, e.Reader, e.Name, batcher(def), func(r normalize.Reject) error {
+		st, err := set.normalizers[def.Name].RunInto(ctx, e.Reader, e.Name, batcher(def), func(r normalize.Reject) error {
 			return rj.write(rejectLine{Source: r.Source, Row: r.Row, Line: r.Line, Column: r.Column, Raw: r.Raw, Reason: r.Reason, Feed: def.Name})
 		})
 		if err != nil {

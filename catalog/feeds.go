@@ -121,3 +121,21 @@ func (c *Catalog) queryFeeds(ctx context.Context, q string, args ...any) ([]Feed
 	}
 	return out, nil
 }
+
+// AllFeedVersions returns every version of every feed, by name then version. The hub
+// validates each batch against the version that made it.
+func (c *Catalog) AllFeedVersions(ctx context.Context) ([]FeedVersion, error) {
+	return c.queryFeeds(ctx, `SELECT `+feedColumns+` FROM medlake_feeds ORDER BY name, version`)
+}
+
+// FeedsStamp returns a value that changes whenever a feed version is applied: feed
+// versions are only ever added, so their count and newest apply time name the state.
+// It is one cheap query, for polling.
+func (c *Catalog) FeedsStamp(ctx context.Context) (string, error) {
+	var n, at int64
+	err := c.db.QueryRowContext(ctx, `SELECT count(*), coalesce(max(applied_at), 0) FROM medlake_feeds`).Scan(&n, &at)
+	if err != nil {
+		return "", fmt.Errorf("reading feed definitions stamp: %w", err)
+	}
+	return fmt.Sprintf("%d/%d", n, at), nil
+}

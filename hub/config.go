@@ -10,9 +10,10 @@ import (
 
 // Defaults for Config.
 const (
-	DefaultCommitInterval = time.Second
-	DefaultCommitMaxRows  = 500_000
-	DefaultCommitMaxBytes = 256 << 20
+	DefaultCommitInterval    = time.Second
+	DefaultCommitMaxRows     = 500_000
+	DefaultCommitMaxBytes    = 256 << 20
+	DefaultFeedsPollInterval = 5 * time.Second
 )
 
 // Config configures the ingest role. The catalog is passed to New separately.
@@ -26,8 +27,14 @@ type Config struct {
 	// the hub's persistent session (and queued batches) under it. Default
 	// "medlake-hub-<hostname>".
 	ClientID string `yaml:"client_id"`
-	// FeedsDir holds the feed definitions (*.yaml) naming the tables the hub accepts.
+	// FeedsDir optionally holds feed definitions (*.yaml) applied to the catalog at
+	// start, as `medlake feeds apply -f DIR` would: seed input for a new install. The
+	// hub accepts and pushes the feeds in the catalog; a file whose version the catalog
+	// already has, or has a newer version of, changes nothing.
 	FeedsDir string `yaml:"feeds_dir"`
+	// FeedsPollInterval is how often the catalog is checked for newly applied feed
+	// versions, which are then pushed to agents. Default 5s.
+	FeedsPollInterval time.Duration `yaml:"feeds_poll_interval"`
 	// CommitInterval is how long a table's first buffered batch waits for others before
 	// the commit. Default 1s.
 	CommitInterval time.Duration `yaml:"commit_interval"`
@@ -45,6 +52,9 @@ func (c Config) WithDefaults() Config {
 			host = "local"
 		}
 		c.ClientID = "medlake-hub-" + sanitizeID(host)
+	}
+	if c.FeedsPollInterval == 0 {
+		c.FeedsPollInterval = DefaultFeedsPollInterval
 	}
 	if c.CommitInterval == 0 {
 		c.CommitInterval = DefaultCommitInterval
@@ -64,8 +74,8 @@ func (c Config) Validate() error {
 	if c.Broker == "" {
 		errs = append(errs, errors.New("hub broker url is empty"))
 	}
-	if c.FeedsDir == "" {
-		errs = append(errs, errors.New("hub feeds_dir is empty"))
+	if c.FeedsPollInterval < 0 {
+		errs = append(errs, fmt.Errorf("hub feeds_poll_interval %s is negative", c.FeedsPollInterval))
 	}
 	if c.CommitInterval < 0 {
 		errs = append(errs, fmt.Errorf("hub commit_interval %s is negative", c.CommitInterval))

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -19,24 +19,35 @@ import (
 )
 
 // Ingester consumes batches from the broker and commits them to the lake.
+//
+// Lock order: refreshMu, then agentsMu or mu; agentsMu and mu are never held together.
 type Ingester struct {
-	cfg  Config
-	cat  *catalog.Catalog
-	log  *slog.Logger
-	m    *metrics
-	fs   *feeds
-	mem  memory.Allocator
-	cmts map[string]*committer // by table; fixed after New
+	cfg Config
+	cat *catalog.Catalog
+	log *slog.Logger
+	m   *metrics
+	mem memory.Allocator
+
+	// fs is the feed definitions loaded from the catalog, swapped whole by refreshFeeds.
+	fs          atomic.Pointer[feedState]
+	refreshMu   sync.Mutex // serializes refreshFeeds; guards lastRefresh
+	lastRefresh time.Time
+
+	agentsMu sync.Mutex
+	agents   map[string]*knownAgent // guarded by agentsMu; by tenant/facility/agent
 
 	// runCtx is the context of Run, set before the client connects; message handlers
 	// run on paho's goroutine and stop blocking when it is done.
-	mu     sync.Mutex
-	runCtx context.Context // guarded by mu
-	client paho.Client     // guarded by mu
+	mu       sync.Mutex
+	runCtx   context.Context       // guarded by mu
+	client   paho.Client           // guarded by mu
+	cmts     map[string]*committer // guarded by mu; by table, started on a table's first batch
+	stopping bool                  // guarded by mu; no committer starts once set
+	wg       sync.WaitGroup        // committers and the feed refresher
 }
 
-// New loads the feed definitions and prepares one committer per declared table.
-// registerer may be nil (metrics are then kept private).
+// New seeds the catalog from feeds_dir (when set) and loads the feed definitions from
+// the catalog. registerer may be nil (metrics are then kept private).
 func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger, registerer prometheus.Registerer) (*Ingester, error) {
 	cfg = cfg.WithDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -45,14 +56,6 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger, registerer prome
 	if cat == nil {
 		return nil, errors.New("hub: catalog is nil")
 	}
-	defs, err := feed.ParseFS(os.DirFS(cfg.FeedsDir))
-	if err != nil {
-		return nil, fmt.Errorf("loading feed definitions from %s: %w", cfg.FeedsDir, err)
-	}
-	fs, err := indexFeeds(defs)
-	if err != nil {
-		return nil, fmt.Errorf("feed definitions in %s: %w", cfg.FeedsDir, err)
-	}
 	if registerer == nil {
 		registerer = prometheus.NewRegistry()
 	}
@@ -60,12 +63,40 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger, registerer prome
 	if err != nil {
 		return nil, fmt.Errorf("registering hub metrics: %w", err)
 	}
-	in := &Ingester{cfg: cfg, cat: cat, log: logger.With("component", "hub"), m: m, fs: fs,
-		mem: memory.DefaultAllocator, cmts: map[string]*committer{}}
-	for t, def := range fs.byTable {
-		in.cmts[t] = newCommitter(def, cat, cfg.ClientID, cfg, in.log, m, in.publishAcks)
+	in := &Ingester{cfg: cfg, cat: cat, log: logger.With("component", "hub"), m: m,
+		mem: memory.DefaultAllocator, cmts: map[string]*committer{}, agents: map[string]*knownAgent{}}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if cfg.FeedsDir != "" {
+		if err := seedFeeds(ctx, cat, cfg.FeedsDir, in.log); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := in.refreshFeeds(ctx, true); err != nil {
+		return nil, err
+	}
+	if len(in.fs.Load().versions) == 0 {
+		in.log.Warn("the catalog holds no feed definitions yet; batches are rejected until one is applied (medlake feeds apply)")
 	}
 	return in, nil
+}
+
+// committer returns the committer of table, starting it on first use with def (the
+// newest definition writing the table). It returns nil while the hub stops.
+func (in *Ingester) committer(table string, def *feed.Definition) *committer {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if c, ok := in.cmts[table]; ok {
+		return c
+	}
+	if in.stopping || in.runCtx == nil {
+		return nil
+	}
+	c := newCommitter(def, in.cat, in.cfg.ClientID, in.cfg, in.log, in.m, in.publishAcks)
+	in.cmts[table] = c
+	ctx := in.runCtx
+	in.wg.Go(func() { c.run(ctx) })
+	return c
 }
 
 // Run connects to the broker and ingests until ctx is done. It returns after every
@@ -76,10 +107,13 @@ func (in *Ingester) Run(ctx context.Context) error {
 	in.mu.Lock()
 	in.runCtx = ctx
 	in.mu.Unlock()
-
-	var wg sync.WaitGroup
-	for _, c := range in.cmts {
-		wg.Go(func() { c.run(ctx) })
+	in.wg.Go(func() { in.runFeedRefresh(ctx) })
+	stop := func() {
+		cancel()
+		in.mu.Lock()
+		in.stopping = true
+		in.mu.Unlock()
+		in.wg.Wait()
 	}
 
 	client := paho.NewClient(in.clientOptions())
@@ -92,17 +126,17 @@ func (in *Ingester) Run(ctx context.Context) error {
 	select {
 	case <-tok.Done():
 		if err := tok.Error(); err != nil {
-			cancel()
-			wg.Wait()
+			stop()
 			return fmt.Errorf("connecting to broker %s: %w", in.cfg.Broker, err)
 		}
 	case <-ctx.Done():
 	}
-	in.log.Info("hub ingest running", "broker", in.cfg.Broker, "client_id", in.cfg.ClientID, "tables", len(in.cmts))
+	in.log.Info("hub ingest running", "broker", in.cfg.Broker, "client_id", in.cfg.ClientID,
+		"tables", len(in.fs.Load().byTable), "config_revision", in.fs.Load().config.Revision)
 
 	<-ctx.Done()
 	// Committers make their last commit and publish acks while the client is still up.
-	wg.Wait()
+	stop()
 	client.Disconnect(1000)
 	in.log.Info("hub ingest stopped")
 	return nil
@@ -174,12 +208,30 @@ func (in *Ingester) ctx() context.Context {
 
 func (in *Ingester) onBatch(t protocol.Topic, frame []byte) {
 	in.m.received.Inc()
-	b, rej := decodeBatch(t, frame, in.fs, in.mem)
+	st := in.fs.Load()
+	b, rej := decodeBatch(t, frame, st.feeds, in.mem)
+	if rej != nil && (rej.metric == "unknown_feed" || rej.metric == "unknown_table") && in.refreshForUnknown(in.ctx()) {
+		st = in.fs.Load()
+		b, rej = decodeBatch(t, frame, st.feeds, in.mem)
+	}
 	if rej != nil {
 		in.reject(rej)
 		return
 	}
-	c := in.cmts[b.hdr.Table] // decodeBatch accepts only declared tables
+	c := in.committer(b.hdr.Table, st.byTable[b.hdr.Table]) // decodeBatch accepts only declared tables
+	if c == nil {
+		b.release() // stopping: not acked, the agent re-sends it to a running hub
+		return
+	}
+	if err := checkSchema(b.def.TableSchema(), c.def.TableSchema()); err != nil {
+		// The table's newest definition changed its columns since this hub started
+		// writing it; schema evolution is not supported, so the batch cannot be written.
+		b.release()
+		in.reject(&rejection{topic: t, batchID: b.hdr.BatchID, metric: "schema_mismatch",
+			reason: fmt.Sprintf("batch %s: feed %q version %d changes the columns of table %s (written with feed %q version %d): %v",
+				b.hdr.BatchID, b.hdr.Feed, b.hdr.FeedVersion, b.hdr.Table, c.def.Name, c.def.Version, err)})
+		return
+	}
 	select {
 	case c.in <- b:
 	case <-in.ctx().Done():
@@ -203,9 +255,19 @@ func (in *Ingester) onStatus(t protocol.Topic, payload []byte) {
 		in.log.Warn("undecodable agent status", "topic", t.String(), "err", err)
 		return
 	}
+	var applied, refused string
+	if s.Config != nil {
+		applied, refused = s.Config.Applied, s.Config.Refused
+		for _, e := range s.Config.Errors {
+			in.log.Warn("agent refused a pushed feed", "tenant", t.Tenant, "facility", t.Facility, "agent", t.Agent,
+				"revision", refused, "feed", e.Feed, "version", e.Version, "err", e.Error)
+		}
+	}
 	in.log.Info("agent status", "tenant", t.Tenant, "facility", t.Facility, "agent", t.Agent, "state", s.State,
 		"spool_batches", s.SpoolBatches, "spool_bytes", s.SpoolBytes, "in_flight", s.InFlight,
-		"files_done", s.FilesDone, "dead_letters", s.DeadLetters, "last_error", s.LastError)
+		"files_done", s.FilesDone, "dead_letters", s.DeadLetters, "last_error", s.LastError,
+		"config_applied", applied, "config_refused", refused)
+	in.noteAgent(t, s)
 	for _, e := range s.Events {
 		in.log.Info("agent event", "tenant", t.Tenant, "facility", t.Facility, "agent", t.Agent,
 			"kind", e.Kind, "batch_id", e.BatchID, "file", e.File, "reason", e.Reason, "time", e.Time)

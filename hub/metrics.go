@@ -11,6 +11,10 @@ type metrics struct {
 	failures   *prometheus.CounterVec // by table
 	duration   *prometheus.HistogramVec
 	commitRows *prometheus.HistogramVec
+
+	feedVersions        prometheus.Gauge
+	feedRefreshFailures prometheus.Counter
+	configPublishes     prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -33,8 +37,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		commitRows: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "medlake", Subsystem: "hub",
 			Name: "commit_rows", Help: "Rows per committed snapshot.",
 			Buckets: prometheus.ExponentialBuckets(10, 4, 10)}, []string{"table"}),
+		feedVersions: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "medlake", Subsystem: "hub",
+			Name: "feed_versions", Help: "Feed definition versions loaded from the catalog."}),
+		feedRefreshFailures: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
+			Name: "feed_refresh_failures_total", Help: "Failed reloads of feed definitions from the catalog."}),
+		configPublishes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
+			Name: "config_publishes_total", Help: "Config messages published to agents."}),
 	}
-	for _, c := range []prometheus.Collector{m.received, m.committed, m.duplicates, m.rejected, m.rows, m.failures, m.duration, m.commitRows} {
+	for _, c := range []prometheus.Collector{m.received, m.committed, m.duplicates, m.rejected, m.rows, m.failures, m.duration, m.commitRows,
+		m.feedVersions, m.feedRefreshFailures, m.configPublishes} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

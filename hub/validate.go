@@ -3,6 +3,7 @@ package hub
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -40,23 +41,48 @@ type rejection struct {
 
 func (r *rejection) Error() string { return r.reason }
 
-// feeds indexes feed definitions by the table they write. Feeds writing one table share
-// its schema (feed.CheckTables), so any of them describes the table.
+// feeds indexes the feed definitions the hub accepts: every version of every feed, so a
+// batch is checked against the version named in its header (an agent may still run an
+// older one), and the newest version of each, which is what agents are sent and what
+// describes each table. Feeds writing one table share its schema (feed.CheckTables over
+// the newest versions). A feeds value is never changed once built; the hub swaps whole
+// values when the catalog changes.
 type feeds struct {
-	byTable map[string]*feed.Definition
-	byName  map[string]*feed.Definition
+	byTable  map[string]*feed.Definition // newest versions, by table
+	byName   map[string]*feed.Definition // newest version, by feed name
+	versions map[feedKey]*feed.Definition
 }
 
+type feedKey struct {
+	name    string
+	version int
+}
+
+// indexFeeds indexes defs, which may hold several versions of a feed.
 func indexFeeds(defs []*feed.Definition) (*feeds, error) {
-	if err := feed.CheckTables(defs); err != nil {
+	f := &feeds{byTable: map[string]*feed.Definition{}, byName: map[string]*feed.Definition{}, versions: map[feedKey]*feed.Definition{}}
+	for _, d := range defs {
+		k := feedKey{d.Name, d.Version}
+		if _, dup := f.versions[k]; dup {
+			return nil, fmt.Errorf("feed %s version %d given twice: %w", d.Name, d.Version, feed.ErrInvalid)
+		}
+		f.versions[k] = d
+		if cur, ok := f.byName[d.Name]; !ok || d.Version > cur.Version {
+			f.byName[d.Name] = d
+		}
+	}
+	newest := make([]*feed.Definition, 0, len(f.byName))
+	for _, d := range f.byName {
+		newest = append(newest, d)
+	}
+	slices.SortFunc(newest, func(a, b *feed.Definition) int { return strings.Compare(a.Name, b.Name) })
+	if err := feed.CheckTables(newest); err != nil {
 		return nil, err
 	}
-	f := &feeds{byTable: map[string]*feed.Definition{}, byName: map[string]*feed.Definition{}}
-	for _, d := range defs {
+	for _, d := range newest {
 		if _, ok := f.byTable[d.Table]; !ok {
 			f.byTable[d.Table] = d
 		}
-		f.byName[d.Name] = d
 	}
 	return f, nil
 }
@@ -77,12 +103,20 @@ func decodeBatch(topic protocol.Topic, frame []byte, fs *feeds, mem memory.Alloc
 		return nil, rej(h.BatchID, "topic_mismatch",
 			"batch %s: header names %s/%s/%s but was published on %s", h.BatchID, h.Tenant, h.Facility, h.Agent, topic)
 	}
-	def, ok := fs.byTable[h.Table]
+	tdef, ok := fs.byTable[h.Table]
 	if !ok {
 		return nil, rej(h.BatchID, "unknown_table", "batch %s: unknown table %q (no feed definition writes it)", h.BatchID, h.Table)
 	}
-	if d, ok := fs.byName[h.Feed]; ok && d.Table != h.Table {
-		return nil, rej(h.BatchID, "feed_table_mismatch", "batch %s: feed %q writes table %q, not %q", h.BatchID, h.Feed, d.Table, h.Table)
+	def, ok := fs.versions[feedKey{h.Feed, h.FeedVersion}]
+	if !ok {
+		return nil, rej(h.BatchID, "unknown_feed", "batch %s: feed %q version %d is not in the catalog", h.BatchID, h.Feed, h.FeedVersion)
+	}
+	if def.Table != h.Table {
+		return nil, rej(h.BatchID, "feed_table_mismatch", "batch %s: feed %q version %d writes table %q, not %q", h.BatchID, h.Feed, h.FeedVersion, def.Table, h.Table)
+	}
+	if err := checkSchema(def.TableSchema(), tdef.TableSchema()); err != nil {
+		return nil, rej(h.BatchID, "schema_mismatch", "batch %s: feed %q version %d gives table %s other columns than its newest definition (feed %q version %d): %v",
+			h.BatchID, h.Feed, h.FeedVersion, h.Table, tdef.Name, tdef.Version, err)
 	}
 	schema, recs, err := protocol.DecodeRecords(bt.Payload, mem)
 	if err != nil {

@@ -1,5 +1,6 @@
 // Package protocol is the agent↔hub contract: MQTT topics, the batch envelope, the hub's
-// acknowledgment and agent status, with their codecs and versioning rules.
+// acknowledgment, agent status and the config the hub pushes (feed definitions), with
+// their codecs and versioning rules.
 //
 // It holds wire types and codecs only. It performs no I/O and imports no other medlake
 // package, so the agent and the hub can each depend on it without depending on each other.

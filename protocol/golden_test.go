@@ -2,6 +2,7 @@ package protocol_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"os"
@@ -132,7 +133,49 @@ func goldenVectors(tb testing.TB) map[string][]byte {
 	}); err != nil {
 		tb.Fatal(err)
 	}
+	if err := addConfigVectors(tb, v); err != nil {
+		tb.Fatal(err)
+	}
 	return v
+}
+
+// addConfigVectors adds the config message carrying the golden feed, a status reporting
+// a refused config, and a config whose definition was altered after hashing.
+func addConfigVectors(tb testing.TB, v map[string][]byte) error {
+	tb.Helper()
+	text, err := os.ReadFile("testdata/lab_results.yaml")
+	if err != nil {
+		return err
+	}
+	feeds := []protocol.ConfigFeed{
+		protocol.NewConfigFeed("lab_results_csv", 3, string(text)),
+		protocol.NewConfigFeed("vitals", 3, "name: vitals\nversion: 3\n"),
+	}
+	if v["config.json"], err = protocol.EncodeConfig(protocol.Config{Time: goldenTime, Feeds: feeds}); err != nil {
+		return err
+	}
+	altered := protocol.Config{Time: goldenTime, Feeds: []protocol.ConfigFeed{feeds[0]}}
+	altered.Revision = protocol.ConfigRevision(altered.Feeds)
+	altered.Feeds[0].Definition += "# altered\n"
+	altered.Version = protocol.Version
+	if v["config_bad_sha256.json"], err = json.Marshal(altered); err != nil {
+		return err
+	}
+	rev := protocol.ConfigRevision(feeds)
+	v["status_config.json"], err = protocol.EncodeStatus(protocol.Status{
+		Agent: "agent-f000001", Tenant: "t0001", Facility: "f000001", State: protocol.StateOnline, Time: goldenTime,
+		Events: []protocol.Event{{Kind: protocol.EventConfigRefused, Revision: rev,
+			Reason: `feed vitals version 3: columns: at least one column is required`, Time: goldenTime}},
+		Config: &protocol.ConfigState{
+			Applied: rev, AppliedAt: goldenTime, Refused: rev, RefusedAt: goldenTime,
+			Errors: []protocol.ConfigError{{Feed: "vitals", Version: 3, Error: "columns: at least one column is required"}},
+			Feeds: []protocol.RunningFeed{
+				{Name: "lab_results_csv", Version: 3, Source: protocol.FeedSourcePushed},
+				{Name: "vitals", Version: 2, Source: protocol.FeedSourceLocal},
+			},
+		},
+	})
+	return err
 }
 
 // TestGoldenVectors pins the wire format: encoding today must give the bytes in testdata/,
@@ -252,5 +295,43 @@ func TestDecodeGoldenMessages(t *testing.T) {
 	}
 	if s.Agent != "agent-f000001" || len(s.Events) != 1 || s.Events[0].Kind != protocol.EventDeadLetter {
 		t.Errorf("status = %+v", s)
+	}
+}
+
+func TestDecodeGoldenConfig(t *testing.T) {
+	data, err := os.ReadFile("testdata/config.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := protocol.DecodeConfig(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Feeds) != 2 || c.Feeds[0].Name != "lab_results_csv" || c.Feeds[1].Version != 3 || c.Revision != protocol.ConfigRevision(c.Feeds) {
+		t.Errorf("config = %+v", c)
+	}
+	def, err := feed.Parse([]byte(c.Feeds[0].Definition))
+	if err != nil || def.Name != "lab_results_csv" || def.Version != 3 {
+		t.Errorf("definition in the config does not parse back: %v", err)
+	}
+
+	bad, err := os.ReadFile("testdata/config_bad_sha256.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := protocol.DecodeConfig(bad); !errors.Is(err, protocol.ErrChecksum) {
+		t.Errorf("altered definition: DecodeConfig error = %v, want ErrChecksum", err)
+	}
+
+	data, err = os.ReadFile("testdata/status_config.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := protocol.DecodeStatus(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Config == nil || s.Config.Refused != c.Revision || len(s.Config.Errors) != 1 || s.Config.Errors[0].Feed != "vitals" {
+		t.Errorf("status config = %+v", s.Config)
 	}
 }

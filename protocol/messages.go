@@ -84,6 +84,11 @@ const (
 	EventDeadLetter = "dead_letter" // a batch the hub rejected, kept in the dead-letter folder
 	EventQuarantine = "quarantine"  // a source file that could not be read, kept in quarantine
 	EventFileDone   = "file_done"   // every batch of a source file was committed
+	// EventConfigApplied: the agent switched to a pushed config (Reason lists the feeds).
+	EventConfigApplied = "config_applied"
+	// EventConfigRefused: the agent refused some or all feeds of a pushed config;
+	// Reason says why, Status.Config.Errors per feed.
+	EventConfigRefused = "config_refused"
 )
 
 // Status is an agent's report of its health and backlog, published retained.
@@ -104,15 +109,20 @@ type Status struct {
 	RowsRejected int64     `json:"rows_rejected"`
 	LastError    string    `json:"last_error,omitempty"`
 	Events       []Event   `json:"events,omitempty"`
+	// Config is the agent's account of pushed feed definitions; absent from agents that
+	// predate config messages.
+	Config *ConfigState `json:"config,omitempty"`
 }
 
-// Event is something ops should see about one batch or file.
+// Event is something ops should see about one batch, file or config.
 type Event struct {
-	Kind    string    `json:"kind"`
-	BatchID string    `json:"batch_id,omitempty"`
-	File    string    `json:"file,omitempty"`
-	Reason  string    `json:"reason,omitempty"`
-	Time    time.Time `json:"time"`
+	Kind string `json:"kind"`
+	// Revision names the config of a config_applied or config_refused event.
+	Revision string    `json:"revision,omitempty"`
+	BatchID  string    `json:"batch_id,omitempty"`
+	File     string    `json:"file,omitempty"`
+	Reason   string    `json:"reason,omitempty"`
+	Time     time.Time `json:"time"`
 }
 
 // EncodeStatus sets the version and encodes the status.

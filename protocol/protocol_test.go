@@ -1,6 +1,7 @@
 package protocol_test
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"testing"
@@ -138,6 +139,75 @@ func FuzzDecodeStatus(f *testing.F) {
 		}
 		if _, err := protocol.EncodeStatus(s); err != nil {
 			t.Fatalf("decoded status does not re-encode: %v", err)
+		}
+	})
+}
+
+func TestDecodeConfigRejects(t *testing.T) {
+	one := protocol.NewConfigFeed("a", 1, "name: a\n")
+	rev := protocol.ConfigRevision([]protocol.ConfigFeed{one})
+	enc := func(c protocol.Config) string {
+		c.Version = protocol.Version
+		b, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	twice := protocol.Config{Revision: rev, Feeds: []protocol.ConfigFeed{one, one}}
+	twice.Revision = protocol.ConfigRevision(twice.Feeds)
+	v0 := protocol.NewConfigFeed("a", 0, "name: a\n")
+	tests := []struct {
+		name, data string
+		want       error
+	}{
+		{"empty", ``, protocol.ErrTruncated},
+		{"cut", `{"v":"1.0","revision":"x"`, protocol.ErrTruncated},
+		{"future major", `{"v":"2.0","revision":"x","feeds":[]}`, protocol.ErrUnknownVersion},
+		{"no revision", `{"v":"1.0","feeds":[]}`, protocol.ErrMalformed},
+		{"wrong revision", enc(protocol.Config{Revision: "0123", Feeds: []protocol.ConfigFeed{one}}), protocol.ErrChecksum},
+		{"feed twice", enc(twice), protocol.ErrMalformed},
+		{"version 0", enc(protocol.Config{Revision: protocol.ConfigRevision([]protocol.ConfigFeed{v0}), Feeds: []protocol.ConfigFeed{v0}}), protocol.ErrMalformed},
+		{"no name", enc(protocol.Config{Revision: "x", Feeds: []protocol.ConfigFeed{{Version: 1}}}), protocol.ErrMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := protocol.DecodeConfig([]byte(tt.data)); !errors.Is(err, tt.want) {
+				t.Fatalf("DecodeConfig error = %v, want %v", err, tt.want)
+			}
+		})
+	}
+	// The revision does not depend on the order feeds are listed in.
+	b := protocol.NewConfigFeed("b", 2, "name: b\n")
+	if protocol.ConfigRevision([]protocol.ConfigFeed{one, b}) != protocol.ConfigRevision([]protocol.ConfigFeed{b, one}) {
+		t.Error("ConfigRevision depends on order")
+	}
+	if protocol.ConfigRevision([]protocol.ConfigFeed{one}) == protocol.ConfigRevision([]protocol.ConfigFeed{protocol.NewConfigFeed("a", 2, "name: a\n")}) {
+		t.Error("ConfigRevision ignores the version")
+	}
+}
+
+func FuzzDecodeConfig(f *testing.F) {
+	for _, name := range []string{"config.json", "config_bad_sha256.json"} {
+		data, err := os.ReadFile("testdata/" + name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(data)
+	}
+	f.Add([]byte(`{"v":"1.0","revision":"x","feeds":[]}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := protocol.DecodeConfig(data)
+		if err != nil {
+			return
+		}
+		b, err := protocol.EncodeConfig(c)
+		if err != nil {
+			t.Fatalf("decoded config does not re-encode: %v", err)
+		}
+		again, err := protocol.DecodeConfig(b)
+		if err != nil || again.Revision != c.Revision || len(again.Feeds) != len(c.Feeds) {
+			t.Fatalf("re-encoded config decodes differently: %v", err)
 		}
 	})
 }

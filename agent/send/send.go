@@ -51,6 +51,11 @@ type Config struct {
 	StatusInterval time.Duration
 	// MaxReconnectInterval caps the reconnect backoff.
 	MaxReconnectInterval time.Duration
+	// OnConfig receives each message on the agent's config topic (retained, so also on
+	// every subscribe), before the message is acknowledged to the broker. It may be
+	// called from several goroutines at once and must not block for long. Nil: the
+	// sender does not subscribe to the config topic.
+	OnConfig func(payload []byte)
 }
 
 // DefaultConfig returns flow-control defaults; identity and broker must still be set.
@@ -108,7 +113,7 @@ type Sender struct {
 	status StatusFunc
 	logger *slog.Logger
 
-	batchTopic, ackTopic, statusTopic string
+	batchTopic, ackTopic, statusTopic, configTopic string
 
 	acks   chan inboundAck // paho handlers → Run
 	connCh chan struct{}   // paho connect/lost notifications → Run
@@ -149,6 +154,7 @@ func New(cfg Config, sp Spool, onAck AckFunc, status StatusFunc, logger *slog.Lo
 		batchTopic:  protocol.BatchTopic(cfg.Tenant, cfg.Facility, cfg.Agent),
 		ackTopic:    protocol.AckTopic(cfg.Tenant, cfg.Facility, cfg.Agent),
 		statusTopic: protocol.StatusTopic(cfg.Tenant, cfg.Facility, cfg.Agent),
+		configTopic: protocol.ConfigTopic(cfg.Tenant, cfg.Facility, cfg.Agent),
 		acks:        make(chan inboundAck, 1024),
 		connCh:      make(chan struct{}, 1),
 		kick:        make(chan struct{}, 1),
@@ -205,6 +211,11 @@ func (s *Sender) isConnected() bool {
 // only after Run has recorded it, so an ack received just before a crash is redelivered
 // through the persistent session.
 func (s *Sender) handleMessage(_ mqtt.Client, msg mqtt.Message) {
+	if msg.Topic() == s.configTopic && s.cfg.OnConfig != nil {
+		s.cfg.OnConfig(msg.Payload())
+		msg.Ack()
+		return
+	}
 	if msg.Topic() != s.ackTopic {
 		s.logger.Debug("ignoring message on unexpected topic", "topic", msg.Topic())
 		msg.Ack()
@@ -245,9 +256,13 @@ func (s *Sender) clientOptions() (*mqtt.ClientOptions, error) {
 		SetOnConnectHandler(func(c mqtt.Client) {
 			// With a persistent session the broker keeps the subscription, but the first
 			// connect must create it, and re-subscribing is harmless.
-			tok := c.Subscribe(s.ackTopic, 1, s.handleMessage)
+			topics := map[string]byte{s.ackTopic: 1}
+			if s.cfg.OnConfig != nil {
+				topics[s.configTopic] = 1
+			}
+			tok := c.SubscribeMultiple(topics, s.handleMessage)
 			if tok.WaitTimeout(30*time.Second) && tok.Error() != nil {
-				s.logger.Error("subscribing to acks failed", "topic", s.ackTopic, "err", tok.Error())
+				s.logger.Error("subscribing to acks and config failed", "topic", s.ackTopic, "err", tok.Error())
 			}
 			s.logger.Info("connected to broker", "broker", s.cfg.Broker)
 			s.notifyConn(true)

@@ -46,6 +46,13 @@ Commands:
 Configuration comes from defaults, then --config FILE (YAML), then MEDLAKE_AGENT_*
 environment variables (MEDLAKE_AGENT_BROKER, MEDLAKE_AGENT_STATE_DIR, ...), then flags.
 
+Feed definitions come from the hub, which pushes the catalog's (medlake feeds apply) on
+the agent's config topic; the agent switches for its next file, reports applied and
+refused feeds in its status, and keeps the last good set in the state directory for a
+restart without a broker. --feeds names optional local definitions for an offline
+install; a pushed definition replaces a local one of the same name when its version is
+higher.
+
 Flags (defaults show the effective values):
 `
 
@@ -131,7 +138,7 @@ func loadConfig(args []string) (agent.Config, string, string, error) {
 	fs.StringVar(&cfg.Facility, "facility", cfg.Facility, "facility id")
 	fs.StringVar(&cfg.Broker, "broker", cfg.Broker, "MQTT broker URL, tcp://host:port")
 	fs.StringVar(&cfg.StateDir, "state-dir", cfg.StateDir, "directory for the spool, state, dead letters and quarantine")
-	fs.StringVar(&cfg.FeedsDir, "feeds", cfg.FeedsDir, "directory of feed definitions (*.yaml)")
+	fs.StringVar(&cfg.FeedsDir, "feeds", cfg.FeedsDir, "optional directory of local feed definitions (*.yaml); pushed ones of a higher version win")
 	fs.StringVar(&logFormat, "log-format", logFormat, "text or json")
 	if err := cliconfig.Parse(fs, args, &cfg); err != nil {
 		return cfg, "", "", err

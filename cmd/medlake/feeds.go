@@ -26,7 +26,9 @@ Commands:
                                definition is invalid, a sample cannot be read, or a row
                                is rejected, so it can gate a definition in CI.
   apply -f FILE|DIR            validate definitions and record them in the catalog as new
-                               versions (re-applying the same text changes nothing)
+                               versions (re-applying the same text changes nothing).
+                               Running hubs load a new version within seconds and push
+                               it to every agent, which reads its next file with it.
   list                         the newest version of every feed in the catalog
   show [--version N] NAME      a feed's definition as applied
   history NAME                 every version of a feed: when and by whom it was applied

@@ -72,6 +72,34 @@ func readDefinitions(paths []string) (map[string][]byte, []*feed.Definition, err
 	return texts, defs, nil
 }
 
+// checkAgainstCatalog refuses definitions that would give a table two schemas next to
+// the newest versions of the other feeds in the catalog: hubs would refuse the set.
+func checkAgainstCatalog(ctx context.Context, cat *catalog.Catalog, defs []*feed.Definition) error {
+	current, err := cat.Feeds(ctx)
+	if err != nil {
+		return err
+	}
+	given := map[string]bool{}
+	for _, d := range defs {
+		given[d.Name] = true
+	}
+	all := append([]*feed.Definition{}, defs...)
+	for _, fv := range current {
+		if given[fv.Name] {
+			continue
+		}
+		d, err := feed.Parse([]byte(fv.Definition))
+		if err != nil {
+			continue // an old text a stricter release no longer reads; hubs skip it too
+		}
+		all = append(all, d)
+	}
+	if err := feed.CheckTables(all); err != nil {
+		return fmt.Errorf("feeds apply: against the feeds in the catalog: %w", err)
+	}
+	return nil
+}
+
 type multiFlag []string
 
 func (m *multiFlag) String() string     { return fmt.Sprint(*m) }
@@ -91,6 +119,9 @@ func runFeedsApply(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	texts, defs, err := readDefinitions(files)
 	if err != nil {
+		return err
+	}
+	if err := checkAgainstCatalog(ctx, cat, defs); err != nil {
 		return err
 	}
 	by := "unknown"

@@ -33,6 +33,13 @@ single-node monolith (the default, all roles) or as separately scaled services:
   query   serve SQL over the lake on the PostgreSQL wire protocol
   all     both
 
+Feed definitions come from the catalog (medlake feeds apply). An ingest process checks
+the catalog every few seconds (ingest.feeds_poll_interval), accepts batches of every
+version of every feed, and pushes the newest version of each feed to every agent on its
+config topic; agents switch to a new version for their next file. --feeds names an
+optional directory of definitions applied to the catalog at start (seed input, as
+medlake feeds apply -f DIR would); the catalog's newer versions win over its files.
+
 Every process serves /healthz, /readyz and /metrics on --http-listen.
 `
 
@@ -66,7 +73,7 @@ func bindServeFlags(fs *flag.FlagSet, cfg *Config) {
 	fs.StringVar(&cfg.Catalog.S3Endpoint, "s3-endpoint", cfg.Catalog.S3Endpoint, "S3/MinIO endpoint URL for an s3:// warehouse")
 	fs.StringVar(&cfg.Ingest.Broker, "broker-url", cfg.Ingest.Broker, "external MQTT broker (tcp://host:port); empty runs the embedded broker")
 	fs.StringVar(&cfg.Broker.Listen, "broker-listen", cfg.Broker.Listen, "embedded broker address")
-	fs.StringVar(&cfg.Ingest.FeedsDir, "feeds", cfg.Ingest.FeedsDir, "directory of feed definitions (*.yaml)")
+	fs.StringVar(&cfg.Ingest.FeedsDir, "feeds", cfg.Ingest.FeedsDir, "optional directory of feed definitions (*.yaml) applied to the catalog at start")
 	fs.StringVar(&cfg.Query.Listen, "pg-listen", cfg.Query.Listen, "PostgreSQL wire protocol address")
 }
 
