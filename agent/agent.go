@@ -105,7 +105,9 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Agent, error) {
 		}
 	}
 	for _, def := range feeds {
-		n, err := normalize.New(def, normalize.Options{BatchRows: cfg.BatchRows})
+		// A hash transform's key comes from the secret store; a missing key refuses the
+		// feed (and so the start) instead of loading the values unhashed.
+		n, err := normalize.New(def, normalize.Options{BatchRows: cfg.BatchRows, Secret: secretStore(cfg.SecretsPath())})
 		if err != nil {
 			return nil, fmt.Errorf("preparing feed %s: %w", def.Name, err)
 		}

@@ -170,7 +170,9 @@ func (c Column) bound(s Scalar) (Bound, error) {
 			err = fmt.Errorf("%q is not a finite number", text)
 		}
 	case TypeDecimal:
-		b.Decimal, err = ParseDecimal(text, c.Precision, c.Scale)
+		if b.Decimal, err = ParseDecimal(text, c.Precision, c.Scale); err != nil {
+			return b, err
+		}
 	case TypeDate, TypeTimestamp:
 		var t time.Time
 		t, err = c.boundTime(text)

@@ -146,7 +146,7 @@ func TestParseRowStageInvalid(t *testing.T) {
 		{"empty source", "sources: [First, Last]", `sources: [First, ""]`, "sources[1] is empty"},
 		{"join without sources", "{name: kind, type: string}", `{name: kind, type: string, join: "-"}`, "join applies only with sources"},
 		{"min not a number", "min: 20", "min: low", `columns[5] "heart_rate": min: "low" is not a int value`},
-		{"max decimal scale", "max: 99999}", "max: 1.234}", `max: "1.234" is not a decimal value`},
+		{"max decimal scale", "max: 99999}", "max: 1.234}", `max: "1.234" has more than 2 digit(s) after the decimal point (scale 2)`},
 		{"min above max", "min: 20", "min: 400", "min 400 is above max 300"},
 		{"min on string", "{name: kind, type: string}", "{name: kind, type: string, min: 1}", "min: applies only to int, float, decimal, date and timestamp"},
 		{"date bound", "min: 1900-01-01", "min: yesterday", `min: "yesterday" is not a date value`},

@@ -2,7 +2,9 @@ package feed
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/apache/arrow-go/v18/arrow/decimal128"
 )
@@ -20,15 +22,15 @@ func ParseDecimal(s string, precision, scale int) (decimal128.Num, error) {
 	}
 	whole, frac, _ := strings.Cut(s, ".")
 	if whole == "" && frac == "" || !allDigits(whole) || !allDigits(frac) {
-		return decimal128.Num{}, fmt.Errorf("%q is not a decimal number", text)
+		return decimal128.Num{}, fmt.Errorf("%s is not a decimal number", shortQuote(text))
 	}
 	frac = strings.TrimRight(frac, "0")
 	if len(frac) > scale {
-		return decimal128.Num{}, fmt.Errorf("%q has more than %d digit(s) after the decimal point", text, scale)
+		return decimal128.Num{}, fmt.Errorf("%s has more than %d digit(s) after the decimal point (scale %d)", shortQuote(text), scale, scale)
 	}
 	whole = strings.TrimLeft(whole, "0")
 	if len(whole) > precision-scale {
-		return decimal128.Num{}, fmt.Errorf("%q has more than %d digit(s) before the decimal point (precision %d, scale %d)", text, precision-scale, precision, scale)
+		return decimal128.Num{}, fmt.Errorf("%s has more than %d digit(s) before the decimal point (precision %d, scale %d)", shortQuote(text), precision-scale, precision, scale)
 	}
 	// The unscaled value is whole, frac and scale-len(frac) zeros: at most 38 digits,
 	// accumulated 18 at a time so that short values never leave uint64.
@@ -58,6 +60,19 @@ func ParseDecimal(s string, precision, scale int) (decimal128.Num, error) {
 		n = n.Negate()
 	}
 	return n, nil
+}
+
+// shortQuote quotes s for an error, cut to 64 bytes on a character boundary.
+func shortQuote(s string) string {
+	const max = 64
+	if len(s) > max {
+		cut := max
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut] + "..."
+	}
+	return strconv.Quote(s)
 }
 
 func allDigits(s string) bool {
