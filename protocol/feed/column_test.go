@@ -186,6 +186,19 @@ func TestParseRowStageInvalid(t *testing.T) {
 	}
 }
 
+func TestLookupMissingNull(t *testing.T) {
+	for _, missing := range []string{"null", `"null"`, "~"} {
+		doc := strings.Replace(rowStage, "lookup: sex_codes", "lookup: {table: sex_codes, missing: "+missing+"}", 1)
+		d, err := feed.Parse([]byte(doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c, _ := d.Column("sex"); c.Transforms[2].Lookup.Missing != feed.MissingNull {
+			t.Errorf("missing: %s read as %q", missing, c.Transforms[2].Lookup.Missing)
+		}
+	}
+}
+
 func TestParseRowStageXMLSources(t *testing.T) {
 	doc := strings.Replace(rowStage, "format: {type: csv}", "format: {type: xml, record: Patient}", 1)
 	if _, err := feed.Parse([]byte(doc)); err != nil {

@@ -153,7 +153,15 @@ func (t *Transform) UnmarshalYAML(n *yaml.Node) error {
 			t.Lookup.Table = v.Value
 			return nil
 		}
-		return decodeArgs(v, t.Step, &t.Lookup, "table", "missing")
+		if err := decodeArgs(v, t.Step, &t.Lookup, "table", "missing"); err != nil {
+			return err
+		}
+		// "missing: null" unquoted is a YAML null, which decodes to "": it means null.
+		for i := 0; i < len(v.Content); i += 2 {
+			if v.Content[i].Value == "missing" && v.Content[i+1].Tag == "!!null" {
+				t.Lookup.Missing = MissingNull
+			}
+		}
 	case StepSplit:
 		return decodeArgs(v, t.Step, &t.Split, "separator", "index")
 	case StepRegex:
