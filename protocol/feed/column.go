@@ -81,7 +81,9 @@ type RowStage struct {
 	// before it than precision-scale, rejects the row: nothing is rounded.
 	Scale int `yaml:"scale,omitempty" json:"scale,omitempty" jsonschema:"minimum=0,maximum=38"`
 	// Timezone is the IANA zone ("America/Chicago") of timestamps written without an
-	// offset; default UTC. A timestamp with an offset keeps its offset.
+	// offset; default UTC. A timestamp with an offset keeps its offset. A wall time the
+	// zone skips or repeats at a daylight saving change takes the offset in effect
+	// before the change.
 	Timezone string `yaml:"timezone,omitempty" json:"timezone,omitempty"`
 	// Sources are several source fields (header names, or XML paths) whose texts are
 	// joined, trimmed and with empty parts skipped, into this column's text. Excludes
