@@ -55,6 +55,7 @@ func TestTransformSteps(t *testing.T) {
 		{"null_if list", `[{null_if: ["NULL", "N/A"]}]`, " N/A ", "", ""},
 		{"null_if case-sensitive", `[{null_if: ["NULL"]}]`, "null", "null", ""},
 		{"null_if scalar", `[{null_if: "-"}]`, "-", "", ""},
+		{"null_if unquoted NULL is the text", `[{null_if: [NULL, null]}]`, "NULL", "", ""},
 		{"lookup", "[{lookup: sex_codes}]", "F", "female", ""},
 		{"lookup trimmed", "[{lookup: sex_codes}]", " M ", "male", ""},
 		{"lookup empty stays empty", "[{lookup: sex_codes}]", "", "", ""},

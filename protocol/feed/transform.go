@@ -307,8 +307,9 @@ func (Transform) JSONSchema() *jsonschema.Schema {
 		OneOf: []*jsonschema.Schema{
 			{Type: "string", Enum: bare, Description: "trim: drop surrounding white space; upper, lower: change case; title: capitalize every word."},
 			step(StepDefault, "The text used when the text is empty.", str("")),
+			// An unquoted NULL in the list is a YAML null; Parse reads it as the text written.
 			step(StepNullIf, "These values (compared trimmed) become empty, that is NULL.",
-				&jsonschema.Schema{AnyOf: []*jsonschema.Schema{{Type: "string"}, {Type: "array", Items: &jsonschema.Schema{Type: "string"}}}}),
+				&jsonschema.Schema{AnyOf: []*jsonschema.Schema{{Type: "string"}, {Type: "array", Items: &jsonschema.Schema{AnyOf: []*jsonschema.Schema{{Type: "string"}, {Type: "null"}}}}}}),
 			step(StepLookup, "Replace the text by its entry in a table of lookups; a value the table lacks rejects the row unless missing says keep or null.",
 				&jsonschema.Schema{AnyOf: []*jsonschema.Schema{
 					str("table name"),
