@@ -43,7 +43,19 @@ type TableMode struct {
 	Duplicates string `yaml:"duplicates,omitempty" json:"duplicates,omitempty" jsonschema:"enum=keep,enum=drop"`
 	// Lookups are code tables for the lookup transform, by name: each maps a source code
 	// to the value loaded ({M: male, F: female}).
-	Lookups map[string]map[string]string `yaml:"lookups,omitempty" json:"lookups,omitempty"`
+	Lookups map[string]CodeTable `yaml:"lookups,omitempty" json:"lookups,omitempty"`
+}
+
+// CodeTable maps source codes to the values loaded. YAML scalars of any kind are read as
+// the text written (Y: true maps "Y" to "true"); a null value (X: ~) maps to empty text,
+// that is NULL.
+type CodeTable map[string]string
+
+// JSONSchema describes a CodeTable: an object of scalars.
+func (CodeTable) JSONSchema() *jsonschema.Schema {
+	return &jsonschema.Schema{Type: "object", AdditionalProperties: &jsonschema.Schema{
+		AnyOf: []*jsonschema.Schema{{Type: "string"}, {Type: "number"}, {Type: "boolean"}, {Type: "null"}},
+	}}
 }
 
 // Op names the operation column of a cdc feed and the values it holds. Values match
