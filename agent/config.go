@@ -32,9 +32,10 @@ type Config struct {
 	Password string `yaml:"password"`
 	// StateDir holds state.db, spool/, dead-letter/, quarantine/ and rejects/.
 	StateDir string `yaml:"state_dir"`
-	// SecretsDir holds the secrets feeds name (match.password_secret): the secret N is
-	// the file <secrets_dir>/N, its content less a trailing newline. Files must not be
-	// accessible by group or others. Empty means <state_dir>/secrets.
+	// SecretsDir holds the secrets feeds name (match.password_secret, the keys of hash
+	// transforms): the secret N is the file <secrets_dir>/N, its content less a trailing
+	// newline. Files must not be accessible by group or others. Empty means
+	// <state_dir>/secrets.
 	SecretsDir string `yaml:"secrets_dir"`
 	// FeedsDir holds local feed definitions (*.yaml), for an install that runs before
 	// (or without) the hub pushing definitions from the catalog. Optional: the hub's

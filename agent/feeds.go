@@ -511,7 +511,9 @@ func findDef(defs []*feed.Definition, name string) *feed.Definition {
 	return nil
 }
 
-// normalizeOptions are the options every feed's normalizer is built with.
+// normalizeOptions are the options every feed's normalizer is built with. A hash
+// transform's key comes from the secret store; a missing key refuses the feed instead of
+// loading the values unhashed.
 func (a *Agent) normalizeOptions() normalize.Options {
-	return normalize.Options{BatchRows: a.cfg.BatchRows, MaxRecordBytes: a.cfg.Limits.MaxRecordBytes}
+	return normalize.Options{BatchRows: a.cfg.BatchRows, MaxRecordBytes: a.cfg.Limits.MaxRecordBytes, Secret: secretStore(a.cfg.SecretsPath())}
 }

@@ -72,6 +72,17 @@ func ReadSecret(dir, name string) (string, error) {
 	return s, nil
 }
 
+// secretStore reads secrets by name from dir, for normalize.Options.Secret.
+func secretStore(dir string) func(name string) ([]byte, error) {
+	return func(name string) ([]byte, error) {
+		s, err := ReadSecret(dir, name)
+		if err != nil {
+			return nil, err
+		}
+		return []byte(s), nil
+	}
+}
+
 // passwordSource offers unpack the passwords of one file's encrypted zip entries: the
 // secrets named by match.password_secret of every feed whose glob matches the archive's
 // or the entry's base name. It reads each secret once per walk and remembers which it

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"errors"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/medlake/medlake/agent/state"
 	"github.com/medlake/medlake/protocol/feed"
@@ -274,4 +277,47 @@ func TestAgentRefusesExposedSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the archive done once the secret is private", func() bool { return ag.status(t, sha) == state.StatusDone })
+}
+
+// TestAgentRefusesFeedWithoutHashKey checks that a feed hashing a column with a secret
+// the agent does not hold stops the agent from starting, naming feed, column and
+// secret, instead of loading the values unhashed.
+func TestAgentRefusesFeedWithoutHashKey(t *testing.T) {
+	root := t.TempDir()
+	feeds := filepath.Join(root, "feeds")
+	if err := os.MkdirAll(feeds, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(feeds, "patients.yaml"), []byte(`name: patients
+version: 1
+table: patients
+match: {glob: "*patients*"}
+format: {type: csv}
+columns:
+  - {name: id, type: string, required: true}
+  - {name: ssn, type: string, transforms: [trim, {hash: {secret: phi_key}}]}
+`))
+	cfg := DefaultConfig()
+	cfg.ID, cfg.Tenant, cfg.Facility, cfg.Broker = "agent-t", "t1", "fac1", "tcp://127.0.0.1:1"
+	cfg.StateDir, cfg.FeedsDir = filepath.Join(root, "state"), feeds
+	cfg.Watch = []WatchConfig{{Path: root, Done: DoneKeep}}
+	_, err := New(cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)), WithRegisterer(prometheus.NewRegistry()))
+	t.Logf("refused: %v", err)
+	for _, want := range []string{"feed patients", `"ssn"`, "hash", `secret "phi_key"`, "no file"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Fatalf("New error = %v, want it to say %q", err, want)
+		}
+	}
+
+	secrets := filepath.Join(cfg.StateDir, "secrets")
+	if err := os.MkdirAll(secrets, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(secrets, "phi_key"), []byte("k3y-value\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key, err := secretStore(secrets)("phi_key")
+	if err != nil || string(key) != "k3y-value" {
+		t.Fatalf("secret store = %q, %v", key, err)
+	}
 }

@@ -7,6 +7,8 @@ import (
 	"testing"
 
 	"github.com/apache/arrow-go/v18/arrow"
+
+	"github.com/medlake/medlake/protocol/feed"
 )
 
 // BenchmarkNormalize measures a seed-shaped lab file (8 typed columns) at the default
@@ -65,4 +67,52 @@ func BenchmarkXMLOneRecordFiles(b *testing.B) {
 		bt.Release()
 	}
 	b.ReportMetric(float64(files*b.N)/b.Elapsed().Seconds(), "records/s")
+}
+
+// BenchmarkNormalizeRowStage measures the row stage's cost: the same file shape with
+// joined sources, transforms (trim, upper, lookup, replace, hash) and checks on most
+// columns: go test -bench RowStage -benchmem ./agent/normalize
+func BenchmarkNormalizeRowStage(b *testing.B) {
+	def, err := feed.Parse([]byte(`
+name: labs
+version: 1
+table: labs
+match: {glob: "*"}
+format: {type: csv}
+lookups:
+  flags: {"true": "abnormal", "false": "normal"}
+columns:
+  - {name: lab_id, type: string, required: true, transforms: [trim, upper], pattern: '^L\d{8}$'}
+  - {name: patient_hash, source: Patient ID, type: string, transforms: [{hash: {secret: phi_key}}]}
+  - {name: result_value, type: decimal, precision: 8, scale: 2, min: 0, max: 1000}
+  - {name: count, type: int, min: 0, max: 10}
+  - {name: abnormal, type: string, transforms: [{lookup: flags}]}
+  - {name: collected_on, type: date, min: 2000-01-01}
+  - {name: collected_at, type: timestamp, timezone: America/Chicago}
+  - {name: lab_patient, type: string, sources: [lab_id, Patient ID], join: "/", transforms: [{replace: {pattern: '[^0-9/]', with: ""}}]}
+`))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var buf bytes.Buffer
+	buf.WriteString("lab_id,Patient ID,result_value,count,abnormal,collected_on,collected_at\n")
+	const rows = 50000
+	for i := range rows {
+		fmt.Fprintf(&buf, "L%08d,P%06d,%d.%02d,%d,%t,2024-%02d-%02d,2024-01-02 03:%02d:%02d\n",
+			i, i%100000, i%500, i%100, i%7, i%3 == 0, i%12+1, i%28+1, i%60, i%60)
+	}
+	n, err := New(def, Options{Secret: testSecret})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetBytes(int64(buf.Len()))
+	b.ReportAllocs()
+	for b.Loop() {
+		st, err := n.Run(context.Background(), bytes.NewReader(buf.Bytes()), "bench.csv",
+			func(arrow.RecordBatch) error { return nil }, func(r Reject) error { return fmt.Errorf("reject: %+v", r) })
+		if err != nil || st.Accepted != rows {
+			b.Fatalf("Run = %+v, %v", st, err)
+		}
+	}
+	b.ReportMetric(float64(rows*b.N)/b.Elapsed().Seconds(), "rows/s")
 }

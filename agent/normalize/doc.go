@@ -6,6 +6,29 @@
 // and path mapping, type conversion and the _row position; it does not pick the feed,
 // unpack archives, spool or send batches, and it keeps no state between runs.
 //
+// # Row stage
+//
+// CSV and XML records go through one value pipeline (row.go), column by column:
+// source field(s) → sources joined (each trimmed, empty ones skipped, by join) →
+// transforms in order → text that is empty or white space is NULL (a required column
+// rejects the row) → conversion → validation (min, max, pattern, enum, max_length).
+// The first failing column rejects the row; the reason names the column, the value
+// (quoted, cut to 64 bytes) and the rule: `column heart_rate: 412 is above max 300`.
+//
+//   - Everything a definition says is compiled once in New: regexes, code tables, bounds,
+//     and the keys of hash steps, read through Options.Secret. A secret that cannot be
+//     read fails New, so a feed is never run without the key its values must be hashed
+//     with. A column with one source and no transforms or rules costs what it did before
+//     transforms existed.
+//   - Decimals are read exactly (feed.ParseDecimal): a value needing rounding or more
+//     digits than the precision rejects the row.
+//   - Timestamps without an offset are read in the column's timezone (default UTC); a
+//     wall time the zone skips or repeats at a daylight saving change is read with the
+//     offset in effect before the change. Dates ignore the timezone.
+//   - A header must hold every source of a required column (ErrHeader otherwise). In
+//     XML, an absent element or attribute is NULL; a required column without transforms
+//     rejects the record, one with transforms sees empty text (a default may fill it).
+//
 // # XML
 //
 // A feed with format.type xml is read with encoding/xml's Decoder token by token; no

@@ -45,7 +45,7 @@ func checkContract(t *testing.T, def *feed.Definition, data []byte, source strin
 	t.Helper()
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
-	n, err := New(def, Options{BatchRows: 3, Allocator: mem})
+	n, err := New(def, Options{BatchRows: 3, Allocator: mem, Secret: testSecret})
 	if err != nil {
 		t.Fatal(err)
 	}

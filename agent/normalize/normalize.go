@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/decimal128"
 	"github.com/apache/arrow-go/v18/arrow/memory"
 
 	"github.com/medlake/medlake/protocol/feed"
@@ -38,6 +40,11 @@ type Options struct {
 	// a file with no line breaks) fails the entry with ErrRecordTooLong instead of being
 	// held in memory whole. Default DefaultMaxRecordBytes.
 	MaxRecordBytes int
+	// Secret returns the named agent secret: the key of a hash transform. New reads each
+	// named secret once and fails when one cannot be read (or Secret is nil), so a feed
+	// whose values must be hashed never runs without its key. Secret values are never
+	// logged or put in errors.
+	Secret func(name string) ([]byte, error)
 }
 
 // DefaultMaxRecordBytes is the record bound used when Options.MaxRecordBytes is zero.
@@ -85,13 +92,25 @@ type Normalizer struct {
 	schema *arrow.Schema
 	cols   []column
 	opts   Options
-	xml    *xmlPlan // for xml feeds
+	// slots are the source fields every format extracts, in column order: one per
+	// column, or one per entry of a column's sources. slotCol is each slot's column.
+	slots   []string
+	slotCol []int
+	xml     *xmlPlan // for xml feeds
 }
 
+// column is a definition column compiled for the row stage (row.go).
 type column struct {
 	feed.Column
 	parse   func(s string, v *value) error
 	layouts []string
+	loc     *time.Location // of timestamps written without an offset
+	slots   []int          // this column's slots, in order
+	join    string
+	steps   []step
+	rules   *rules // nil: no validation
+	// simple: one source, no transforms: the text goes straight to conversion.
+	simple bool
 }
 
 // value is one converted field, held until the whole record converts.
@@ -101,9 +120,11 @@ type value struct {
 	i     int64 // int, date32 days, timestamp micros
 	f     float64
 	b     bool
+	d     decimal128.Num
 }
 
-// New prepares a Normalizer for def, which must be valid (feed.Parse validates).
+// New prepares a Normalizer for def, which must be valid (feed.Parse validates): it
+// compiles every column's transforms and checks and reads the secrets hash steps name.
 func New(def *feed.Definition, opts Options) (*Normalizer, error) {
 	if def == nil {
 		return nil, errors.New("normalize: nil feed definition")
@@ -121,28 +142,11 @@ func New(def *feed.Definition, opts Options) (*Normalizer, error) {
 		opts.MaxRecordBytes = DefaultMaxRecordBytes
 	}
 	n := &Normalizer{def: def, schema: def.BatchSchema(), opts: opts}
-	if def.Format.Type == feed.FormatXML {
-		n.xml = newXMLPlan(def)
+	if err := n.prepareColumns(secretKeys(opts.Secret)); err != nil {
+		return nil, fmt.Errorf("normalize: feed %q: %w", def.Name, err)
 	}
-	for _, c := range def.Columns {
-		col := column{Column: c, layouts: c.Layouts()}
-		switch c.Type {
-		case feed.TypeString:
-			col.parse = parseString
-		case feed.TypeInt:
-			col.parse = parseInt
-		case feed.TypeFloat:
-			col.parse = parseFloat
-		case feed.TypeBool:
-			col.parse = parseBool
-		case feed.TypeDate:
-			col.parse = col.parseDate
-		case feed.TypeTimestamp:
-			col.parse = col.parseTimestamp
-		default:
-			return nil, fmt.Errorf("normalize: feed %q column %q: unsupported type %q", def.Name, c.Name, c.Type)
-		}
-		n.cols = append(n.cols, col)
+	if def.Format.Type == feed.FormatXML {
+		n.xml = newXMLPlan(def, n.slots)
 	}
 	return n, nil
 }
@@ -270,9 +274,10 @@ func (n *Normalizer) RunInto(ctx context.Context, r io.Reader, source string, b 
 	return st, nil
 }
 
-// header reads the header record and maps each column to its field index (-1: absent).
+// header reads the header record and maps each slot to its field index (-1: absent).
+// A required column needs every one of its sources in the header.
 func (n *Normalizer) header(cr *csv.Reader, rec *recorder, source string, st *Stats) ([]int, int, error) {
-	idx := make([]int, len(n.cols))
+	idx := make([]int, len(n.slots))
 	if !n.def.Format.HasHeader() {
 		for i := range idx {
 			idx[i] = i
@@ -291,29 +296,34 @@ func (n *Normalizer) header(cr *csv.Reader, rec *recorder, source string, st *St
 		return nil, 0, fmt.Errorf("reading %s header: %w", source, err)
 	}
 	rec.take(cr.InputOffset())
-	byName := make(map[string]int, len(n.cols))
-	for i, c := range n.cols {
+	// One header field may feed several slots (a column of its own and part of a
+	// joined column).
+	byName := make(map[string][]int, len(n.slots))
+	for i, name := range n.slots {
 		idx[i] = -1
-		byName[headerKey(c.SourceName())] = i
+		k := headerKey(name)
+		byName[k] = append(byName[k], i)
 	}
 	for f, h := range hdr {
 		if f == 0 {
 			h = strings.TrimPrefix(h, "\uFEFF")
 		}
-		ci, ok := byName[headerKey(h)]
+		slots, ok := byName[headerKey(h)]
 		if !ok {
 			st.Unmapped = append(st.Unmapped, h)
 			continue
 		}
-		if idx[ci] >= 0 {
-			return nil, 0, fmt.Errorf("%s: header names column %q twice (fields %d and %d): %w", source, h, idx[ci]+1, f+1, ErrHeader)
+		for _, sl := range slots {
+			if idx[sl] >= 0 {
+				return nil, 0, fmt.Errorf("%s: header names column %q twice (fields %d and %d): %w", source, h, idx[sl]+1, f+1, ErrHeader)
+			}
+			idx[sl] = f
 		}
-		idx[ci] = f
 	}
 	var missing []string
-	for i, c := range n.cols {
-		if idx[i] < 0 && c.Required {
-			missing = append(missing, c.SourceName())
+	for sl, name := range n.slots {
+		if idx[sl] < 0 && n.cols[n.slotCol[sl]].Required && !slices.Contains(missing, name) {
+			missing = append(missing, name)
 		}
 	}
 	if len(missing) > 0 {
@@ -323,29 +333,6 @@ func (n *Normalizer) header(cr *csv.Reader, rec *recorder, source string, st *St
 }
 
 func headerKey(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
-
-// convert parses one record into vals, or describes the first field that fails.
-func (n *Normalizer) convert(fields []string, idx []int, vals []value) (Reject, bool) {
-	for i, c := range n.cols {
-		v := &vals[i]
-		*v = value{}
-		if idx[i] < 0 {
-			continue
-		}
-		s := fields[idx[i]]
-		if strings.TrimSpace(s) == "" {
-			if c.Required {
-				return Reject{Column: c.Name, Reason: fmt.Sprintf("column %s: required value is empty", c.Name)}, false
-			}
-			continue
-		}
-		if err := c.parse(s, v); err != nil {
-			return Reject{Column: c.Name, Reason: fmt.Sprintf("column %s: %v", c.Name, err)}, false
-		}
-		v.valid = true
-	}
-	return Reject{}, true
-}
 
 // Batcher builds the record batches of one or more runs of a Normalizer, shared by every
 // format: it appends converted rows and emits a batch every BatchRows rows and on Flush.
@@ -433,14 +420,14 @@ func (b *Batcher) Flush() error {
 func (b *Batcher) Release() { b.rb.Release() }
 
 func (n *Normalizer) append(rb *array.RecordBuilder, vals []value) {
-	for i, c := range n.cols {
-		v := vals[i]
+	for i := range n.cols {
+		v := &vals[i]
 		fb := rb.Field(i)
 		if !v.valid {
 			fb.AppendNull()
 			continue
 		}
-		switch c.Type {
+		switch n.cols[i].Type {
 		case feed.TypeString:
 			fb.(*array.StringBuilder).Append(v.s)
 		case feed.TypeInt:
@@ -453,6 +440,8 @@ func (n *Normalizer) append(rb *array.RecordBuilder, vals []value) {
 			fb.(*array.Date32Builder).Append(arrow.Date32(v.i))
 		case feed.TypeTimestamp:
 			fb.(*array.TimestampBuilder).Append(arrow.Timestamp(v.i))
+		case feed.TypeDecimal:
+			fb.(*array.Decimal128Builder).Append(v.d)
 		}
 	}
 }
@@ -508,10 +497,12 @@ func parseBool(s string, v *value) error {
 	return nil
 }
 
-func (c column) parseTime(s string) (time.Time, error) {
+// parseTime reads s in the column's layouts; text without an offset is in the column's
+// timezone (UTC unless set).
+func (c *column) parseTime(s string) (time.Time, error) {
 	s = strings.TrimSpace(s)
 	for _, l := range c.layouts {
-		if t, err := time.Parse(l, s); err == nil {
+		if t, err := time.ParseInLocation(l, s, c.loc); err == nil {
 			return t.UTC(), nil
 		}
 	}
@@ -522,7 +513,7 @@ func (c column) parseTime(s string) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("%s does not match layout %s", quote(s), strings.Join(want, " or "))
 }
 
-func (c column) parseDate(s string, v *value) error {
+func (c *column) parseDate(s string, v *value) error {
 	t, err := c.parseTime(s)
 	if err != nil {
 		return err
@@ -531,12 +522,23 @@ func (c column) parseDate(s string, v *value) error {
 	return nil
 }
 
-func (c column) parseTimestamp(s string, v *value) error {
+func (c *column) parseTimestamp(s string, v *value) error {
 	t, err := c.parseTime(s)
 	if err != nil {
 		return err
 	}
 	v.i = t.UnixMicro()
+	return nil
+}
+
+// parseDecimal reads s exactly at the column's precision and scale: a value that would
+// need rounding or more digits than the precision rejects the row.
+func (c *column) parseDecimal(s string, v *value) error {
+	d, err := feed.ParseDecimal(strings.TrimSpace(s), c.Precision, c.Scale)
+	if err != nil {
+		return err
+	}
+	v.d = d
 	return nil
 }
 

@@ -44,7 +44,7 @@ func runSource(t testing.TB, def *feed.Definition, input io.Reader, batchRows in
 	t.Helper()
 	mem := memory.NewCheckedAllocator(memory.NewGoAllocator())
 	defer mem.AssertSize(t, 0)
-	n, err := New(def, Options{BatchRows: batchRows, Allocator: mem})
+	n, err := New(def, Options{BatchRows: batchRows, Allocator: mem, Secret: testSecret})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,6 +73,14 @@ func runSource(t testing.TB, def *feed.Definition, input io.Reader, batchRows in
 	return out.String(), st, err
 }
 
+// testSecret is the secret store of the golden cases: the key of secret N is "key-N".
+func testSecret(name string) ([]byte, error) {
+	if name == "missing" {
+		return nil, errors.New("no such secret")
+	}
+	return []byte("key-" + name), nil
+}
+
 func cell(a arrow.Array, i int) string {
 	if a.IsNull(i) {
 		return "NULL"
@@ -84,6 +92,8 @@ func cell(a arrow.Array, i int) string {
 		return a.Value(i).ToTime(arrow.Microsecond).Format("2006-01-02T15:04:05.999999Z07:00")
 	case *array.Date32:
 		return a.Value(i).FormattedString()
+	case *array.Decimal128:
+		return a.Value(i).ToString(a.DataType().(*arrow.Decimal128Type).Scale)
 	}
 	return a.ValueStr(i)
 }

@@ -49,10 +49,10 @@ const (
 type xmlPlan struct {
 	record []string
 	// elems maps a slash-joined element path relative to the record ("" is the record
-	// element itself) to the columns taking that element's text.
+	// element itself) to the slots (source fields) taking that element's text.
 	elems map[string][]int
-	// attrs maps an element path relative to the record to the columns taking one of
-	// its attributes, by attribute local name.
+	// attrs maps an element path relative to the record to the slots taking one of its
+	// attributes, by attribute local name.
 	attrs map[string]map[string][]int
 	// inner holds every proper ancestor path of a column path ("Name" for "Name/First",
 	// "Address" for "Address/@zip"): such an element is not reported as unmapped.
@@ -70,13 +70,13 @@ func localName(step string) string {
 	return step
 }
 
-func newXMLPlan(def *feed.Definition) *xmlPlan {
+func newXMLPlan(def *feed.Definition, slots []string) *xmlPlan {
 	p := &xmlPlan{elems: map[string][]int{}, attrs: map[string]map[string][]int{}, inner: map[string]bool{}}
 	for _, s := range strings.Split(def.Format.Record, "/") {
 		p.record = append(p.record, localName(s))
 	}
-	for i, c := range def.Columns {
-		steps := strings.Split(c.SourceName(), "/")
+	for i, src := range slots {
+		steps := strings.Split(src, "/")
 		last := steps[len(steps)-1]
 		for j := range steps {
 			steps[j] = localName(steps[j])
@@ -108,8 +108,8 @@ type xmlRecord struct {
 	// element down to depth i+1, built once per element.
 	keys  []string
 	text  []strings.Builder
-	count []int // elements or attributes matched per column
-	// active[i] lists the columns collecting the text of the open element at depth i
+	count []int // elements or attributes matched per slot
+	// active[i] lists the slots collecting the text of the open element at depth i
 	// (0 is the record element); kids[i] says it has had a child element.
 	active [][]int
 	kids   []bool
@@ -154,13 +154,13 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 
 	bt := b.begin(source, &st)
 	vals := make([]value, len(n.cols))
-	fields := make([]string, len(n.cols))
-	idx := make([]int, len(n.cols))
+	fields := make([]string, len(n.slots))
+	idx := make([]int, len(n.slots))
 
 	seen := map[string]bool{}
 	rec := &xmlRecord{
-		text:  make([]strings.Builder, len(n.cols)),
-		count: make([]int, len(n.cols)),
+		text:  make([]strings.Builder, len(n.slots)),
+		count: make([]int, len(n.slots)),
 		unmapped: func(path string) {
 			if !seen[path] && len(seen) < maxXMLUnmapped {
 				seen[path] = true
@@ -257,7 +257,7 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 				prefixOK = depth
 				if depth == len(p.record) {
 					inRecord = true
-					rec.begin(st.Rows+1, line, startOff, len(n.cols))
+					rec.begin(st.Rows+1, line, startOff, len(n.slots))
 					rec.startRecord(p, t)
 				}
 			}
@@ -286,10 +286,11 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 			if !inRecord {
 				continue
 			}
-			for _, ci := range rec.active[len(rec.active)-1] {
-				b := &rec.text[ci]
+			for _, sl := range rec.active[len(rec.active)-1] {
+				b := &rec.text[sl]
 				if cut || b.Len()+len(t) > MaxXMLFieldBytes {
-					rec.fail(n.cols[ci].Name, fmt.Sprintf("column %s: text longer than %d bytes", n.cols[ci].Name, MaxXMLFieldBytes))
+					name := n.cols[n.slotCol[sl]].Name
+					rec.fail(name, fmt.Sprintf("column %s: text longer than %d bytes", name, MaxXMLFieldBytes))
 					break
 				}
 				b.Write(t)
@@ -312,11 +313,11 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 	return st, nil
 }
 
-func (rec *xmlRecord) begin(row, line, start int64, ncols int) {
+func (rec *xmlRecord) begin(row, line, start int64, nslots int) {
 	rec.row, rec.line, rec.start = row, line, start
 	rec.keys, rec.active, rec.kids = rec.keys[:0], rec.active[:0], rec.kids[:0]
 	rec.bad, rec.reason = false, Reject{}
-	for i := range ncols {
+	for i := range nslots {
 		rec.text[i].Reset()
 		rec.count[i] = 0
 	}
@@ -334,19 +335,19 @@ func (rec *xmlRecord) startChild(p *xmlPlan, n *Normalizer, t xml.StartElement) 
 	top := len(rec.active) - 1
 	rec.kids[top] = true
 	if parent := rec.active[top]; len(parent) > 0 {
-		c := n.cols[parent[0]]
-		rec.fail(c.Name, fmt.Sprintf("column %s: element %s has child element <%s>; a column takes text only", c.Name, c.SourceName(), t.Name.Local))
+		name := n.cols[n.slotCol[parent[0]]].Name
+		rec.fail(name, fmt.Sprintf("column %s: element %s has child element <%s>; a column takes text only", name, n.slots[parent[0]], t.Name.Local))
 	}
 	key := t.Name.Local
 	if k := len(rec.keys); k > 0 {
 		key = rec.keys[k-1] + "/" + key
 	}
 	rec.keys = append(rec.keys, key)
-	cols := p.elems[key]
-	for _, ci := range cols {
-		rec.count[ci]++
+	slots := p.elems[key]
+	for _, sl := range slots {
+		rec.count[sl]++
 	}
-	rec.active = append(rec.active, cols)
+	rec.active = append(rec.active, slots)
 	rec.kids = append(rec.kids, false)
 	rec.attrs(p, key, t.Attr)
 }
@@ -367,43 +368,46 @@ func (rec *xmlRecord) attrs(p *xmlPlan, key string, attrs []xml.Attr) {
 		if a.Name.Space == "xmlns" || a.Name.Space == "" && a.Name.Local == "xmlns" {
 			continue
 		}
-		cols := want[a.Name.Local]
-		if len(cols) == 0 {
+		slots := want[a.Name.Local]
+		if len(slots) == 0 {
 			if key == "" {
 				rec.unmapped("@" + a.Name.Local)
 			} else {
 				rec.unmapped(key + "/@" + a.Name.Local)
 			}
 		}
-		for _, ci := range cols {
-			rec.count[ci]++
-			if rec.count[ci] == 1 {
-				rec.text[ci].WriteString(a.Value)
+		for _, sl := range slots {
+			rec.count[sl]++
+			if rec.count[sl] == 1 {
+				rec.text[sl].WriteString(a.Value)
 			}
 		}
 	}
 }
 
-// xmlValues converts a finished record with the CSV path's converters.
+// xmlValues hands a finished record's slots to the row stage the CSV path uses. A
+// required column without transforms rejects the record when one of its sources is
+// absent; with transforms an absent source is empty text (a default may fill it).
 func (n *Normalizer) xmlValues(rec *xmlRecord, fields []string, idx []int, vals []value) (Reject, bool) {
 	if rec.bad {
 		return rec.reason, false
 	}
-	for i, c := range n.cols {
-		switch cnt := rec.count[i]; {
+	for sl, src := range n.slots {
+		c := &n.cols[n.slotCol[sl]]
+		switch cnt := rec.count[sl]; {
 		case cnt > 1:
 			what := "elements"
-			if strings.Contains(c.SourceName(), "@") {
+			if strings.Contains(src, "@") {
 				what = "attributes"
 			}
-			return Reject{Column: c.Name, Reason: fmt.Sprintf("column %s: %s matches %d %s in one record, want at most one", c.Name, c.SourceName(), cnt, what)}, false
+			return c.reject(fmt.Sprintf("%s matches %d %s in one record, want at most one", src, cnt, what)), false
 		case cnt == 0:
-			if c.Required {
-				return Reject{Column: c.Name, Reason: fmt.Sprintf("column %s: required %s is missing", c.Name, c.SourceName())}, false
+			if c.Required && len(c.steps) == 0 {
+				return c.reject(fmt.Sprintf("required %s is missing", src)), false
 			}
-			idx[i] = -1
+			idx[sl] = -1
 		default:
-			fields[i], idx[i] = rec.text[i].String(), i
+			fields[sl], idx[sl] = rec.text[sl].String(), sl
 		}
 	}
 	return n.convert(fields, idx, vals)

@@ -15,6 +15,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	// Feed timezones (column timezone) must resolve on Windows, which has no zoneinfo
+	// files: the IANA database is built into the binary.
+	_ "time/tzdata"
 
 	"github.com/kardianos/service"
 

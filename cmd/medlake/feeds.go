@@ -81,7 +81,7 @@ func runFeedsTest(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	fs.StringVar(&defPath, "f", "", "feed definition file (YAML)")
 	fs.IntVar(&limit, "limit", 10, "rows to print per entry (0: none)")
-	fs.StringVar(&secretsDir, "secrets-dir", "", "directory holding the secret named by match.password_secret (as the agent's secrets_dir)")
+	fs.StringVar(&secretsDir, "secrets-dir", "", "directory holding the secrets named by match.password_secret and hash transforms (as the agent's secrets_dir)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -97,7 +97,14 @@ func runFeedsTest(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", defPath, err)
 	}
-	n, err := normalize.New(def, normalize.Options{})
+	var secret func(string) ([]byte, error)
+	if secretsDir != "" {
+		secret = func(name string) ([]byte, error) {
+			s, err := agent.ReadSecret(secretsDir, name)
+			return []byte(s), err
+		}
+	}
+	n, err := normalize.New(def, normalize.Options{Secret: secret})
 	if err != nil {
 		return err
 	}

@@ -11,6 +11,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	// Feed definitions name IANA timezones; validating them must not depend on the
+	// host's zoneinfo files.
+	_ "time/tzdata"
 )
 
 // Set at release time with -ldflags "-X main.version=... -X main.commit=... -X main.date=...".

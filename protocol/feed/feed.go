@@ -24,6 +24,7 @@ const (
 	TypeBool      = "bool"
 	TypeDate      = "date"
 	TypeTimestamp = "timestamp"
+	TypeDecimal   = "decimal" // exact, with precision and scale: Arrow decimal128
 )
 
 // Format types.
@@ -85,6 +86,7 @@ type Definition struct {
 	PartitionTime string   `yaml:"partition_time,omitempty" json:"partition_time,omitempty"`
 	Keys          []string `yaml:"keys,omitempty" json:"keys,omitempty"`
 	Columns       []Column `yaml:"columns" json:"columns" jsonschema:"required,minItems=1"`
+	TableMode     `yaml:",inline"`
 }
 
 // Match says which files a feed takes.
@@ -133,10 +135,11 @@ type Column struct {
 	// Source is the header name in the file (CSV) or the path below the record element
 	// (XML: "Name/First", "@id"); empty means Name.
 	Source string `yaml:"source,omitempty" json:"source,omitempty"`
-	Type   string `yaml:"type" json:"type" jsonschema:"required,enum=string,enum=int,enum=float,enum=bool,enum=date,enum=timestamp"`
+	Type   string `yaml:"type" json:"type" jsonschema:"required,enum=string,enum=int,enum=float,enum=bool,enum=date,enum=timestamp,enum=decimal"`
 	// Format is the Go time layout for date and timestamp columns.
 	Format   string `yaml:"format,omitempty" json:"format,omitempty"`
 	Required bool   `yaml:"required,omitempty" json:"required,omitempty"`
+	RowStage `yaml:",inline"`
 }
 
 // SourceName is the header name that feeds this column.
@@ -298,8 +301,8 @@ func (d *Definition) Validate() error {
 			bad("columns[%d]: duplicate column %q", i, c.Name)
 		}
 		seen[c.Name] = true
-		if _, ok := arrowType(c.Type); !ok {
-			bad("columns[%d] %q: unknown type %q (string, int, float, bool, date, timestamp)", i, c.Name, c.Type)
+		if _, ok := arrowType(c); !ok && c.Type != TypeDecimal {
+			bad("columns[%d] %q: unknown type %q (string, int, float, bool, date, timestamp, decimal)", i, c.Name, c.Type)
 		}
 		if c.Format != "" && c.Type != TypeDate && c.Type != TypeTimestamp {
 			bad("columns[%d] %q: format applies only to date and timestamp columns", i, c.Name)
@@ -318,6 +321,7 @@ func (d *Definition) Validate() error {
 			bad("partition_time: column %q is %s, want date or timestamp", d.PartitionTime, c.Type)
 		}
 	}
+	errs = append(errs, d.validateRowStage()...)
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %w", ErrInvalid, errors.Join(errs...))
 	}
@@ -368,8 +372,8 @@ func (d *Definition) PartitionColumn() string {
 	return ColIngestedAt
 }
 
-func arrowType(t string) (arrow.DataType, bool) {
-	switch t {
+func arrowType(c Column) (arrow.DataType, bool) {
+	switch c.Type {
 	case TypeString:
 		return arrow.BinaryTypes.String, true
 	case TypeInt:
@@ -382,6 +386,11 @@ func arrowType(t string) (arrow.DataType, bool) {
 		return arrow.FixedWidthTypes.Date32, true
 	case TypeTimestamp:
 		return &arrow.TimestampType{Unit: arrow.Microsecond, TimeZone: "UTC"}, true
+	case TypeDecimal:
+		if c.Precision < 1 || c.Precision > 38 || c.Scale < 0 || c.Scale > c.Precision {
+			return nil, false
+		}
+		return &arrow.Decimal128Type{Precision: int32(c.Precision), Scale: int32(c.Scale)}, true
 	}
 	return nil, false
 }
@@ -393,7 +402,7 @@ func (d *Definition) metadata() arrow.Metadata {
 func (d *Definition) dataFields() []arrow.Field {
 	fields := make([]arrow.Field, 0, len(d.Columns)+1)
 	for _, c := range d.Columns {
-		t, _ := arrowType(c.Type)
+		t, _ := arrowType(c)
 		fields = append(fields, arrow.Field{Name: c.Name, Type: t, Nullable: true})
 	}
 	return append(fields,

@@ -63,7 +63,8 @@ func TestExamplesMatchSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	examples, _ := filepath.Glob("../testdata/*.yaml")
-	examples = append(examples, "testdata/examples/vitals_xml.yaml")
+	more, _ := filepath.Glob("testdata/examples/*.yaml")
+	examples = append(examples, more...)
 	for _, path := range examples {
 		var v any
 		if err := yaml.Unmarshal(mustRead(t, path), &v); err != nil {
@@ -99,4 +100,50 @@ func toJSONValue(v any) any {
 	data, _ := json.Marshal(v)
 	out, _ := jsonschemav6.UnmarshalJSON(bytes.NewReader(data))
 	return out
+}
+
+// TestSchemaTransforms checks that the published schema describes transform lists as
+// Parse reads them: bare steps and one-key maps pass, anything else fails.
+func TestSchemaTransforms(t *testing.T) {
+	c := jsonschemav6.NewCompiler()
+	doc, err := jsonschemav6.UnmarshalJSON(bytes.NewReader(mustRead(t, "feed.schema.json")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AddResource("feed.schema.json", doc); err != nil {
+		t.Fatal(err)
+	}
+	sch, err := c.Compile("feed.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		transforms string
+		ok         bool
+	}{
+		{`[trim, upper, {default: U}, {null_if: ["", NULL]}, {null_if: "-"}, {lookup: codes}]`, true},
+		{`[{lookup: {table: codes, missing: keep}}, {split: {separator: "^", index: 2}}]`, true},
+		{`[{regex: {pattern: '(\d+)', group: 1}}, {replace: {pattern: x, with: ""}}, {hash: {secret: k}}, {mask: {keep_last: 4}}]`, true},
+		{`[shout]`, false},
+		{`[{upper: x}]`, false},
+		{`[{default: U, trim: x}]`, false},
+		{`[{split: {separator: "^"}}]`, false},
+		{`[{split: {separator: "^", index: 0}}]`, false},
+		{`[{lookup: {table: codes, missing: drop}}]`, false},
+		{`[{hash: {}}]`, false},
+		{`[{mask: {keep_last: 4, extra: 1}}]`, false},
+	}
+	for _, tt := range tests {
+		var v any
+		def := "name: t\nversion: 1\ntable: t\nmatch: {glob: x}\nformat: {type: csv}\nlookups: {codes: {a: b}}\ncolumns:\n  - {name: v, type: string, transforms: " + tt.transforms + "}\n"
+		if err := yaml.Unmarshal([]byte(def), &v); err != nil {
+			t.Fatal(err)
+		}
+		if err := sch.Validate(toJSONValue(v)); (err == nil) != tt.ok {
+			t.Errorf("%s: schema validation error %v, want ok=%v", tt.transforms, err, tt.ok)
+		}
+		if _, err := feed.Parse([]byte(def)); (err == nil) != tt.ok {
+			t.Errorf("%s: Parse error %v, want ok=%v", tt.transforms, err, tt.ok)
+		}
+	}
 }
