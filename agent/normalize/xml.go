@@ -203,7 +203,7 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, emi
 	rec := &xmlRecord{
 		collect: policy != feed.DriftIgnore,
 		text:    make([]strings.Builder, len(n.cols)),
-		count: make([]int, len(n.cols)),
+		count:   make([]int, len(n.cols)),
 		unmapped: func(path string) {
 			if !seen[path] && len(seen) < maxXMLUnmapped {
 				seen[path] = true

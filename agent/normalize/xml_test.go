@@ -141,7 +141,7 @@ func TestXMLManyRecords(t *testing.T) {
 	next := int64(1)
 	var rejects []Reject
 	st, err := n.Run(context.Background(), &buf, "big.xml", func(b arrow.RecordBatch) error {
-		rows := b.Column(int(b.NumCols())-1).(*array.Int64)
+		rows := b.Column(int(b.NumCols()) - 1).(*array.Int64)
 		ids := b.Column(0).(*array.String)
 		for i := range rows.Len() {
 			for next%1000 == 0 {
