@@ -3,7 +3,6 @@ package normalize
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"unicode/utf8"
@@ -49,8 +48,6 @@ func newDelimReader(r io.Reader, comma, quote rune, quoted bool, escape, comment
 	return &delimReader{r: br, comma: comma, quote: quote, quoted: quoted, escape: escape, comment: comment}
 }
 
-// errRecordSyntax marks a record whose syntax is bad: the record is rejected, reading goes on.
-var errRecordSyntax = errors.New("bad record syntax")
 
 // readLine appends the next physical line, terminator included, to d.raw and returns
 // it; io.EOF when there is none.
@@ -143,7 +140,7 @@ func (d *delimReader) Read() (fields []string, line int64, raw []byte, err error
 				break
 			}
 			if d.quoted && r == d.quote {
-				return nil, line, d.raw, d.bad(line, d.col(i), "bare %q in non-quoted field", d.quote)
+				return nil, line, d.raw, d.bad(line, d.col(i), "bare %q in non-quoted field", string(d.quote))
 			}
 			i += size
 		}
@@ -183,7 +180,7 @@ func (d *delimReader) quotedField(pos int, startLine int64) (next int, more bool
 			pos += size
 			if pos >= len(d.raw) {
 				if _, err := d.readLine(); err == io.EOF {
-					return 0, false, d.bad(startLine, 0, "escape %q at end of input", d.escape)
+					return 0, false, d.bad(startLine, 0, "escape %q at end of input", string(d.escape))
 				} else if err != nil {
 					return 0, false, err
 				}
@@ -209,7 +206,7 @@ func (d *delimReader) quotedField(pos int, startLine int64) (next int, more bool
 			case pos >= len(d.raw) || len(lineBody(d.raw[pos:])) == 0:
 				return len(d.raw), false, nil
 			default:
-				return 0, false, d.bad(d.line, d.col(pos), "extraneous or missing %q in quoted field", d.quote)
+				return 0, false, d.bad(d.line, d.col(pos), "extraneous or missing %q in quoted field", string(d.quote))
 			}
 		case c == '\r' && pos+1 < len(d.raw) && d.raw[pos+1] == '\n':
 			d.buf = append(d.buf, '\n')
@@ -233,7 +230,7 @@ func (d *delimReader) bad(line int64, col int, format string, args ...any) error
 	if col > 0 {
 		msg = fmt.Sprintf("line %d column %d: %s", line, col, msg)
 	}
-	return fmt.Errorf("%s: %w", msg, errRecordSyntax)
+	return &recordError{reason: msg}
 }
 
 // strings cuts the record's fields out of one string, as encoding/csv does, so a record

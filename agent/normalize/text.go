@@ -25,6 +25,10 @@ type textReader interface {
 	Read() (fields []string, line int64, raw []byte, err error)
 }
 
+// errRecordSyntax marks a record whose syntax is bad: the record is rejected, reading
+// goes on.
+var errRecordSyntax = errors.New("bad record syntax")
+
 // recordError is a record rejected by its reader, naming the column when one is at fault.
 type recordError struct {
 	column, reason string
@@ -298,9 +302,9 @@ func (n *Normalizer) runText(ctx context.Context, r io.Reader, source string, em
 	return st, nil
 }
 
-// dropTrailing drops the empty field a trailing delimiter leaves at the end of a record;
-// a record whose last field is not empty lacks the delimiter and keeps its fields, so
-// its field count gives it away.
+// dropTrailing drops the empty field a trailing delimiter leaves at the end of a record.
+// A record without the trailing delimiter keeps its fields: what it holds is complete,
+// and the field count still catches a record with a field too many or too few.
 func dropTrailing(fields []string) []string {
 	if k := len(fields); k > 0 && fields[k-1] == "" {
 		return fields[:k-1]
