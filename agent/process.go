@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/apache/arrow-go/v18/arrow"
 
@@ -79,7 +81,7 @@ func (a *Agent) processFile(ctx context.Context, wf watch.File) error {
 		}
 	}
 	ident := state.File{SHA256: sha, Path: wf.Path, Root: wf.Root, Size: size, ModTime: wf.ModTime}
-	parts, rows, rejects, err := a.parse(ctx, wf.Path, sha)
+	parts, rows, rejects, err := a.parse(ctx, wf.Path, relDir(wf.Root, wf.Path), sha)
 	var fe *fileError
 	switch {
 	case errors.As(err, &fe):
@@ -166,10 +168,75 @@ func (a *Agent) spoolFile(ctx context.Context, ident state.File, parts []part, r
 	return nil
 }
 
+// relDir is the directory of path relative to the watched folder root, slash-separated,
+// "" for a file directly in root: what match.folder is matched against.
+func relDir(root, path string) string {
+	rel, err := filepath.Rel(root, filepath.Dir(path))
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return ""
+	}
+	return filepath.ToSlash(rel)
+}
+
+// matchFeeds returns the feeds an entry of a file in dir belongs to, by glob, folder and
+// sniff. It returns the reader to read the entry from: the sniffed head is peeked, not
+// consumed.
+func (a *Agent) matchFeeds(dir string, e unpack.Entry) ([]*feed.Definition, io.Reader, error) {
+	br := bufio.NewReaderSize(e.Reader, 64<<10)
+	heads := map[string]string{}
+	head := func(encoding string) (string, error) {
+		if h, ok := heads[encoding]; ok {
+			return h, nil
+		}
+		// Enough bytes for SniffBytes of text in any supported encoding.
+		raw, err := br.Peek(4 * feed.SniffBytes)
+		if err != nil && err != io.EOF && err != bufio.ErrBufferFull {
+			return "", fmt.Errorf("reading the start of %s: %w", e.Name, err)
+		}
+		h, err := sniffText(raw, encoding)
+		if err != nil {
+			return "", fmt.Errorf("decoding the start of %s: %w", e.Name, err)
+		}
+		heads[encoding] = h
+		return h, nil
+	}
+	var matched []*feed.Definition
+	for _, def := range a.feeds {
+		ok, err := def.Accepts(dir, e.BaseName(), head)
+		if err != nil {
+			return nil, nil, err
+		}
+		if ok {
+			matched = append(matched, def)
+		}
+	}
+	return matched, br, nil
+}
+
+// sniffText decodes the start of an entry for match.sniff: at most feed.SniffBytes of
+// text, cut on a character boundary. Bytes that do not decode end the text there (the
+// peek may end inside a character); the normalizer reports them if the entry is read.
+func sniffText(raw []byte, encoding string) (string, error) {
+	text, err := normalize.DecodingReader(bytes.NewReader(raw), encoding)
+	if err != nil {
+		return "", err
+	}
+	b, _ := io.ReadAll(io.LimitReader(text, feed.SniffBytes+utf8.UTFMax))
+	if len(b) > feed.SniffBytes {
+		cut := feed.SniffBytes
+		for cut > 0 && !utf8.RuneStart(b[cut]) {
+			cut--
+		}
+		b = b[:cut]
+	}
+	return string(b), nil
+}
+
 // parse unpacks and normalizes the file into encoded payloads. Every entry must match
-// exactly one feed; otherwise, and on any unpack or header error, the whole file is a
-// fileError so that no part of it is half ingested.
-func (a *Agent) parse(ctx context.Context, path, sha string) (parts []part, rows, rejects int64, err error) {
+// exactly one feed (by glob, folder relative to the watched folder, and sniff);
+// otherwise, and on any unpack or header error, the whole file is a fileError so that no
+// part of it is half ingested.
+func (a *Agent) parse(ctx context.Context, path, dir, sha string) (parts []part, rows, rejects int64, err error) {
 	rj, err := newRejectsWriter(filepath.Join(a.dirs.rejects, sha+".jsonl"))
 	if err != nil {
 		return nil, 0, 0, err
@@ -186,11 +253,9 @@ func (a *Agent) parse(ctx context.Context, path, sha string) (parts []part, rows
 		if e.Skip != "" {
 			return rj.write(rejectLine{Source: e.Name, Reason: "entry skipped: " + e.Skip})
 		}
-		var matched []*feed.Definition
-		for _, def := range a.feeds {
-			if def.Matches(e.BaseName()) {
-				matched = append(matched, def)
-			}
+		matched, entry, err := a.matchFeeds(dir, e)
+		if err != nil {
+			return err
 		}
 		switch len(matched) {
 		case 0:
@@ -205,8 +270,9 @@ func (a *Agent) parse(ctx context.Context, path, sha string) (parts []part, rows
 		}
 		def := matched[0]
 		n := a.normalizers[def.Name]
-		st, err := n.Run(ctx, e.Reader, e.Name, func(rec arrow.RecordBatch) error {
-			payload, err := protocol.EncodeRecords(n.Schema(), []arrow.RecordBatch{rec})
+		st, err := n.Run(ctx, entry, e.Name, func(rec arrow.RecordBatch) error {
+			// Under drift add a batch's schema may extend n.Schema().
+			payload, err := protocol.EncodeRecords(rec.Schema(), []arrow.RecordBatch{rec})
 			if err != nil {
 				return fmt.Errorf("encoding batch of %s: %w", e.Name, err)
 			}
@@ -217,7 +283,8 @@ func (a *Agent) parse(ctx context.Context, path, sha string) (parts []part, rows
 		})
 		if err != nil {
 			if errors.Is(err, normalize.ErrHeader) || errors.Is(err, normalize.ErrDecode) ||
-				errors.Is(err, normalize.ErrMalformedXML) || errors.Is(err, normalize.ErrXMLRoot) {
+				errors.Is(err, normalize.ErrMalformedXML) || errors.Is(err, normalize.ErrXMLRoot) ||
+				errors.Is(err, normalize.ErrDrift) {
 				return &fileError{reason: fmt.Sprintf("entry %s (feed %s): %v", e.Name, def.Name, err)}
 			}
 			return err
