@@ -48,7 +48,6 @@ func newDelimReader(r io.Reader, comma, quote rune, quoted bool, escape, comment
 	return &delimReader{r: br, comma: comma, quote: quote, quoted: quoted, escape: escape, comment: comment}
 }
 
-
 // readLine appends the next physical line, terminator included, to d.raw and returns
 // it; io.EOF when there is none.
 func (d *delimReader) readLine() ([]byte, error) {

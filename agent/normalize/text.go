@@ -101,20 +101,32 @@ func (s *stdReader) Read() ([]string, int64, []byte, error) {
 	if len(s.comment) > 0 {
 		raw = dropComments(raw, s.comment)
 	}
-	var pe *csv.ParseError
-	if errors.As(err, &pe) {
-		return nil, int64(pe.StartLine) + s.skipped, raw, &recordError{reason: fmt.Sprintf("line %d column %d: %v", int64(pe.Line)+s.skipped, pe.Column, pe.Err)}
-	}
-	line, _ := s.cr.FieldPos(0)
 	if err != nil {
+		if pe, ok := asParseError(err); ok {
+			return nil, int64(pe.StartLine) + s.skipped, raw, &recordError{reason: fmt.Sprintf("line %d column %d: %v", int64(pe.Line)+s.skipped, pe.Column, pe.Err)}
+		}
+		line, _ := s.cr.FieldPos(0)
 		return nil, int64(line) + s.skipped, raw, err
 	}
+	line, _ := s.cr.FieldPos(0)
 	if bytes.Count(raw, []byte{'"'})%2 != 0 {
 		// encoding/csv accepts a quoted field left open at end of input: a truncated
 		// file must not pass its last record off as complete.
 		return nil, int64(line) + s.skipped, raw, &recordError{reason: "quoted field not terminated before end of input"}
 	}
 	return fields, int64(line) + s.skipped, raw, nil
+}
+
+func asParseError(err error) (*csv.ParseError, bool) {
+	var pe *csv.ParseError
+	ok := errors.As(err, &pe)
+	return pe, ok
+}
+
+func asRecordError(err error) (*recordError, bool) {
+	var re *recordError
+	ok := errors.As(err, &re)
+	return re, ok
 }
 
 // dropComments removes the blank and comment lines encoding/csv skipped before a record.
@@ -257,18 +269,20 @@ func (n *Normalizer) runText(ctx context.Context, r io.Reader, source string, em
 		if err == io.EOF {
 			break
 		}
-		var re *recordError
-		if err != nil && !errors.As(err, &re) {
-			return st, fmt.Errorf("reading %s near line %d: %w", source, line, err)
-		}
-		st.Rows++
-		row := st.Rows
-		if re != nil {
-			if err := rejectRow(Reject{Row: row, Line: line, Column: re.column, Raw: rawText(raw), Reason: re.reason}); err != nil {
+		if err != nil {
+			// Only here: taking an error's address per record would cost an allocation each.
+			re, ok := asRecordError(err)
+			if !ok {
+				return st, fmt.Errorf("reading %s near line %d: %w", source, line, err)
+			}
+			st.Rows++
+			if err := rejectRow(Reject{Row: st.Rows, Line: line, Column: re.column, Raw: rawText(raw), Reason: re.reason}); err != nil {
 				return st, err
 			}
 			continue
 		}
+		st.Rows++
+		row := st.Rows
 		if trailing {
 			fields = dropTrailing(fields)
 		}
