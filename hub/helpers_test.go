@@ -40,7 +40,7 @@ func labRecords(tb testing.TB, def *feed.Definition, facility, src string, n int
 				b.Field(8).AppendNull()
 			}
 		}
-		b.Field(len(b.Fields())-1).(*array.Int64Builder).Append(int64(i + 1))
+		b.Field(len(b.Fields()) - 1).(*array.Int64Builder).Append(int64(i + 1))
 	}
 	return b.NewRecordBatch()
 }
