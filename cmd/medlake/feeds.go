@@ -122,7 +122,13 @@ func runFeedsTest(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 			fmt.Fprintf(stdout, "== %s\n", e.Name)
 			var rows [][]string
+			var header []string // from the first batch: drift add may extend the feed's columns
 			st, err := n.Run(ctx, e.Reader, e.Name, func(rec arrow.RecordBatch) error {
+				if header == nil {
+					for _, f := range rec.Schema().Fields() {
+						header = append(header, f.Name)
+					}
+				}
 				for i := 0; i < int(rec.NumRows()) && len(rows) < limit; i++ {
 					row := make([]string, rec.NumCols())
 					for c := range row {
@@ -144,10 +150,6 @@ func runFeedsTest(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 			rejected += st.Rejected
 			if len(rows) > 0 {
-				var header []string
-				for _, f := range def.BatchSchema().Fields() {
-					header = append(header, f.Name)
-				}
 				if err := printRows(stdout, "table", header, rows); err != nil {
 					return err
 				}
