@@ -109,6 +109,8 @@ func (d *Definition) validateCSV(bad func(string, ...any)) {
 			bad("format.escape applies only with a format.quote")
 		case lineBreak(e) || e == comma:
 			bad("format.escape %q cannot be a line break or the delimiter", f.Escape)
+		case e == quote:
+			bad("format.escape %q is the quote; leave escape out for doubled quotes", f.Escape)
 		}
 	}
 	d.validateComment(bad, special)

@@ -87,6 +87,7 @@ func TestParseFormatInvalid(t *testing.T) {
 		{"escape without quote", valid, csvFormat, `format: {type: csv, quote: "", escape: "\\"}`, "format.escape applies only with a format.quote"},
 		{"long escape", valid, csvFormat, `format: {type: csv, escape: "\\\\"}`, "format.escape \"\\\\\\\\\" must be one character"},
 		{"escape is delimiter", valid, csvFormat, `format: {type: csv, escape: ","}`, "cannot be a line break or the delimiter"},
+		{"escape is quote", valid, csvFormat, `format: {type: csv, escape: "\""}`, "is the quote; leave escape out"},
 		{"comment is delimiter", valid, csvFormat, `format: {type: csv, comment: ","}`, "format.comment \",\" cannot be the same as format.delimiter"},
 		{"comment is quote", valid, csvFormat, `format: {type: csv, comment: "\""}`, "cannot be the same as format.quote"},
 		{"comment is escape", valid, csvFormat, `format: {type: csv, comment: "\\", escape: "\\"}`, "cannot be the same as format.escape"},
