@@ -416,8 +416,13 @@ func FuzzNormalizeXML(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	def := parseDef(f, xmlFeed)
+	// The drift policies that read the values of paths no column takes.
+	rescue := parseDef(f, strings.Replace(xmlFeed, "drift: ignore", "drift: rescue", 1))
+	add := parseDef(f, strings.Replace(xmlFeed, "drift: ignore", "drift: add", 1))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkContract(t, def, data, "fuzz.xml", true, ErrMalformedXML, ErrXMLRoot)
+		checkContract(t, rescue, data, "fuzz.xml", true, ErrMalformedXML, ErrXMLRoot)
+		checkContract(t, add, data, "fuzz.xml", true, ErrMalformedXML, ErrXMLRoot, ErrDrift)
 	})
 }
 
