@@ -111,9 +111,6 @@ func checkDifferential(t *testing.T, input string, comma, comment rune) {
 	}
 	got := readDelim(t, input, comma, '"', true, 0, comment)
 	for i := range got {
-		if got[i].Err != "" {
-			return // encoding/csv accepted what delimReader rejects: checked below by count only
-		}
 		got[i].Raw = ""
 	}
 	if !reflect.DeepEqual(got, want) {

@@ -334,17 +334,19 @@ func rescued(kv []string) value {
 	if len(kv) == 0 {
 		return value{}
 	}
-	var b strings.Builder
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // medical text holds < > &; keep it readable
 	b.WriteByte('{')
 	for i := 0; i < len(kv); i += 2 {
 		if i > 0 {
 			b.WriteByte(',')
 		}
-		k, _ := json.Marshal(kv[i])
-		v, _ := json.Marshal(kv[i+1])
-		b.Write(k)
+		enc.Encode(kv[i]) // strings always encode; Encode adds a newline
+		b.Truncate(b.Len() - 1)
 		b.WriteByte(':')
-		b.Write(v)
+		enc.Encode(kv[i+1])
+		b.Truncate(b.Len() - 1)
 	}
 	b.WriteByte('}')
 	return value{valid: true, s: b.String()}
