@@ -2,7 +2,6 @@ package agent
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -13,7 +12,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/apache/arrow-go/v18/arrow"
 
@@ -189,11 +187,11 @@ func (a *Agent) matchFeeds(dir string, e unpack.Entry) ([]*feed.Definition, io.R
 			return h, nil
 		}
 		// Enough bytes for SniffBytes of text in any supported encoding.
-		raw, err := br.Peek(4 * feed.SniffBytes)
+		raw, err := br.Peek(normalize.SniffPeekBytes)
 		if err != nil && err != io.EOF && err != bufio.ErrBufferFull {
 			return "", fmt.Errorf("reading the start of %s: %w", e.Name, err)
 		}
-		h, err := sniffText(raw, encoding)
+		h, err := normalize.SniffText(raw, encoding)
 		if err != nil {
 			return "", fmt.Errorf("decoding the start of %s: %w", e.Name, err)
 		}
@@ -211,25 +209,6 @@ func (a *Agent) matchFeeds(dir string, e unpack.Entry) ([]*feed.Definition, io.R
 		}
 	}
 	return matched, br, nil
-}
-
-// sniffText decodes the start of an entry for match.sniff: at most feed.SniffBytes of
-// text, cut on a character boundary. Bytes that do not decode end the text there (the
-// peek may end inside a character); the normalizer reports them if the entry is read.
-func sniffText(raw []byte, encoding string) (string, error) {
-	text, err := normalize.DecodingReader(bytes.NewReader(raw), encoding)
-	if err != nil {
-		return "", err
-	}
-	b, _ := io.ReadAll(io.LimitReader(text, feed.SniffBytes+utf8.UTFMax))
-	if len(b) > feed.SniffBytes {
-		cut := feed.SniffBytes
-		for cut > 0 && !utf8.RuneStart(b[cut]) {
-			cut--
-		}
-		b = b[:cut]
-	}
-	return string(b), nil
 }
 
 // parse unpacks and normalizes the file into encoded payloads. Every entry must match
