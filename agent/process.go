@@ -97,7 +97,7 @@ func (a *Agent) processFile(ctx context.Context, wf watch.File) error {
 		ctx = a.pinFeeds(ctx, rec) // a file already started keeps its feed versions
 	}
 	ident := state.File{SHA256: sha, Path: wf.Path, Root: wf.Root, Size: size, ModTime: wf.ModTime}
-	res, err := a.parse(ctx, wf.Path, sha)
+	res, err := a.parse(ctx, wf.Path, relDir(wf.Root, wf.Path), sha)
 	defer res.cleanup()
 	var fe *fileError
 	switch {
@@ -190,12 +190,59 @@ func (a *Agent) spoolFile(ctx context.Context, ident state.File, res *parsed) er
 	return nil
 }
 
+// relDir is the directory of path relative to the watched folder root, slash-separated,
+// "" for a file directly in root: what match.folder is matched against.
+func relDir(root, path string) string {
+	rel, err := filepath.Rel(root, filepath.Dir(path))
+	if err != nil || rel == "." || rel == ".." || strings.HasPrefix(rel, ".."+string(filepath.Separator)) {
+		return ""
+	}
+	return filepath.ToSlash(rel)
+}
+
+// matchFeeds returns the feeds of defs an entry of a file in dir belongs to, by glob,
+// folder and sniff. It returns the reader to read the entry from, br reset onto the
+// entry: the sniffed head is peeked, not consumed. br is reused from entry to entry, so
+// an archive of hundreds of small files does not allocate a buffer for each.
+func (a *Agent) matchFeeds(defs []*feed.Definition, dir string, e unpack.Entry, br *bufio.Reader) ([]*feed.Definition, io.Reader, error) {
+	br.Reset(e.Reader)
+	heads := map[string]string{}
+	head := func(encoding string) (string, error) {
+		if h, ok := heads[encoding]; ok {
+			return h, nil
+		}
+		// Enough bytes for SniffBytes of text in any supported encoding.
+		raw, err := br.Peek(normalize.SniffPeekBytes)
+		if err != nil && err != io.EOF && err != bufio.ErrBufferFull {
+			return "", fmt.Errorf("reading the start of %s: %w", e.Name, err)
+		}
+		h, err := normalize.SniffText(raw, encoding)
+		if err != nil {
+			return "", fmt.Errorf("decoding the start of %s: %w", e.Name, err)
+		}
+		heads[encoding] = h
+		return h, nil
+	}
+	var matched []*feed.Definition
+	for _, def := range defs {
+		ok, err := def.Accepts(dir, e.BaseName(), head)
+		if err != nil {
+			return nil, nil, err
+		}
+		if ok {
+			matched = append(matched, def)
+		}
+	}
+	return matched, br, nil
+}
+
 // parse unpacks and normalizes the file into encoded payloads. Every entry must match
-// exactly one feed; otherwise, and on any unpack or header error, the whole file is a
-// fileError so that no part of it is half ingested. The rows of all entries of one feed
-// share batches: an archive of 300 one-record XML files becomes one batch, not 300.
-// The result's cleanup must be called whatever the error.
-func (a *Agent) parse(ctx context.Context, path, sha string) (res *parsed, err error) {
+// exactly one feed (by glob, folder relative to the watched folder, and sniff);
+// otherwise, and on any unpack or header error, the whole file is a fileError so that no
+// part of it is half ingested. The rows of all entries of one feed share batches: an
+// archive of 300 one-record XML files becomes one batch, not 300. The result's cleanup
+// must be called whatever the error.
+func (a *Agent) parse(ctx context.Context, path, dir, sha string) (res *parsed, err error) {
 	res = &parsed{}
 	res.scratch, err = os.MkdirTemp(a.dirs.tmp, sha[:16]+"-*")
 	if err != nil {
@@ -226,7 +273,8 @@ func (a *Agent) parse(ctx context.Context, path, sha string) (res *parsed, err e
 		}
 		n := set.normalizers[def.Name]
 		b := n.NewBatcher(func(rec arrow.RecordBatch) error {
-			payload, err := protocol.EncodeRecords(n.Schema(), []arrow.RecordBatch{rec})
+			// Under drift add a batch's schema may extend n.Schema().
+			payload, err := protocol.EncodeRecords(rec.Schema(), []arrow.RecordBatch{rec})
 			if err != nil {
 				return fmt.Errorf("encoding batch of %s feed %s: %w", path, def.Name, err)
 			}
@@ -242,17 +290,16 @@ func (a *Agent) parse(ctx context.Context, path, sha string) (res *parsed, err e
 		return b
 	}
 	lim := a.limits
+	peek := bufio.NewReaderSize(nil, normalize.SniffPeekBytes)
 	pw := passwordSource{dir: a.cfg.SecretsPath(), feeds: set.defs}
 	lim.Passwords = pw.passwords
 	walkErr := unpack.Walk(ctx, path, lim, func(e unpack.Entry) error {
 		if e.Skip != "" {
 			return rj.write(rejectLine{Source: e.Name, Reason: "entry skipped: " + e.Skip})
 		}
-		var matched []*feed.Definition
-		for _, def := range set.defs {
-			if def.Matches(e.BaseName()) {
-				matched = append(matched, def)
-			}
+		matched, entry, err := a.matchFeeds(set.defs, dir, e, peek)
+		if err != nil {
+			return err
 		}
 		switch len(matched) {
 		case 0:
@@ -266,12 +313,13 @@ func (a *Agent) parse(ctx context.Context, path, sha string) (res *parsed, err e
 			return &fileError{reason: fmt.Sprintf("entry %s matches several feeds: %s", e.Name, strings.Join(names, ", "))}
 		}
 		def := matched[0]
-		st, err := set.normalizers[def.Name].RunInto(ctx, e.Reader, e.Name, batcher(def), func(r normalize.Reject) error {
+		st, err := set.normalizers[def.Name].RunInto(ctx, entry, e.Name, batcher(def), func(r normalize.Reject) error {
 			return rj.write(rejectLine{Source: r.Source, Row: r.Row, Line: r.Line, Column: r.Column, Raw: r.Raw, Reason: r.Reason, Feed: def.Name})
 		})
 		if err != nil {
 			if errors.Is(err, normalize.ErrHeader) || errors.Is(err, normalize.ErrDecode) || errors.Is(err, normalize.ErrRecordTooLong) ||
-				errors.Is(err, normalize.ErrMalformedXML) || errors.Is(err, normalize.ErrXMLRoot) {
+				errors.Is(err, normalize.ErrMalformedXML) || errors.Is(err, normalize.ErrXMLRoot) ||
+				errors.Is(err, normalize.ErrDrift) {
 				return &fileError{reason: fmt.Sprintf("entry %s (feed %s): %v", e.Name, def.Name, err)}
 			}
 			return err

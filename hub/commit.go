@@ -211,7 +211,12 @@ func (c *committer) commit(ctx context.Context, tbl *table.Table) ([]ackOut, err
 	for i, b := range c.buf {
 		ids[i] = b.hdr.BatchID
 	}
-	at, err := c.tableRecords(ingestedAt)
+	sc := c.tableSchema()
+	tbl, err := c.evolve(ctx, tbl, sc)
+	if err != nil {
+		return nil, err
+	}
+	at, err := c.tableRecords(sc, ingestedAt)
 	if err != nil {
 		return nil, err
 	}
@@ -429,11 +434,70 @@ func icebergSchema(def *feed.Definition) (*iceberg.Schema, *iceberg.PartitionSpe
 	return sc, &spec, nil
 }
 
-// tableRecords builds the buffer's rows in TableSchema: the batch columns followed by
-// the lineage columns, constant per batch.
-func (c *committer) tableRecords(ingestedAt time.Time) (arrow.Table, error) {
+// tableSchema is the schema the buffer is written with: the feed's TableSchema followed
+// by the columns drift add brought in any buffered batch, in order of appearance.
+func (c *committer) tableSchema() *arrow.Schema {
 	sc := c.def.TableSchema()
-	nData := c.def.BatchSchema().NumFields()
+	seen := map[string]bool{}
+	var extra []arrow.Field
+	for _, b := range c.buf {
+		for _, f := range b.extra {
+			if !seen[f.Name] {
+				seen[f.Name] = true
+				extra = append(extra, f)
+			}
+		}
+	}
+	if len(extra) == 0 {
+		return sc
+	}
+	md := sc.Metadata()
+	return arrow.NewSchema(append(sc.Fields(), extra...), &md)
+}
+
+// evolve adds to the Iceberg table, as optional columns, the fields of sc it lacks: the
+// columns drift add brings, and ColRescued on a table created before drift policies.
+// The change is its own commit, before the append: adding an optional column changes
+// no data, and a conflict with another hub's commit is retried like an append's.
+func (c *committer) evolve(ctx context.Context, tbl *table.Table, sc *arrow.Schema) (*table.Table, error) {
+	var missing []arrow.Field
+	for _, f := range sc.Fields() {
+		if _, ok := tbl.Schema().FindFieldByName(f.Name); !ok {
+			missing = append(missing, f)
+		}
+	}
+	if len(missing) == 0 {
+		return tbl, nil
+	}
+	txn := tbl.NewTransaction()
+	us := txn.UpdateSchema(true, false)
+	names := make([]string, len(missing))
+	for i, f := range missing {
+		one, err := table.ArrowSchemaToIcebergWithFreshIDs(arrow.NewSchema([]arrow.Field{f}, nil), false)
+		if err != nil {
+			return nil, fmt.Errorf("converting column %s of table %s: %w", f.Name, c.table, err)
+		}
+		us = us.AddColumn([]string{f.Name}, one.Field(0).Type, "", false, nil)
+		names[i] = f.Name
+	}
+	if err := us.Commit(); err != nil {
+		return nil, fmt.Errorf("adding columns %v to table %s: %w", names, c.table, err)
+	}
+	evolved, err := txn.Commit(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("committing columns %v to table %s: %w", names, c.table, err)
+	}
+	c.log.Info("added columns to table", "columns", names, "schema_id", evolved.Schema().ID)
+	return evolved, nil
+}
+
+// tableRecords builds the buffer's rows in sc (tableSchema): the batch's feed columns
+// and position fields (_source_file, _row), the lineage columns, constant per batch,
+// then the added columns, NULL in a batch that lacks one.
+func (c *committer) tableRecords(sc *arrow.Schema, ingestedAt time.Time) (arrow.Table, error) {
+	npos := len(feed.PositionFields())
+	nData := c.def.BatchSchema().NumFields() - npos // before the position fields
+	nTable := c.def.TableSchema().NumFields()
 	var recs []arrow.RecordBatch
 	defer func() {
 		for _, r := range recs {
@@ -447,6 +511,7 @@ func (c *committer) tableRecords(ingestedAt time.Time) (arrow.Table, error) {
 			n := int(r.NumRows())
 			cols := make([]arrow.Array, 0, sc.NumFields())
 			cols = append(cols, r.Columns()[:nData]...)
+			cols = append(cols, r.Columns()[int(r.NumCols())-npos:]...)
 			lineage := []arrow.Array{
 				constString(c.mem, h.Tenant, n), constString(c.mem, h.Facility, n), constString(c.mem, h.Agent, n),
 				constString(c.mem, h.Feed, n), constInt64(c.mem, int64(h.FeedVersion), n),
@@ -454,8 +519,21 @@ func (c *committer) tableRecords(ingestedAt time.Time) (arrow.Table, error) {
 				constString(c.mem, h.BatchID, n), constTimestamp(c.mem, ts, n),
 			}
 			cols = append(cols, lineage...)
+			var nulls []arrow.Array
+			for _, f := range sc.Fields()[nTable:] {
+				if idx := r.Schema().FieldIndices(f.Name); len(idx) == 1 {
+					cols = append(cols, r.Column(idx[0]))
+					continue
+				}
+				a := array.MakeArrayOfNull(c.mem, f.Type, n)
+				nulls = append(nulls, a)
+				cols = append(cols, a)
+			}
 			recs = append(recs, array.NewRecordBatch(sc, cols, int64(n)))
 			for _, a := range lineage {
+				a.Release()
+			}
+			for _, a := range nulls {
 				a.Release()
 			}
 		}

@@ -33,10 +33,46 @@ func labRecords(tb testing.TB, def *feed.Definition, facility, src, source strin
 		b.Field(5).(*array.TimestampBuilder).Append(arrow.Timestamp(ts.UnixMicro()))
 		b.Field(6).(*array.Date32Builder).Append(arrow.Date32FromTime(ts))
 		b.Field(7).(*array.Int64Builder).Append(int64(i % 3))
-		b.Field(8).(*array.StringBuilder).Append(source)
-		b.Field(9).(*array.Int64Builder).Append(int64(i + 1))
+		if def.HasRescued() {
+			if i%5 == 0 {
+				b.Field(8).(*array.StringBuilder).Append(fmt.Sprintf(`{"Comment":"c%d"}`, i))
+			} else {
+				b.Field(8).AppendNull()
+			}
+		}
+		b.Field(len(b.Fields()) - 2).(*array.StringBuilder).Append(source)
+		b.Field(len(b.Fields()) - 1).(*array.Int64Builder).Append(int64(i + 1))
 	}
 	return b.NewRecordBatch()
+}
+
+// withAdded returns rec with string columns named added put before its last (_row).
+func withAdded(rec arrow.RecordBatch, added []string) arrow.RecordBatch {
+	n := int(rec.NumRows())
+	fields := rec.Schema().Fields()
+	cols := rec.Columns()
+	k := len(fields) - len(feed.PositionFields())
+	outF := append([]arrow.Field{}, fields[:k]...)
+	outC := append([]arrow.Array{}, cols[:k]...)
+	for _, name := range added {
+		b := array.NewStringBuilder(memory.DefaultAllocator)
+		for i := range n {
+			if i%3 == 2 {
+				b.AppendNull()
+			} else {
+				b.Append(fmt.Sprintf("%s-%d", name, i))
+			}
+		}
+		a := b.NewArray()
+		defer a.Release()
+		b.Release()
+		outF = append(outF, arrow.Field{Name: name, Type: arrow.BinaryTypes.String, Nullable: true})
+		outC = append(outC, a)
+	}
+	outF = append(outF, fields[k:]...)
+	outC = append(outC, cols[k:]...)
+	md := rec.Schema().Metadata()
+	return array.NewRecordBatch(arrow.NewSchema(outF, &md), outC, int64(n))
 }
 
 // labFrame encodes a batch of n rows from source "src" (any string; hashed into a
@@ -44,11 +80,23 @@ func labRecords(tb testing.TB, def *feed.Definition, facility, src, source strin
 // header before encoding.
 func labFrame(tb testing.TB, def *feed.Definition, topic protocol.Topic, src string, part, n int, edit func(*protocol.BatchHeader)) []byte {
 	tb.Helper()
+	return labFrameAdded(tb, def, topic, src, part, n, nil, edit)
+}
+
+// labFrameAdded is labFrame with string columns, as drift add makes them, before the
+// position fields:
+// row i of column c holds "c-i", NULL for every third row.
+func labFrameAdded(tb testing.TB, def *feed.Definition, topic protocol.Topic, src string, part, n int, added []string, edit func(*protocol.BatchHeader)) []byte {
+	tb.Helper()
 	sha := fmt.Sprintf("%064x", []byte(src))
 	sha = sha[len(sha)-64:]
 	rec := labRecords(tb, def, topic.Facility, sha, src+".csv.gz", n)
 	defer rec.Release()
-	payload, err := protocol.EncodeRecords(def.BatchSchema(), []arrow.RecordBatch{rec})
+	if len(added) > 0 {
+		rec = withAdded(rec, added)
+		defer rec.Release()
+	}
+	payload, err := protocol.EncodeRecords(rec.Schema(), []arrow.RecordBatch{rec})
 	if err != nil {
 		tb.Fatal(err)
 	}

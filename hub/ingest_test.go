@@ -81,12 +81,22 @@ func startHub(tb testing.TB, brokerURL string, catCfg catalog.Config) *hubUnderT
 
 func startHubID(tb testing.TB, brokerURL string, catCfg catalog.Config, clientID string) *hubUnderTest {
 	tb.Helper()
+	return startHubFeeds(tb, brokerURL, catCfg, clientID, feedsDir(tb))
+}
+
+// startHubFeeds is startHubID with the feed definitions in dir; def is the first of them.
+func startHubFeeds(tb testing.TB, brokerURL string, catCfg catalog.Config, clientID, dir string) *hubUnderTest {
+	tb.Helper()
+	defs, err := feed.ParseFS(os.DirFS(dir))
+	if err != nil {
+		tb.Fatal(err)
+	}
 	cat, err := catalog.Open(context.Background(), catCfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	in, err := New(Config{Broker: brokerURL, ClientID: clientID, FeedsDir: feedsDir(tb), CommitInterval: 200 * time.Millisecond},
+	in, err := New(Config{Broker: brokerURL, ClientID: clientID, FeedsDir: dir, CommitInterval: 200 * time.Millisecond},
 		cat, testLogger(tb), reg)
 	if err != nil {
 		tb.Fatal(err)
@@ -101,7 +111,7 @@ func startHubID(tb testing.TB, brokerURL string, catCfg catalog.Config, clientID
 		}
 		cat.Close()
 	})
-	return &hubUnderTest{cat: cat, reg: reg, def: loadGoldenFeed(tb)[0]}
+	return &hubUnderTest{cat: cat, reg: reg, def: defs[0]}
 }
 
 // agent is a paho client standing in for an agent's sender: it publishes frames and
@@ -359,7 +369,7 @@ func commitWithoutLedger(tb testing.TB, cat *catalog.Catalog, frame []byte) {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	at, err := c.tableRecords(time.Now())
+	at, err := c.tableRecords(c.tableSchema(), time.Now())
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package hub
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -18,7 +19,10 @@ type batch struct {
 	topic protocol.Topic
 	hdr   protocol.BatchHeader
 	def   *feed.Definition
-	recs  []arrow.RecordBatch // in def.BatchSchema() column order
+	recs  []arrow.RecordBatch // in def.BatchSchema() column order, with extra before the position fields
+	// extra are the nullable string columns a drift add feed's batch carries between
+	// the feed's columns and _row: source fields no column took, which the table gains.
+	extra []arrow.Field
 	rows  int64
 	bytes int64 // decoded Arrow size, bounds the commit buffer
 }
@@ -123,7 +127,7 @@ func decodeBatch(topic protocol.Topic, frame []byte, fs *feeds, mem memory.Alloc
 		return nil, rej(h.BatchID, "bad_payload", "batch %s: %v", h.BatchID, err)
 	}
 	b := &batch{topic: topic, hdr: h, def: def, recs: recs}
-	if err := checkSchema(schema, def.BatchSchema()); err != nil {
+	if b.extra, err = checkBatchSchema(schema, def); err != nil {
 		b.release()
 		return nil, rej(h.BatchID, "schema_mismatch", "batch %s: schema does not match table %s: %v", h.BatchID, h.Table, err)
 	}
@@ -145,6 +149,44 @@ func decodeBatch(topic protocol.Topic, frame []byte, fs *feeds, mem memory.Alloc
 		return nil, rej(h.BatchID, "row_count", "batch %s: header says %d rows, payload has %d", h.BatchID, h.Rows, b.rows)
 	}
 	return b, nil
+}
+
+// addedNameRE is the form of a column drift add makes (feed.AddedColumnName).
+var addedNameRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)
+
+// checkBatchSchema checks a batch's schema against its feed's BatchSchema. Under drift
+// add the batch may carry extra columns before the position fields (_source_file,
+// _row): each must be a nullable string with a lower-case identifier for a name that no
+// feed or lineage column has. It returns them.
+func checkBatchSchema(got *arrow.Schema, def *feed.Definition) ([]arrow.Field, error) {
+	want := def.BatchSchema()
+	if def.DriftPolicy() != feed.DriftAdd || got.NumFields() <= want.NumFields() {
+		return nil, checkSchema(got, want)
+	}
+	npos := len(feed.PositionFields())
+	n := want.NumFields() - npos
+	fields := got.Fields()
+	base := arrow.NewSchema(append(fields[:n:n], fields[len(fields)-npos:]...), nil)
+	if err := checkSchema(base, want); err != nil {
+		return nil, err
+	}
+	taken := map[string]bool{}
+	for _, f := range def.TableSchema().Fields() {
+		taken[f.Name] = true
+	}
+	extra := fields[n : len(fields)-npos]
+	for i, f := range extra {
+		switch {
+		case !addedNameRE.MatchString(f.Name):
+			return nil, fmt.Errorf("added column %d %q is not a lower-case identifier", n+i+1, f.Name)
+		case taken[f.Name]:
+			return nil, fmt.Errorf("added column %d %q is already a column", n+i+1, f.Name)
+		case !arrow.TypeEqual(f.Type, arrow.BinaryTypes.String) || !f.Nullable:
+			return nil, fmt.Errorf("added column %d %q is %s, want a nullable string", n+i+1, f.Name, f.Type)
+		}
+		taken[f.Name] = true
+	}
+	return extra, nil
 }
 
 // checkSchema compares column names and types in order; nullability and metadata are

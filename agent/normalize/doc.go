@@ -1,6 +1,6 @@
-// Package normalize turns one entry, delimited text or XML, into Arrow record batches
-// shaped by a feed definition's BatchSchema, and every record it cannot convert into a
-// Reject.
+// Package normalize turns one entry, delimited text, fixed-width text or XML, into Arrow
+// record batches shaped by a feed definition's BatchSchema, and every record it cannot
+// convert into a Reject.
 //
 // It owns decoding the declared text encoding to UTF-8 (DecodingReader), parsing, header
 // and path mapping, type conversion and the _row position; it does not pick the feed,
@@ -29,6 +29,22 @@
 //     XML, an absent element or attribute is NULL; a required column without transforms
 //     rejects the record, one with transforms sees empty text (a default may fill it).
 //
+// # Delimited and fixed-width text
+//
+// Delimited text in encoding/csv's dialect (quote '"', quotes doubled) is read by
+// encoding/csv, the fast path; a custom quote, no quoting or an escape character by
+// delimReader, which keeps encoding/csv's rules otherwise. format.skip_lines,
+// format.comment and format.trailing_delimiter apply to both; fixed width is read line by
+// line, columns cut by rune position. Every reject's line counts all physical lines.
+//
+// # Schema drift
+//
+// A named source field no column takes and the definition's ignore does not list (a
+// header name, an XML leaf path) follows the feed's drift policy: rescue puts it in the
+// _rescued JSON column, reject fails the entry with ErrDrift, add makes it an extra
+// string column before _source_file and _row (so a batch's schema may extend BatchSchema), ignore drops
+// it. Stats.Unmapped lists such fields under every policy.
+//
 // # XML
 //
 // A feed with format.type xml is read with encoding/xml's Decoder token by token; no
@@ -47,9 +63,10 @@
 //   - Values. A column's element must be a leaf: its text (CDATA included, entities
 //     decoded) is taken as written, untrimmed, and converted like a CSV field, so
 //     whitespace-only text, an empty element and an absent element or attribute are
-//     NULL, and a required column then rejects the record. Elements and attributes no
-//     column names are not loaded; Stats.Unmapped lists their paths, and elements
-//     beside the record path (a misspelt record element among the records) too.
+//     NULL, and a required column then rejects the record. Leaf elements and
+//     attributes no column names follow the drift policy; Stats.Unmapped lists their
+//     paths, and elements beside the record path (a misspelt record element among the
+//     records) too, which are never loaded.
 //   - One match per column. A column path that matches more than one element or
 //     attribute in one record (a repeated <Phone>) rejects the record; none is chosen
 //     silently. An element with child elements where a column expects text rejects it too.

@@ -2,11 +2,13 @@ package normalize
 
 import (
 	"bufio"
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"unicode/utf16"
+	"unicode/utf8"
 
 	"golang.org/x/text/encoding/charmap"
 	"golang.org/x/text/encoding/unicode"
@@ -277,4 +279,28 @@ func (t *lineEnds) Transform(dst, src []byte, atEOF bool) (nDst, nSrc int, err e
 		nSrc++
 	}
 	return nDst, nSrc, nil
+}
+
+// SniffPeekBytes is how many leading bytes of an entry to peek for SniffText: enough for
+// feed.SniffBytes of text in any supported encoding.
+const SniffPeekBytes = 4 * feed.SniffBytes
+
+// SniffText decodes the start of an entry for match.sniff: at most feed.SniffBytes of
+// text, cut on a character boundary. Bytes that do not decode end the text there (the
+// peek may end inside a character); Run reports them if the entry is read. Only an
+// unknown encoding is an error.
+func SniffText(raw []byte, encoding string) (string, error) {
+	text, err := DecodingReader(bytes.NewReader(raw), encoding)
+	if err != nil {
+		return "", err
+	}
+	b, _ := io.ReadAll(io.LimitReader(text, feed.SniffBytes+utf8.UTFMax))
+	if len(b) > feed.SniffBytes {
+		cut := feed.SniffBytes
+		for cut > 0 && !utf8.RuneStart(b[cut]) {
+			cut--
+		}
+		b = b[:cut]
+	}
+	return string(b), nil
 }

@@ -387,3 +387,29 @@ func TestEncodedInputs(t *testing.T) {
 		}
 	}
 }
+
+func TestSniffText(t *testing.T) {
+	long := "a" + strings.Repeat("é", feed.SniffBytes) // byte SniffBytes is inside an é
+	for _, tt := range []struct {
+		name, enc string
+		raw       []byte
+		want      string
+	}{
+		{"utf-8", "", []byte("MSH|^~\\&|\r"), "MSH|^~\\&|\r"},
+		{"bom wins", "windows-1252", []byte("\xEF\xBB\xBFMSH|"), "MSH|"},
+		{"utf-16le cut mid character", "utf-16le", []byte("M\x00S\x00H"), "MS"},
+		{"windows-1252", "windows-1252", []byte("Jos\xe9|"), "José|"},
+		{"undefined byte ends the text", "windows-1252", []byte("ab\x81cd"), "ab"},
+		{"long text cut on a rune boundary", "", []byte(long), long[:feed.SniffBytes-1]},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := SniffText(tt.raw, tt.enc)
+			if err != nil || got != tt.want {
+				t.Errorf("SniffText = %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+	if _, err := SniffText([]byte("x"), "ebcdic"); !errors.Is(err, ErrEncoding) {
+		t.Errorf("unknown encoding: %v", err)
+	}
+}

@@ -29,10 +29,13 @@ func FuzzNormalizeCSV(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	def := loadDef(f, "testdata/cases/rejects/feed.yaml")
+	add := *def
+	add.Drift = feed.DriftAdd
 	f.Fuzz(func(t *testing.T, data []byte) {
 		// A byte order mark selects UTF-16 whatever the feed declares, so arbitrary
 		// bytes may also not decode.
 		checkContract(t, def, data, "fuzz.csv", false, ErrHeader, ErrDecode)
+		checkContract(t, &add, data, "fuzz.csv", false, ErrHeader, ErrDecode, ErrDrift)
 	})
 }
 

@@ -4,12 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/csv"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -26,6 +25,10 @@ import (
 // ErrHeader is wrapped by every file-level header problem: no header line, a required
 // column missing from it, or one column named twice. The whole entry is unusable.
 var ErrHeader = errors.New("unusable header")
+
+// ErrDrift is wrapped when the drift policy makes an entry unusable: a field no column
+// takes under drift reject, or, under drift add, a field whose column name is taken.
+var ErrDrift = errors.New("schema drift")
 
 // DefaultBatchRows is the batch size used when Options.BatchRows is zero.
 const DefaultBatchRows = 50000
@@ -77,7 +80,8 @@ type Stats struct {
 	Accepted int64 // rows emitted in batches
 	Rejected int64 // records passed to reject
 	Batches  int   // batches emitted
-	// Unmapped lists header fields no column takes; their values are not loaded. For XML
+	// Unmapped lists header fields no column takes and ignore does not list (an empty
+	// header name as "fieldN"); the drift policy says what became of their values. For XML
 	// it lists the leaf element and attribute paths, relative to the record, that no
 	// column takes ("Address/Street", "@facility"), and, as absolute paths, elements
 	// beside the record path whose content is not read ("/Export/Header"); at most 100,
@@ -151,7 +155,9 @@ func New(def *feed.Definition, opts Options) (*Normalizer, error) {
 	return n, nil
 }
 
-// Schema is the schema of every emitted batch: the definition's BatchSchema.
+// Schema is the schema of every emitted batch, the definition's BatchSchema, unless
+// drift is add: then a batch may carry extra string columns before _row, one per
+// source field no column takes, named by feed.AddedColumnName.
 func (n *Normalizer) Schema() *arrow.Schema { return n.schema }
 
 // Run reads delimited text from r, decoded from the feed's format.encoding as
@@ -191,152 +197,17 @@ func (n *Normalizer) RunInto(ctx context.Context, r io.Reader, source string, b 
 	if n.def.Format.Type == feed.FormatXML {
 		return n.runXML(ctx, r, source, b, reject)
 	}
-	var st Stats
-	text, err := csvText(r, n.def.Format.Encoding)
-	if err != nil {
-		return st, fmt.Errorf("reading %s: %w", source, err)
-	}
-	rec := &recorder{r: text, max: n.opts.MaxRecordBytes}
-	cr := csv.NewReader(rec)
-	cr.Comma = n.def.Format.Comma()
-	cr.FieldsPerRecord = -1
-	cr.ReuseRecord = true
-
-	idx, width, err := n.header(cr, rec, source, &st)
-	if err != nil {
-		return st, err
-	}
-
-	bt := b.begin(source, &st)
-	vals := make([]value, len(n.cols))
-	rejectRow := func(rj Reject) error {
-		rj.Source = source
-		st.Rejected++
-		if err := reject(rj); err != nil {
-			return fmt.Errorf("recording reject for %s row %d: %w", source, rj.Row, err)
-		}
-		return nil
-	}
-
-	for {
-		if st.Rows%1024 == 0 {
-			if err := ctx.Err(); err != nil {
-				return st, err
-			}
-		}
-		fields, err := cr.Read()
-		if err == io.EOF {
-			break
-		}
-		raw := rec.take(cr.InputOffset())
-		var pe *csv.ParseError
-		if err != nil && !errors.As(err, &pe) {
-			if errors.Is(err, ErrRecordTooLong) {
-				return st, fmt.Errorf("%s: record %d, starting on line %d: %w", source, st.Rows+1, rec.lines+1, err)
-			}
-			line, _ := cr.FieldPos(0)
-			return st, fmt.Errorf("reading %s near line %d: %w", source, line, err)
-		}
-		st.Rows++
-		row := st.Rows
-		if pe != nil {
-			if err := rejectRow(Reject{Row: row, Line: int64(pe.StartLine), Raw: rawText(raw), Reason: fmt.Sprintf("line %d column %d: %v", pe.Line, pe.Column, pe.Err)}); err != nil {
-				return st, err
-			}
-			continue
-		}
-		line, _ := cr.FieldPos(0)
-		if bytes.Count(raw, []byte{'"'})%2 != 0 {
-			// encoding/csv accepts a quoted field left open at end of input: a truncated
-			// file must not pass its last record off as complete.
-			if err := rejectRow(Reject{Row: row, Line: int64(line), Raw: rawText(raw), Reason: "quoted field not terminated before end of input"}); err != nil {
-				return st, err
-			}
-			continue
-		}
-		if len(fields) != width {
-			if err := rejectRow(Reject{Row: row, Line: int64(line), Raw: rawText(raw), Reason: fmt.Sprintf("record has %d fields, header has %d", len(fields), width)}); err != nil {
-				return st, err
-			}
-			continue
-		}
-		if rj, ok := n.convert(fields, idx, vals); !ok {
-			rj.Row, rj.Line, rj.Raw = row, int64(line), rawText(raw)
-			if err := rejectRow(rj); err != nil {
-				return st, err
-			}
-			continue
-		}
-		if err := bt.add(vals, row); err != nil {
-			return st, err
-		}
-	}
-	return st, nil
-}
-
-// header reads the header record and maps each slot to its field index (-1: absent).
-// A required column needs every one of its sources in the header.
-func (n *Normalizer) header(cr *csv.Reader, rec *recorder, source string, st *Stats) ([]int, int, error) {
-	idx := make([]int, len(n.slots))
-	if !n.def.Format.HasHeader() {
-		for i := range idx {
-			idx[i] = i
-		}
-		return idx, len(idx), nil
-	}
-	hdr, err := cr.Read()
-	if err == io.EOF {
-		return nil, 0, fmt.Errorf("%s: no header line: %w", source, ErrHeader)
-	}
-	var pe *csv.ParseError
-	if errors.As(err, &pe) {
-		return nil, 0, fmt.Errorf("%s: header line %d: %w: %w", source, pe.Line, ErrHeader, err)
-	}
-	if err != nil {
-		return nil, 0, fmt.Errorf("reading %s header: %w", source, err)
-	}
-	rec.take(cr.InputOffset())
-	// One header field may feed several slots (a column of its own and part of a
-	// joined column).
-	byName := make(map[string][]int, len(n.slots))
-	for i, name := range n.slots {
-		idx[i] = -1
-		k := headerKey(name)
-		byName[k] = append(byName[k], i)
-	}
-	for f, h := range hdr {
-		if f == 0 {
-			h = strings.TrimPrefix(h, "\uFEFF")
-		}
-		slots, ok := byName[headerKey(h)]
-		if !ok {
-			st.Unmapped = append(st.Unmapped, h)
-			continue
-		}
-		for _, sl := range slots {
-			if idx[sl] >= 0 {
-				return nil, 0, fmt.Errorf("%s: header names column %q twice (fields %d and %d): %w", source, h, idx[sl]+1, f+1, ErrHeader)
-			}
-			idx[sl] = f
-		}
-	}
-	var missing []string
-	for sl, name := range n.slots {
-		if idx[sl] < 0 && n.cols[n.slotCol[sl]].Required && !slices.Contains(missing, name) {
-			missing = append(missing, name)
-		}
-	}
-	if len(missing) > 0 {
-		return nil, 0, fmt.Errorf("%s: header lacks required column(s) %q: %w", source, missing, ErrHeader)
-	}
-	return idx, len(hdr), nil
+	return n.runText(ctx, r, source, b, reject)
 }
 
 func headerKey(s string) string { return strings.ToLower(strings.TrimSpace(s)) }
 
 // Batcher builds the record batches of one or more runs of a Normalizer, shared by every
 // format: it appends converted rows and emits a batch every BatchRows rows and on Flush.
-// It is not safe for concurrent use.
+// Under drift add it also holds the added string columns, which may grow while entries
+// stream: a column added mid-batch is NULL for the rows before it, and one added by an
+// entry stays for the later entries of the batcher (NULL where they lack the field). It
+// is not safe for concurrent use.
 type Batcher struct {
 	n       *Normalizer
 	rb      *array.RecordBuilder
@@ -353,6 +224,11 @@ type Batcher struct {
 	// Read buffers reused by the runs, which are sequential: an archive's hundreds of
 	// one-record XML files would otherwise each allocate and clear tens of kilobytes.
 	bufs [2]*bufio.Reader
+
+	extras      []*array.StringBuilder
+	extraFields []arrow.Field
+	taken       map[string]string // column name → source field that took it
+	schema      *arrow.Schema     // with extraFields; nil when stale
 }
 
 // reader returns buffer i reset to read r, made with size on first use.
@@ -371,8 +247,8 @@ func (n *Normalizer) NewBatcher(emit func(arrow.RecordBatch) error) *Batcher {
 	rb := array.NewRecordBuilder(n.opts.Allocator, n.schema)
 	return &Batcher{
 		n: n, rb: rb, emit: emit,
-		srcB: rb.Field(len(n.cols)).(*array.StringBuilder),
-		rowB: rb.Field(len(n.cols) + 1).(*array.Int64Builder),
+		srcB: rb.Field(n.nvals()).(*array.StringBuilder),
+		rowB: rb.Field(n.nvals() + 1).(*array.Int64Builder),
 	}
 }
 
@@ -385,9 +261,59 @@ func (b *Batcher) begin(source string, st *Stats) *Batcher {
 // Rows is the number of rows added and not yet emitted.
 func (b *Batcher) Rows() int { return b.pending }
 
-// add appends one converted row with its source position, flushing a full batch.
-func (b *Batcher) add(vals []value, row int64) error {
+// maxAddedColumns bounds the columns drift add makes in one batcher.
+const maxAddedColumns = 100
+
+// addColumn adds a string column for a source field under drift add and returns its
+// index among the extras; a field an earlier entry added keeps its column. A name a
+// defined column or another field already has is an error.
+func (b *Batcher) addColumn(source string) (int, error) {
+	name := feed.AddedColumnName(source)
+	if b.taken == nil {
+		b.taken = map[string]string{}
+		for _, f := range b.n.schema.Fields() {
+			b.taken[f.Name] = ""
+		}
+		for _, f := range feed.LineageFields() {
+			b.taken[f.Name] = ""
+		}
+	}
+	if prev, ok := b.taken[name]; ok {
+		if prev == source {
+			for i, f := range b.extraFields {
+				if f.Name == name {
+					return i, nil
+				}
+			}
+		}
+		if prev == "" {
+			return 0, fmt.Errorf("field %q would be added as column %q, which the table already has (drift add): %w", source, name, ErrDrift)
+		}
+		return 0, fmt.Errorf("fields %q and %q would both be added as column %q (drift add): %w", prev, source, name, ErrDrift)
+	}
+	if len(b.extras) >= maxAddedColumns {
+		return 0, fmt.Errorf("field %q: more than %d fields to add as columns (drift add): %w", source, maxAddedColumns, ErrDrift)
+	}
+	b.taken[name] = source
+	sb := array.NewStringBuilder(b.n.opts.Allocator)
+	sb.AppendNulls(b.pending)
+	b.extras = append(b.extras, sb)
+	b.extraFields = append(b.extraFields, arrow.Field{Name: name, Type: arrow.BinaryTypes.String, Nullable: true})
+	b.schema = nil
+	return len(b.extras) - 1, nil
+}
+
+// add appends one converted row with its source position, flushing a full batch. extra
+// holds the added columns' values, by extras index; columns beyond it are NULL.
+func (b *Batcher) add(vals, extra []value, row int64) error {
 	b.n.append(b.rb, vals)
+	for i, sb := range b.extras {
+		if i < len(extra) && extra[i].valid {
+			sb.Append(extra[i].s)
+		} else {
+			sb.AppendNull()
+		}
+	}
 	b.srcB.Append(b.source)
 	b.rowB.Append(row)
 	b.st.Accepted++
@@ -409,6 +335,10 @@ func (b *Batcher) Flush() error {
 	rec := b.rb.NewRecordBatch()
 	defer rec.Release()
 	b.pending = 0
+	if len(b.extras) > 0 {
+		rec = b.withExtras(rec)
+		defer rec.Release()
+	}
 	if err := b.emit(rec); err != nil {
 		return err
 	}
@@ -416,10 +346,92 @@ func (b *Batcher) Flush() error {
 	return nil
 }
 
+// withExtras returns rec with the added columns put before _source_file and _row.
+func (b *Batcher) withExtras(rec arrow.RecordBatch) arrow.RecordBatch {
+	if b.schema == nil {
+		base := b.n.schema.Fields()
+		k := len(base) - 2
+		fields := append(append(append([]arrow.Field{}, base[:k]...), b.extraFields...), base[k:]...)
+		md := b.n.schema.Metadata()
+		b.schema = arrow.NewSchema(fields, &md)
+	}
+	cols := rec.Columns()
+	k := len(cols) - 2
+	arrs := make([]arrow.Array, 0, len(cols)+len(b.extras))
+	arrs = append(arrs, cols[:k]...)
+	for _, sb := range b.extras {
+		a := sb.NewArray()
+		defer a.Release()
+		arrs = append(arrs, a)
+	}
+	arrs = append(arrs, cols[k:]...)
+	return array.NewRecordBatch(b.schema, arrs, rec.NumRows())
+}
+
 // Release frees the builders; rows not flushed are dropped.
-func (b *Batcher) Release() { b.rb.Release() }
+func (b *Batcher) Release() {
+	b.rb.Release()
+	for _, sb := range b.extras {
+		sb.Release()
+	}
+}
+
+// nvals is the number of values a row carries before _source_file and _row: the
+// columns, then _rescued when the feed rescues drift.
+func (n *Normalizer) nvals() int {
+	if n.def.HasRescued() {
+		return len(n.cols) + 1
+	}
+	return len(n.cols)
+}
+
+// uniqueKeys makes repeated source names distinct JSON keys: "Phone", "Phone[2]", ...
+func uniqueKeys(names []string) []string {
+	seen := map[string]int{}
+	out := make([]string, len(names))
+	for i, s := range names {
+		seen[s]++
+		out[i] = s
+		if k := seen[s]; k > 1 {
+			out[i] = fmt.Sprintf("%s[%d]", s, k)
+		}
+	}
+	return out
+}
+
+// rescued is the _rescued value of key/value pairs: a JSON object in source order, NULL
+// when there are none.
+func rescued(kv []string) value {
+	if len(kv) == 0 {
+		return value{}
+	}
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false) // medical text holds < > &; keep it readable
+	b.WriteByte('{')
+	for i := 0; i < len(kv); i += 2 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		enc.Encode(kv[i]) // strings always encode; Encode adds a newline
+		b.Truncate(b.Len() - 1)
+		b.WriteByte(':')
+		enc.Encode(kv[i+1])
+		b.Truncate(b.Len() - 1)
+	}
+	b.WriteByte('}')
+	return value{valid: true, s: b.String()}
+}
 
 func (n *Normalizer) append(rb *array.RecordBuilder, vals []value) {
+	if len(vals) > len(n.cols) {
+		sb := rb.Field(len(n.cols)).(*array.StringBuilder)
+		if v := vals[len(n.cols)]; v.valid {
+			sb.Append(v.s)
+		} else {
+			sb.AppendNull()
+		}
+	}
 	for i := range n.cols {
 		v := &vals[i]
 		fb := rb.Field(i)

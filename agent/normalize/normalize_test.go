@@ -50,8 +50,8 @@ func runSource(t testing.TB, def *feed.Definition, input io.Reader, batchRows in
 	}
 	var out strings.Builder
 	st, err := n.Run(context.Background(), input, source, func(b arrow.RecordBatch) error {
-		if !b.Schema().Equal(def.BatchSchema()) {
-			t.Errorf("batch schema %v, want %v", b.Schema(), def.BatchSchema())
+		if err := checkBatchSchema(def, b.Schema()); err != nil {
+			t.Error(err)
 		}
 		if md := b.Schema().Metadata(); md.FindKey(feed.MetaFeed) < 0 {
 			t.Errorf("batch schema lacks %s metadata", feed.MetaFeed)
@@ -79,6 +79,42 @@ func testSecret(name string) ([]byte, error) {
 		return nil, errors.New("no such secret")
 	}
 	return []byte("key-" + name), nil
+}
+
+// checkBatchSchema checks a batch's schema: def.BatchSchema(), or under drift add that
+// schema with nullable string columns inserted before _row.
+func checkBatchSchema(def *feed.Definition, got *arrow.Schema) error {
+	want := def.BatchSchema()
+	if got.Equal(want) {
+		return nil
+	}
+	extra := got.NumFields() - want.NumFields()
+	if def.DriftPolicy() != feed.DriftAdd || extra <= 0 {
+		return fmt.Errorf("batch schema %v, want %v", got, want)
+	}
+	// Added columns sit between the defined ones and the position fields.
+	npos := len(feed.PositionFields())
+	for i := range got.NumFields() {
+		f := got.Field(i)
+		switch {
+		case i < want.NumFields()-npos:
+			if !f.Equal(want.Field(i)) {
+				return fmt.Errorf("batch field %d is %v, want %v", i, f, want.Field(i))
+			}
+		case i >= got.NumFields()-npos:
+			if w := want.Field(i - extra); !f.Equal(w) {
+				return fmt.Errorf("batch field %d is %v, want %v", i, f, w)
+			}
+		default:
+			if !f.Nullable || !arrow.TypeEqual(f.Type, arrow.BinaryTypes.String) {
+				return fmt.Errorf("added field %v is not a nullable string", f)
+			}
+		}
+	}
+	if !got.Metadata().Equal(want.Metadata()) {
+		return fmt.Errorf("batch metadata %v, want %v", got.Metadata(), want.Metadata())
+	}
+	return nil
 }
 
 func cell(a arrow.Array, i int) string {
@@ -116,7 +152,8 @@ func compareGolden(t *testing.T, golden, got string) {
 }
 
 // TestCases runs every testdata/cases/<case>/{feed.yaml,input.csv} and compares with
-// expected.out (batches of 2 rows so batching shows in every case).
+// expected.out (batches of 2 rows so batching shows in every case). A file-level error
+// is part of the expected output, on its last line.
 func TestCases(t *testing.T) {
 	dirs, err := filepath.Glob("testdata/cases/*")
 	if err != nil || len(dirs) == 0 {
@@ -132,9 +169,8 @@ func TestCases(t *testing.T) {
 			defer f.Close()
 			got, st, err := run(t, def, f, 2)
 			if err != nil {
-				t.Fatalf("Run: %v", err)
-			}
-			if st.Rows != st.Accepted+st.Rejected {
+				got += fmt.Sprintf("error: %v\n", err)
+			} else if st.Rows != st.Accepted+st.Rejected {
 				t.Errorf("rows %d != accepted %d + rejected %d", st.Rows, st.Accepted, st.Rejected)
 			}
 			compareGolden(t, filepath.Join(dir, "expected.out"), got)

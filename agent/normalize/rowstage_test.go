@@ -179,8 +179,8 @@ columns:
 	}
 	want := `reject source=export.zip!t.csv row=2 line=3 column="name" reason="column name: required value is empty" raw="2,,,"
 batch rows=2
-  id=1 name="John Doe" addr="Springfield" last="Doe" _source_file="export.zip!t.csv" _row=1
-  id=3 name="x" addr=NULL last=" x " _source_file="export.zip!t.csv" _row=3
+  id=1 name="John Doe" addr="Springfield" last="Doe" _rescued=NULL _source_file="export.zip!t.csv" _row=1
+  id=3 name="x" addr=NULL last=" x " _rescued=NULL _source_file="export.zip!t.csv" _row=3
 stats rows=3 accepted=2 rejected=1 batches=1 unmapped=[]
 `
 	if got != want {

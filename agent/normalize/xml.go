@@ -57,6 +57,8 @@ type xmlPlan struct {
 	// inner holds every proper ancestor path of a column path ("Name" for "Name/First",
 	// "Address" for "Address/@zip"): such an element is not reported as unmapped.
 	inner map[string]bool
+	// ignore holds the paths the definition's ignore lists, in local names.
+	ignore map[string]bool
 }
 
 // maxXMLUnmapped bounds Stats.Unmapped for one XML entry.
@@ -71,7 +73,18 @@ func localName(step string) string {
 }
 
 func newXMLPlan(def *feed.Definition, slots []string) *xmlPlan {
-	p := &xmlPlan{elems: map[string][]int{}, attrs: map[string]map[string][]int{}, inner: map[string]bool{}}
+	p := &xmlPlan{elems: map[string][]int{}, attrs: map[string]map[string][]int{}, inner: map[string]bool{}, ignore: map[string]bool{}}
+	for _, ig := range def.Ignore {
+		steps := strings.Split(strings.TrimSpace(ig), "/")
+		for j, st := range steps {
+			if a, ok := strings.CutPrefix(st, "@"); ok {
+				steps[j] = "@" + localName(a)
+			} else {
+				steps[j] = localName(st)
+			}
+		}
+		p.ignore[strings.Join(steps, "/")] = true
+	}
 	for _, s := range strings.Split(def.Format.Record, "/") {
 		p.record = append(p.record, localName(s))
 	}
@@ -117,6 +130,28 @@ type xmlRecord struct {
 	bad    bool
 	// unmapped collects, across the entry, element and attribute paths no column takes.
 	unmapped func(path string)
+	// collect says the drift policy needs the values of leaves no column takes: they
+	// are kept in drift as path, value pairs; leaf holds the text of the open element.
+	collect bool
+	drift   []string
+	leaf    strings.Builder
+	leafCut bool
+}
+
+// drifted records a leaf or attribute no column takes, unless ignore lists it.
+func (rec *xmlRecord) drifted(p *xmlPlan, path, text string, cut bool) {
+	if p.ignore[path] {
+		return
+	}
+	rec.unmapped(path)
+	if !rec.collect {
+		return
+	}
+	if cut {
+		rec.fail("", fmt.Sprintf("field %s: text longer than %d bytes", path, MaxXMLFieldBytes))
+		return
+	}
+	rec.drift = append(rec.drift, path, text)
 }
 
 func (rec *xmlRecord) fail(column, reason string) {
@@ -153,14 +188,19 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 	dec.CharsetReader = func(_ string, input io.Reader) (io.Reader, error) { return input, nil }
 
 	bt := b.begin(source, &st)
-	vals := make([]value, len(n.cols))
+	vals := make([]value, n.nvals())
 	fields := make([]string, len(n.slots))
+	policy := n.def.DriftPolicy()
+	addCols := map[string]int{} // drift add: path → extra column
+	var extra []value
+	var extraSeen []bool
 	idx := make([]int, len(n.slots))
 
 	seen := map[string]bool{}
 	rec := &xmlRecord{
-		text:  make([]strings.Builder, len(n.slots)),
-		count: make([]int, len(n.slots)),
+		collect: policy != feed.DriftIgnore,
+		text:    make([]strings.Builder, len(n.slots)),
+		count:   make([]int, len(n.slots)),
 		unmapped: func(path string) {
 			if !seen[path] && len(seen) < maxXMLUnmapped {
 				seen[path] = true
@@ -200,6 +240,36 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 	endRecord := func() error {
 		inRecord = false
 		st.Rows++
+		if policy == feed.DriftReject && len(rec.drift) > 0 {
+			var paths []string
+			for i := 0; i < len(rec.drift); i += 2 {
+				paths = append(paths, rec.drift[i])
+			}
+			return fmt.Errorf("%s record %d at line %d: field(s) %q that no column takes and ignore does not list, and drift is reject: %w", source, rec.row, rec.line, paths, ErrDrift)
+		}
+		if policy == feed.DriftAdd {
+			extra, extraSeen = extra[:0], extraSeen[:0]
+			for i := 0; i < len(rec.drift); i += 2 {
+				path, text := rec.drift[i], rec.drift[i+1]
+				ci, ok := addCols[path]
+				if !ok {
+					var err error
+					if ci, err = bt.addColumn(path); err != nil {
+						return fmt.Errorf("%s record %d at line %d: %w", source, rec.row, rec.line, err)
+					}
+					addCols[path] = ci
+				}
+				for len(extra) < len(addCols) {
+					extra, extraSeen = append(extra, value{}), append(extraSeen, false)
+				}
+				if extraSeen[ci] {
+					rec.fail("", fmt.Sprintf("field %s appears more than once in one record; drift add takes one value", path))
+					continue
+				}
+				extraSeen[ci] = true
+				extra[ci] = value{valid: strings.TrimSpace(text) != "", s: text}
+			}
+		}
 		rj, ok := n.xmlValues(rec, fields, idx, vals)
 		if !ok {
 			rj.Source, rj.Row, rj.Line = source, rec.row, rec.line
@@ -210,7 +280,21 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 			}
 			return nil
 		}
-		return bt.add(vals, rec.row)
+		if policy == feed.DriftRescue {
+			var kv []string
+			keys := make([]string, 0, len(rec.drift)/2)
+			for i := 0; i < len(rec.drift); i += 2 {
+				keys = append(keys, rec.drift[i])
+			}
+			keys = uniqueKeys(keys)
+			for i := 0; i < len(rec.drift); i += 2 {
+				if strings.TrimSpace(rec.drift[i+1]) != "" {
+					kv = append(kv, keys[i/2], rec.drift[i+1])
+				}
+			}
+			vals[len(n.cols)] = rescued(kv)
+		}
+		return bt.add(vals, extra, rec.row)
 	}
 
 	for {
@@ -286,6 +370,13 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 			if !inRecord {
 				continue
 			}
+			if top := rec.active[len(rec.active)-1]; len(top) == 0 && rec.collect {
+				if cut || rec.leaf.Len()+len(t) > MaxXMLFieldBytes {
+					rec.leafCut = true
+				} else {
+					rec.leaf.Write(t)
+				}
+			}
 			for _, sl := range rec.active[len(rec.active)-1] {
 				b := &rec.text[sl]
 				if cut || b.Len()+len(t) > MaxXMLFieldBytes {
@@ -317,6 +408,7 @@ func (rec *xmlRecord) begin(row, line, start int64, nslots int) {
 	rec.row, rec.line, rec.start = row, line, start
 	rec.keys, rec.active, rec.kids = rec.keys[:0], rec.active[:0], rec.kids[:0]
 	rec.bad, rec.reason = false, Reject{}
+	rec.drift = rec.drift[:0]
 	for i := range nslots {
 		rec.text[i].Reset()
 		rec.count[i] = 0
@@ -338,6 +430,8 @@ func (rec *xmlRecord) startChild(p *xmlPlan, n *Normalizer, t xml.StartElement) 
 		name := n.cols[n.slotCol[parent[0]]].Name
 		rec.fail(name, fmt.Sprintf("column %s: element %s has child element <%s>; a column takes text only", name, n.slots[parent[0]], t.Name.Local))
 	}
+	rec.leaf.Reset()
+	rec.leafCut = false
 	key := t.Name.Local
 	if k := len(rec.keys); k > 0 {
 		key = rec.keys[k-1] + "/" + key
@@ -355,7 +449,7 @@ func (rec *xmlRecord) startChild(p *xmlPlan, n *Normalizer, t xml.StartElement) 
 func (rec *xmlRecord) endChild(p *xmlPlan) {
 	top := len(rec.active) - 1
 	if key := rec.keys[top-1]; !rec.kids[top] && len(rec.active[top]) == 0 && !p.inner[key] {
-		rec.unmapped(key)
+		rec.drifted(p, key, rec.leaf.String(), rec.leafCut)
 	}
 	rec.keys = rec.keys[:top-1]
 	rec.active = rec.active[:top]
@@ -371,9 +465,9 @@ func (rec *xmlRecord) attrs(p *xmlPlan, key string, attrs []xml.Attr) {
 		slots := want[a.Name.Local]
 		if len(slots) == 0 {
 			if key == "" {
-				rec.unmapped("@" + a.Name.Local)
+				rec.drifted(p, "@"+a.Name.Local, a.Value, false)
 			} else {
-				rec.unmapped(key + "/@" + a.Name.Local)
+				rec.drifted(p, key+"/@"+a.Name.Local, a.Value, false)
 			}
 		}
 		for _, sl := range slots {

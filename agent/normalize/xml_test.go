@@ -27,6 +27,7 @@ version: 1
 table: visits
 match: {glob: "*visits*"}
 format: {type: xml, record: "Visits/Visit"}
+drift: ignore
 columns:
   - {name: visit_id, source: "@id", type: string, required: true}
   - {name: age, source: "Age", type: int}
@@ -415,8 +416,13 @@ func FuzzNormalizeXML(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	def := parseDef(f, xmlFeed)
+	// The drift policies that read the values of paths no column takes.
+	rescue := parseDef(f, strings.Replace(xmlFeed, "drift: ignore", "drift: rescue", 1))
+	add := parseDef(f, strings.Replace(xmlFeed, "drift: ignore", "drift: add", 1))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkContract(t, def, data, "fuzz.xml", true, ErrMalformedXML, ErrXMLRoot)
+		checkContract(t, rescue, data, "fuzz.xml", true, ErrMalformedXML, ErrXMLRoot)
+		checkContract(t, add, data, "fuzz.xml", true, ErrMalformedXML, ErrXMLRoot, ErrDrift)
 	})
 }
 
@@ -521,5 +527,58 @@ func TestXMLHugeCDATA(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// TestXMLDrift runs one XML entry under each drift policy: leaves and attributes no
+// column takes are rescued as JSON, added as columns, refused, or ignored; ignore lists
+// paths that never drift.
+func TestXMLDrift(t *testing.T) {
+	const input = `<Visits>
+<Visit id="V1" ward="N"><Age>40</Age><Extra><Bed>12</Bed></Extra><Phone>1</Phone><Phone>2</Phone><Skip>s</Skip></Visit>
+<Visit id="V2"><Age>41</Age><Extra><Bed> </Bed></Extra><Late>new</Late></Visit>
+<Visit id="V3"><Age>42</Age></Visit>
+</Visits>`
+	for _, tt := range []struct {
+		policy string
+		want   []string
+		err    string
+	}{
+		{"rescue", []string{
+			`visit_id="V1" age=40 note=NULL _rescued="{\"@ward\":\"N\",\"Extra/Bed\":\"12\",\"Phone\":\"1\",\"Phone[2]\":\"2\"}" _source_file="x.xml" _row=1`,
+			`visit_id="V2" age=41 note=NULL _rescued="{\"Late\":\"new\"}" _source_file="x.xml" _row=2`,
+			`visit_id="V3" age=42 note=NULL _rescued=NULL _source_file="x.xml" _row=3`,
+		}, ""},
+		{"add", []string{
+			`reject source=x.xml row=1 line=2 column="" reason="field Phone appears more than once in one record; drift add takes one value"`,
+			`visit_id="V2" age=41 note=NULL ward=NULL extra_bed=NULL phone=NULL late="new" _source_file="x.xml" _row=2`,
+			`visit_id="V3" age=42 note=NULL ward=NULL extra_bed=NULL phone=NULL late=NULL _source_file="x.xml" _row=3`,
+		}, ""},
+		{"reject", nil, `x.xml record 1 at line 2: field(s) ["@ward" "Extra/Bed" "Phone" "Phone"] that no column takes and ignore does not list, and drift is reject`},
+		{"ignore", []string{`visit_id="V1" age=40 note=NULL _source_file="x.xml" _row=1`, `unmapped=["@ward" "Extra/Bed" "Phone" "Late"]`}, ""},
+	} {
+		t.Run(tt.policy, func(t *testing.T) {
+			def := parseDef(t, strings.Replace(xmlFeed, "drift: ignore", "drift: "+tt.policy+"\nignore: [Skip]", 1))
+			out, _, err := runSource(t, def, strings.NewReader(input), 10, "x.xml")
+			if tt.err != "" {
+				if !errors.Is(err, ErrDrift) || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("Run error %v, want ErrDrift: %s", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out, w) {
+					t.Errorf("output lacks %s:\n%s", w, out)
+				}
+			}
+			for _, line := range strings.Split(out, "\n") {
+				if !strings.HasPrefix(line, "reject") && strings.Contains(line, "Skip") {
+					t.Errorf("ignored path drifted: %s", line)
+				}
+			}
+		})
 	}
 }

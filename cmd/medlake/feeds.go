@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"flag"
@@ -125,13 +126,33 @@ func runFeedsTest(ctx context.Context, args []string, stdout io.Writer) error {
 				fmt.Fprintf(stdout, "== %s: skipped: %s\n", e.Name, e.Skip)
 				return nil
 			}
-			if !def.Matches(e.BaseName()) {
-				fmt.Fprintf(stdout, "== %s: does not match %q; not read\n", e.Name, def.Match.Glob)
+			// A sample lies outside any watched folder: match.folder is not checked.
+			sampleDef := *def
+			sampleDef.Match.Folder = ""
+			entry := bufio.NewReaderSize(e.Reader, 64<<10)
+			ok, err := sampleDef.Accepts("", e.BaseName(), func(encoding string) (string, error) {
+				raw, err := entry.Peek(normalize.SniffPeekBytes)
+				if err != nil && err != io.EOF && err != bufio.ErrBufferFull {
+					return "", err
+				}
+				return normalize.SniffText(raw, encoding)
+			})
+			if err != nil {
+				return err
+			}
+			if !ok {
+				fmt.Fprintf(stdout, "== %s: does not match glob %q or sniff %q; not read\n", e.Name, def.Match.Glob, def.Match.Sniff)
 				return nil
 			}
 			fmt.Fprintf(stdout, "== %s\n", e.Name)
 			var rows [][]string
-			st, err := n.Run(ctx, e.Reader, e.Name, func(rec arrow.RecordBatch) error {
+			var header []string // from the first batch: drift add may extend the feed's columns
+			st, err := n.Run(ctx, entry, e.Name, func(rec arrow.RecordBatch) error {
+				if header == nil {
+					for _, f := range rec.Schema().Fields() {
+						header = append(header, f.Name)
+					}
+				}
 				for i := 0; i < int(rec.NumRows()) && len(rows) < limit; i++ {
 					row := make([]string, rec.NumCols())
 					for c := range row {
@@ -153,10 +174,6 @@ func runFeedsTest(ctx context.Context, args []string, stdout io.Writer) error {
 			}
 			rejected += st.Rejected
 			if len(rows) > 0 {
-				var header []string
-				for _, f := range def.BatchSchema().Fields() {
-					header = append(header, f.Name)
-				}
 				if err := printRows(stdout, "table", header, rows); err != nil {
 					return err
 				}

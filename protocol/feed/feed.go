@@ -29,8 +29,9 @@ const (
 
 // Format types.
 const (
-	FormatCSV = "csv" // delimited text: CSV, TXT
-	FormatXML = "xml" // XML: one record per file, or many records streamed from one file
+	FormatCSV   = "csv"   // delimited text: CSV, TXT
+	FormatFixed = "fixed" // fixed-width text: columns at rune positions
+	FormatXML   = "xml"   // XML: one record per file, or many records streamed from one file
 )
 
 // Encodings a feed may declare. Empty means UTF-8; a UTF-8 or UTF-16 byte order mark is
@@ -63,6 +64,9 @@ const (
 	ColSourceSHA256 = "_source_sha256"
 	ColBatchID      = "_batch_id"
 	ColIngestedAt   = "_ingested_at"
+	// ColRescued holds, when drift is rescue, the source fields no column takes as a
+	// JSON object {source name: value} of their non-empty values; NULL when none.
+	ColRescued = "_rescued"
 )
 
 // Schema metadata keys on BatchSchema and TableSchema.
@@ -85,8 +89,13 @@ type Definition struct {
 	// empty means the ingest time.
 	PartitionTime string   `yaml:"partition_time,omitempty" json:"partition_time,omitempty"`
 	Keys          []string `yaml:"keys,omitempty" json:"keys,omitempty"`
-	Columns       []Column `yaml:"columns" json:"columns" jsonschema:"required,minItems=1"`
-	TableMode     `yaml:",inline"`
+	// Drift says what happens to a source field no column takes (a header name, an XML
+	// leaf path): see the Drift constants. Empty means DriftRescue.
+	Drift string `yaml:"drift,omitempty" json:"drift,omitempty" jsonschema:"enum=rescue,enum=reject,enum=add,enum=ignore"`
+	// Ignore lists source fields known and deliberately not loaded: never drift.
+	Ignore    []string `yaml:"ignore,omitempty" json:"ignore,omitempty"`
+	Columns   []Column `yaml:"columns" json:"columns" jsonschema:"required,minItems=1"`
+	TableMode `yaml:",inline"`
 }
 
 // Match says which files a feed takes.
@@ -94,6 +103,13 @@ type Match struct {
 	// Glob is matched (path.Match) against the base name of a file and of each entry
 	// inside an archive.
 	Glob string `yaml:"glob" json:"glob" jsonschema:"required"`
+	// Folder is matched (path.Match, slash-separated) against the file's directory
+	// relative to the watched folder ("" for a file directly in it); a final "/**"
+	// matches that folder and every folder below it. Empty means any folder.
+	Folder string `yaml:"folder,omitempty" json:"folder,omitempty"`
+	// Sniff is a regular expression (RE2) that must match within the first SniffBytes of
+	// an entry's text, decoded from format.encoding; anchor it with ^ to test the start.
+	Sniff string `yaml:"sniff,omitempty" json:"sniff,omitempty"`
 	// PasswordSecret names the secret holding the password of encrypted zip archives. The
 	// agent looks the name up in its secret store; the password itself is never part of
 	// a definition, a log line or a status report.
@@ -102,9 +118,25 @@ type Match struct {
 
 // Format says how a file's bytes become records.
 type Format struct {
-	Type      string `yaml:"type" json:"type" jsonschema:"required,enum=csv,enum=xml"`
+	Type      string `yaml:"type" json:"type" jsonschema:"required,enum=csv,enum=fixed,enum=xml"`
 	Delimiter string `yaml:"delimiter,omitempty" json:"delimiter,omitempty"`
-	// Header is a pointer so an omitted value can default to true.
+	// Quote is the csv quote character, '"' when omitted. An explicit empty string (or
+	// "none") turns quoting off: every quote character is field text.
+	Quote *string `yaml:"quote,omitempty" json:"quote,omitempty"`
+	// Escape is a csv character that, inside a quoted field, makes the next character
+	// literal (`\"`). Empty means a quote inside a quoted field is written doubled.
+	Escape string `yaml:"escape,omitempty" json:"escape,omitempty"`
+	// Comment starts a line that is skipped (csv and fixed). A comment inside a quoted
+	// field is field text.
+	Comment string `yaml:"comment,omitempty" json:"comment,omitempty"`
+	// SkipLines physical lines are skipped before the header or first record (csv and
+	// fixed); line numbers in rejects still count them.
+	SkipLines int `yaml:"skip_lines,omitempty" json:"skip_lines,omitempty" jsonschema:"minimum=0"`
+	// TrailingDelimiter says every csv line (header too) ends with one extra delimiter,
+	// which is dropped.
+	TrailingDelimiter bool `yaml:"trailing_delimiter,omitempty" json:"trailing_delimiter,omitempty"`
+	// Header is a pointer so an omitted value can default to true. false makes csv
+	// columns positional (column.index); fixed never has one.
 	Header *bool `yaml:"header,omitempty" json:"header,omitempty"`
 	// Encoding of the bytes; see the Encoding constants.
 	Encoding string `yaml:"encoding,omitempty" json:"encoding,omitempty" jsonschema:"enum=utf-8,enum=windows-1252,enum=latin-1,enum=utf-16,enum=utf-16le,enum=utf-16be"`
@@ -115,7 +147,9 @@ type Format struct {
 }
 
 // HasHeader reports whether the first line names the columns.
-func (f Format) HasHeader() bool { return f.Header == nil || *f.Header }
+func (f Format) HasHeader() bool {
+	return f.Type != FormatFixed && (f.Header == nil || *f.Header)
+}
 
 // Comma returns the field delimiter.
 func (f Format) Comma() rune {
@@ -139,6 +173,12 @@ type Column struct {
 	// Format is the Go time layout for date and timestamp columns.
 	Format   string `yaml:"format,omitempty" json:"format,omitempty"`
 	Required bool   `yaml:"required,omitempty" json:"required,omitempty"`
+	// Index is, for csv without a header, the 1-based field number.
+	Index int `yaml:"index,omitempty" json:"index,omitempty" jsonschema:"minimum=1"`
+	// Start is, for fixed width, the 1-based rune position of the field in its line.
+	Start int `yaml:"start,omitempty" json:"start,omitempty" jsonschema:"minimum=1"`
+	// Width is, for fixed width, the field's length in runes.
+	Width    int `yaml:"width,omitempty" json:"width,omitempty" jsonschema:"minimum=1"`
 	RowStage `yaml:",inline"`
 }
 
@@ -255,18 +295,9 @@ func (d *Definition) Validate() error {
 	}
 	switch d.Format.Type {
 	case FormatCSV:
-		if d.Format.Delimiter != "" && d.Format.Delimiter != `\t` && len([]rune(d.Format.Delimiter)) != 1 {
-			bad("format.delimiter %q must be one character", d.Format.Delimiter)
-		}
-		if c := d.Format.Comma(); c == '"' || c == '\n' || c == '\r' {
-			bad("format.delimiter %q cannot be a quote or line break", d.Format.Delimiter)
-		}
-		if !d.Format.HasHeader() {
-			bad("format.header: false is not supported yet; columns are matched by header name")
-		}
-		if d.Format.Record != "" {
-			bad("format.record applies only to xml")
-		}
+		d.validateCSV(bad)
+	case FormatFixed:
+		d.validateFixed(bad)
 	case FormatXML:
 		if d.Format.Record == "" {
 			bad("format.record is required for xml (the path of the record element)")
@@ -276,16 +307,19 @@ func (d *Definition) Validate() error {
 		if d.Format.Delimiter != "" || d.Format.Header != nil {
 			bad("format.delimiter and format.header apply only to csv")
 		}
+		d.validateTextOnly(bad)
 		for i, c := range d.Columns {
 			if err := checkXMLPath(c.SourceName(), true); err != nil {
 				bad("columns[%d] %q: source %q: %v", i, c.Name, c.SourceName(), err)
 			}
 		}
 	case "":
-		bad("format.type is required (csv or xml)")
+		bad("format.type is required (csv, fixed or xml)")
 	default:
-		bad("format.type %q is not supported (csv or xml)", d.Format.Type)
+		bad("format.type %q is not supported (csv, fixed or xml)", d.Format.Type)
 	}
+	d.validateMatch(bad)
+	d.validateDrift(bad)
 	if d.Format.Encoding != "" && !slices.Contains(Encodings(), strings.ToLower(d.Format.Encoding)) {
 		bad("format.encoding %q is not supported (%s)", d.Format.Encoding, strings.Join(Encodings(), ", "))
 	}
@@ -400,20 +434,41 @@ func (d *Definition) metadata() arrow.Metadata {
 }
 
 func (d *Definition) dataFields() []arrow.Field {
-	fields := make([]arrow.Field, 0, len(d.Columns)+1)
+	return append(d.ColumnFields(), PositionFields()...)
+}
+
+// PositionFields are the last fields of every batch: where each row comes from.
+func PositionFields() []arrow.Field {
+	return []arrow.Field{
+		{Name: ColSourceFile, Type: arrow.BinaryTypes.String},
+		{Name: ColRow, Type: arrow.PrimitiveTypes.Int64},
+	}
+}
+
+// ColumnFields are the fields of the defined columns, all nullable, followed by
+// ColRescued when drift is rescue: the batch's fields before any added by drift add and
+// before PositionFields.
+func (d *Definition) ColumnFields() []arrow.Field {
+	fields := make([]arrow.Field, 0, len(d.Columns)+2)
 	for _, c := range d.Columns {
 		t, _ := arrowType(c)
 		fields = append(fields, arrow.Field{Name: c.Name, Type: t, Nullable: true})
 	}
-	return append(fields,
-		arrow.Field{Name: ColSourceFile, Type: arrow.BinaryTypes.String},
-		arrow.Field{Name: ColRow, Type: arrow.PrimitiveTypes.Int64})
+	if d.HasRescued() {
+		fields = append(fields, arrow.Field{Name: ColRescued, Type: arrow.BinaryTypes.String, Nullable: true})
+	}
+	return fields
 }
 
+// Metadata is the schema metadata of the feed's batches and table.
+func (d *Definition) Metadata() arrow.Metadata { return d.metadata() }
+
 // BatchSchema is the schema of the records an agent sends for this feed: the data
-// columns, all nullable, then ColSourceFile, the entry a row comes from
-// ("export.zip!visit-0042.xml"; one batch may hold the rows of many entries of one
-// archive), and ColRow, the row's 1-based record position in that entry.
+// columns, all nullable, then ColRescued when drift is rescue, then ColSourceFile, the
+// entry a row comes from ("export.zip!visit-0042.xml"; one batch may hold the rows of
+// many entries of one archive), and ColRow, the row's 1-based record position in that
+// entry. With drift add a batch may carry extra nullable string columns before
+// ColSourceFile (see AddedColumnName).
 func (d *Definition) BatchSchema() *arrow.Schema {
 	md := d.metadata()
 	return arrow.NewSchema(d.dataFields(), &md)

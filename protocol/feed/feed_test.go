@@ -41,11 +41,11 @@ func TestParseValid(t *testing.T) {
 		t.Error("glob matching is wrong")
 	}
 	bs := d.BatchSchema()
-	if bs.NumFields() != 6 || bs.Field(4).Name != feed.ColSourceFile || bs.Field(5).Name != feed.ColRow || !arrow.TypeEqual(bs.Field(1).Type, arrow.PrimitiveTypes.Int64) {
+	if bs.NumFields() != 7 || bs.Field(4).Name != feed.ColRescued || bs.Field(5).Name != feed.ColSourceFile || bs.Field(6).Name != feed.ColRow || !arrow.TypeEqual(bs.Field(1).Type, arrow.PrimitiveTypes.Int64) {
 		t.Errorf("batch schema = %s", bs)
 	}
 	ts := d.TableSchema()
-	if ts.NumFields() != 6+len(feed.LineageFields()) || ts.Field(ts.NumFields()-1).Name != feed.ColIngestedAt {
+	if ts.NumFields() != 7+len(feed.LineageFields()) || ts.Field(ts.NumFields()-1).Name != feed.ColIngestedAt {
 		t.Errorf("table schema = %s", ts)
 	}
 	if v, _ := bs.Metadata().GetValue(feed.MetaFeed); v != "vitals_csv" {

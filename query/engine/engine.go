@@ -264,6 +264,10 @@ func (e *Engine) refreshTable(ctx context.Context, ident table.Identifier) error
 			}
 			body = "SELECT * FROM read_parquet([" + strings.Join(paths, ", ") +
 				"], union_by_name = true, hive_partitioning = false)"
+			if body, err = e.withMissingColumns(ctx, body, tbl.Schema()); err != nil {
+				e.release(objs)
+				return err
+			}
 		}
 	}
 	ddl := "CREATE OR REPLACE VIEW " + quoteIdent(name) + " AS " + body
@@ -344,6 +348,39 @@ func (e *Engine) release(objs []cache.Object) {
 }
 
 // emptySelect is a row-less SELECT with the table's columns and types.
+// withMissingColumns adds to a view body over Parquet files the schema's columns that
+// no file holds yet, as NULL: a column added to the table (a feed's drift add) is
+// queryable from the schema change on, not only once data holding it is written. Files
+// written before the change read NULL there through union_by_name.
+func (e *Engine) withMissingColumns(ctx context.Context, body string, s *iceberg.Schema) (string, error) {
+	rows, err := e.admin.QueryContext(ctx, "SELECT column_name FROM (DESCRIBE "+body+")")
+	if err != nil {
+		return "", fmt.Errorf("describing data files: %w", err)
+	}
+	defer rows.Close()
+	have := map[string]bool{}
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			return "", fmt.Errorf("describing data files: %w", err)
+		}
+		have[name] = true
+	}
+	if err := rows.Err(); err != nil {
+		return "", fmt.Errorf("describing data files: %w", err)
+	}
+	var extra []string
+	for _, f := range s.Fields() {
+		if !have[f.Name] {
+			extra = append(extra, "CAST(NULL AS "+duckType(f.Type)+") AS "+quoteIdent(f.Name))
+		}
+	}
+	if len(extra) == 0 {
+		return body, nil
+	}
+	return "SELECT *, " + strings.Join(extra, ", ") + " FROM (" + body + ")", nil
+}
+
 func emptySelect(s *iceberg.Schema) (string, error) {
 	fields := s.Fields()
 	if len(fields) == 0 {
