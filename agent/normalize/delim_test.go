@@ -197,9 +197,9 @@ columns:
 		t.Fatalf("Run = %+v, %v", st, err)
 	}
 	for _, want := range []string{
-		`a="éé" b=12 _source_file="export.zip!fw.csv" _row=1`,
+		`a="éé" b=12 _rescued=NULL _source_file="export.zip!fw.csv" _row=1`,
 		`row=2 line=5 column="a" reason="line 5 has 1 characters; column a needs characters 1-2"`,
-		`a="ab" b=7 _source_file="export.zip!fw.csv" _row=3`,
+		`a="ab" b=7 _rescued=NULL _source_file="export.zip!fw.csv" _row=3`,
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("output lacks %s:\n%s", want, got)

@@ -238,8 +238,8 @@ func (d *Definition) validateDrift(bad func(string, ...any)) {
 		bad("drift %q is not a policy (rescue, reject, add, ignore)", d.Drift)
 	}
 	if !d.Named() && (d.Format.Type == FormatCSV || d.Format.Type == FormatFixed) {
-		if d.Drift != "" {
-			bad("drift %q: a file without a header has no named fields to drift; leave drift out", d.Drift)
+		if d.Drift == DriftReject || d.Drift == DriftAdd {
+			bad("drift %q: a file without a header has no named fields to drift (rescue keeps an always-NULL _rescued column; ignore drops it)", d.Drift)
 		}
 		if len(d.Ignore) > 0 {
 			bad("ignore: a file without a header has no field names to ignore")
@@ -266,9 +266,11 @@ func (d *Definition) Named() bool {
 }
 
 // HasRescued reports whether batches and the table carry the ColRescued column: drift is
-// rescue and the format names its fields.
+// rescue. A positional format (fixed width, csv without a header) has no named fields to
+// rescue, so its _rescued is always NULL; it keeps the column so that every feed writing
+// one table, whatever its format, gives the table the same columns.
 func (d *Definition) HasRescued() bool {
-	return d.DriftPolicy() == DriftRescue && d.Named()
+	return d.DriftPolicy() == DriftRescue
 }
 
 var nonIdent = regexp.MustCompile(`[^a-z0-9]+`)

@@ -35,8 +35,9 @@ func TestParseFormatOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.HasRescued() || d.BatchSchema().NumFields() != 4 {
-		t.Errorf("headerless csv schema %s: no _rescued wanted", d.BatchSchema())
+	// Positional: nothing to rescue, but the always-NULL column keeps the table's shape.
+	if !d.HasRescued() || d.BatchSchema().NumFields() != 5 || d.BatchSchema().Field(2).Name != feed.ColRescued {
+		t.Errorf("headerless csv schema %s: want _rescued after the columns", d.BatchSchema())
 	}
 	if q, ok := d.Format.QuoteRune(); !ok || q != '"' || d.Format.EscapeRune() != 0 || d.Format.CommentRune() != 0 {
 		t.Errorf("defaults: quote %q %v escape %q comment %q", q, ok, d.Format.EscapeRune(), d.Format.CommentRune())
@@ -45,7 +46,7 @@ func TestParseFormatOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d.Format.HasHeader() || d.HasRescued() || d.Format.CommentRune() != '*' {
+	if d.Format.HasHeader() || !d.HasRescued() || d.Format.CommentRune() != '*' {
 		t.Errorf("fixed: header %v rescued %v", d.Format.HasHeader(), d.HasRescued())
 	}
 	none := strings.Replace(valid, `format: {type: csv, delimiter: ","}`, `format: {type: csv, quote: "", comment: "#", skip_lines: 2, trailing_delimiter: true}`, 1)
