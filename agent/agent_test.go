@@ -22,6 +22,7 @@ import (
 	"github.com/medlake/medlake/agent/state"
 	"github.com/medlake/medlake/deploy/local/stack"
 	"github.com/medlake/medlake/protocol"
+	"github.com/medlake/medlake/protocol/feed"
 )
 
 const labFeed = `name: lab_results
@@ -51,11 +52,12 @@ type playHub struct {
 	order    []string            // batch ids in arrival order, with repeats
 	decide   func(protocol.BatchHeader) *protocol.Ack
 	statuses []protocol.Status
+	rejects  map[string]int64 // reject batch id → rows
 }
 
 func newPlayHub(tb testing.TB, broker string) *playHub {
 	tb.Helper()
-	h := &playHub{tb: tb, received: map[string][]string{}}
+	h := &playHub{tb: tb, received: map[string][]string{}, rejects: map[string]int64{}}
 	o := mqtt.NewClientOptions().AddBroker(broker).SetClientID(fmt.Sprintf("play-hub-%d", hubSeq.Add(1))).SetCleanSession(true).SetOrderMatters(false)
 	h.client = mqtt.NewClient(o)
 	if tok := h.client.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
@@ -81,6 +83,9 @@ func newPlayHub(tb testing.TB, broker string) *playHub {
 			}
 		}
 		h.mu.Lock()
+		if b.Header.Table == feed.RejectsTable {
+			h.rejects[b.Header.BatchID] = b.Header.Rows
+		}
 		h.received[b.Header.BatchID] = append(h.received[b.Header.BatchID], b.Header.SourceFile)
 		h.order = append(h.order, b.Header.BatchID)
 		decide := h.decide
@@ -119,12 +124,31 @@ func (h *playHub) ack(a protocol.Ack) {
 	h.client.Publish(protocol.AckTopic("t1", "fac1", "agent-e2e"), 1, false, b)
 }
 
-// batchesOf returns the distinct batch ids received whose source file starts with prefix.
-func (h *playHub) batchesOf(prefix string) []string {
+// batchesOf returns the distinct data batch ids received whose source file starts with prefix.
+func (h *playHub) batchesOf(prefix string) []string { return h.idsOf(prefix, false) }
+
+// rejectsOf returns the distinct reject batch ids received whose source file starts with prefix.
+func (h *playHub) rejectsOf(prefix string) []string { return h.idsOf(prefix, true) }
+
+// rejectRows sums the rows of reject batches whose source file starts with prefix.
+func (h *playHub) rejectRows(prefix string) int64 {
+	var n int64
+	for _, id := range h.rejectsOf(prefix) {
+		h.mu.Lock()
+		n += h.rejects[id]
+		h.mu.Unlock()
+	}
+	return n
+}
+
+func (h *playHub) idsOf(prefix string, rejects bool) []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var ids []string
 	for id, srcs := range h.received {
+		if _, rj := h.rejects[id]; rj != rejects {
+			continue
+		}
 		if strings.HasPrefix(srcs[0], prefix) {
 			ids = append(ids, id)
 		}
@@ -271,8 +295,13 @@ func TestAgentEndToEnd(t *testing.T) {
 	// Phase 1: the hub holds every ack until it has every batch.
 	ag := startAgent(t, cfg)
 	waitFor(t, "all batches at the hub", func() bool {
-		return len(hub.batchesOf("a_")) == 2 && len(hub.batchesOf("b_")) == 1 && len(hub.batchesOf("c_")) == 1 && len(hub.batchesOf("d_")) == 1
+		return len(hub.batchesOf("a_")) == 2 && len(hub.batchesOf("b_")) == 1 && len(hub.batchesOf("c_")) == 1 && len(hub.batchesOf("d_")) == 1 &&
+			len(hub.rejectsOf("b_")) == 1
 	})
+	// b's rejected row travels as a batch of the rejects table; the other files have none.
+	if n, all := hub.rejectRows("b_"), len(hub.rejectsOf("")); n != 1 || all != 1 {
+		t.Errorf("reject batches: %d rows of b, %d batches in all; want 1 and 1", n, all)
+	}
 	waitFor(t, "notes.txt quarantined", func() bool { return ag.status(t, sha("notes.txt")) == state.StatusQuarantined })
 	for _, name := range []string{"a_lab_results.csv", "b_lab_results.csv.gz", "c_lab_results.csv", "d_lab_results.csv"} {
 		if st := ag.status(t, sha(name)); st != state.StatusInProgress {
@@ -310,7 +339,7 @@ func TestAgentEndToEnd(t *testing.T) {
 		return &protocol.Ack{BatchID: h.BatchID, Status: protocol.AckCommitted, Table: "lab_results", SnapshotID: 1}
 	}
 	hub.setDecide(decide)
-	for _, id := range append(append(hub.batchesOf("a_"), hub.batchesOf("b_")...), cID) {
+	for _, id := range append(append(append(hub.batchesOf("a_"), hub.batchesOf("b_")...), hub.rejectsOf("b_")...), cID) {
 		h := protocol.BatchHeader{BatchID: id}
 		hub.ack(*decide(h))
 	}

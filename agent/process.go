@@ -1,9 +1,7 @@
 package agent
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -30,6 +28,24 @@ type part struct {
 	source  string // entry name, archive!entry
 	payload []byte
 	rows    int64
+	// rejects marks a batch of rows def refused, for the rejects table (see rejects.go).
+	rejects bool
+}
+
+// key stands for the feed name in the part's batch id and part count.
+func (p part) key() string {
+	if p.rejects {
+		return feed.RejectsKey(p.def.Name)
+	}
+	return p.def.Name
+}
+
+// table is where the part goes.
+func (p part) table() string {
+	if p.rejects {
+		return feed.RejectsTable
+	}
+	return p.def.Table
 }
 
 // fileError is a property of the source file: it goes to quarantine with this reason.
@@ -107,7 +123,7 @@ func (a *Agent) processFile(ctx context.Context, wf watch.File) error {
 func (a *Agent) spoolFile(ctx context.Context, ident state.File, parts []part, rows, rejects int64) error {
 	counts := map[string]int{}
 	for _, p := range parts {
-		counts[p.def.Name]++
+		counts[p.key()]++
 	}
 	seq := map[string]int{}
 	type framed struct {
@@ -117,11 +133,11 @@ func (a *Agent) spoolFile(ctx context.Context, ident state.File, parts []part, r
 	}
 	var all []framed
 	for _, p := range parts {
-		seq[p.def.Name]++
-		n := seq[p.def.Name]
-		id := protocol.BatchID(ident.SHA256, p.def.Name, p.def.Version, n)
+		seq[p.key()]++
+		n := seq[p.key()]
+		id := protocol.BatchID(ident.SHA256, p.key(), p.def.Version, n)
 		all = append(all, framed{id: id, p: p, n: n})
-		ident.Batches = append(ident.Batches, state.Batch{ID: id, Feed: p.def.Name, Part: n, Parts: counts[p.def.Name], Rows: p.rows})
+		ident.Batches = append(ident.Batches, state.Batch{ID: id, Feed: p.key(), Part: n, Parts: counts[p.key()], Rows: p.rows})
 	}
 	rec, err := a.state.StartFile(ident)
 	if err != nil {
@@ -136,9 +152,9 @@ func (a *Agent) spoolFile(ctx context.Context, ident state.File, parts []part, r
 		if !a.spool.Has(f.id) {
 			frame, err := protocol.EncodeBatch(protocol.BatchHeader{
 				BatchID: f.id, Tenant: a.cfg.Tenant, Facility: a.cfg.Facility, Agent: a.cfg.ID,
-				Feed: f.p.def.Name, FeedVersion: f.p.def.Version, Table: f.p.def.Table,
+				Feed: f.p.def.Name, FeedVersion: f.p.def.Version, Table: f.p.table(),
 				SourceFile: f.p.source, SourceSHA256: ident.SHA256,
-				Part: f.n, Parts: counts[f.p.def.Name], Rows: f.p.rows, CreatedAt: now,
+				Part: f.n, Parts: counts[f.p.key()], Rows: f.p.rows, CreatedAt: now,
 			}, f.p.payload)
 			if err != nil {
 				return fmt.Errorf("framing batch %s of %s: %w", f.id, ident.Path, err)
@@ -170,7 +186,7 @@ func (a *Agent) spoolFile(ctx context.Context, ident state.File, parts []part, r
 // exactly one feed; otherwise, and on any unpack or header error, the whole file is a
 // fileError so that no part of it is half ingested.
 func (a *Agent) parse(ctx context.Context, path, sha string) (parts []part, rows, rejects int64, err error) {
-	rj, err := newRejectsWriter(filepath.Join(a.dirs.rejects, sha+".jsonl"))
+	rj, err := newRejectsWriter(filepath.Join(a.dirs.rejects, sha+".jsonl"), sha, a.cfg.BatchRows)
 	if err != nil {
 		return nil, 0, 0, err
 	}
@@ -184,7 +200,7 @@ func (a *Agent) parse(ctx context.Context, path, sha string) (parts []part, rows
 	lim.Passwords = pw.passwords
 	walkErr := unpack.Walk(ctx, path, lim, func(e unpack.Entry) error {
 		if e.Skip != "" {
-			return rj.write(rejectLine{Source: e.Name, Reason: "entry skipped: " + e.Skip})
+			return rj.add(nil, normalize.Reject{Source: e.Name, Reason: "entry skipped: " + e.Skip})
 		}
 		var matched []*feed.Definition
 		for _, def := range a.feeds {
@@ -213,7 +229,7 @@ func (a *Agent) parse(ctx context.Context, path, sha string) (parts []part, rows
 			parts = append(parts, part{def: def, source: e.Name, payload: payload, rows: rec.NumRows()})
 			return nil
 		}, func(r normalize.Reject) error {
-			return rj.write(rejectLine{Source: r.Source, Row: r.Row, Line: r.Line, Column: r.Column, Raw: r.Raw, Reason: r.Reason, Feed: def.Name})
+			return rj.add(def, r)
 		})
 		if err != nil {
 			if errors.Is(err, normalize.ErrHeader) || errors.Is(err, normalize.ErrDecode) ||
@@ -240,70 +256,12 @@ func (a *Agent) parse(ctx context.Context, path, sha string) (parts []part, rows
 		}
 		return nil, 0, 0, walkErr
 	}
+	rparts, err := rj.batches()
+	if err != nil {
+		return nil, 0, 0, err
+	}
 	a.rowsRejected.Add(rj.n)
-	return parts, rows, rj.n, nil
-}
-
-// rejectLine is one line of rejects/<sha256>.jsonl.
-type rejectLine struct {
-	Source string `json:"source"`
-	Feed   string `json:"feed,omitempty"`
-	Row    int64  `json:"row,omitempty"`
-	Line   int64  `json:"line,omitempty"`
-	Column string `json:"column,omitempty"`
-	Raw    string `json:"raw,omitempty"`
-	Reason string `json:"reason"`
-}
-
-// rejectsWriter writes a file's rejects to a temp file renamed into place only when the
-// whole file was parsed, so a re-parse after a crash never duplicates lines.
-type rejectsWriter struct {
-	path string
-	f    *os.File
-	w    *bufio.Writer
-	n    int64
-}
-
-func newRejectsWriter(path string) (*rejectsWriter, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return nil, fmt.Errorf("creating rejects file for %s: %w", path, err)
-	}
-	return &rejectsWriter{path: path, f: f, w: bufio.NewWriter(f)}, nil
-}
-
-func (r *rejectsWriter) write(l rejectLine) error {
-	b, err := json.Marshal(l)
-	if err != nil {
-		return err
-	}
-	r.n++
-	r.w.Write(b)
-	_, err = r.w.Write([]byte{'\n'})
-	return err
-}
-
-func (r *rejectsWriter) close(keep bool) error {
-	tmp := r.f.Name()
-	err := r.w.Flush()
-	if err == nil && keep && r.n > 0 {
-		err = r.f.Sync()
-	}
-	if cerr := r.f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil || !keep || r.n == 0 {
-		os.Remove(tmp)
-		if err != nil {
-			return fmt.Errorf("writing rejects %s: %w", r.path, err)
-		}
-		return nil
-	}
-	if err := os.Rename(tmp, r.path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("writing rejects %s: %w", r.path, err)
-	}
-	return nil
+	return append(parts, rparts...), rows, rj.n, nil
 }
 
 // quarantine copies the file (the original is never modified) with a reason file and

@@ -11,6 +11,10 @@ type metrics struct {
 	failures   *prometheus.CounterVec // by table
 	duration   *prometheus.HistogramVec
 	commitRows *prometheus.HistogramVec
+	// Agent status events: central ops see quarantined files and dead letters of every
+	// facility without logging in to it.
+	agentEvents *prometheus.CounterVec // by kind
+	quarantined prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -33,8 +37,12 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		commitRows: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "medlake", Subsystem: "hub",
 			Name: "commit_rows", Help: "Rows per committed snapshot.",
 			Buckets: prometheus.ExponentialBuckets(10, 4, 10)}, []string{"table"}),
+		agentEvents: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
+			Name: "agent_events_total", Help: "Events reported in agent statuses, by kind (quarantine, dead_letter, file_done, other)."}, []string{"kind"}),
+		quarantined: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
+			Name: "agent_quarantined_files_total", Help: "Source files agents reported quarantined (unreadable, or rejected by the hub)."}),
 	}
-	for _, c := range []prometheus.Collector{m.received, m.committed, m.duplicates, m.rejected, m.rows, m.failures, m.duration, m.commitRows} {
+	for _, c := range []prometheus.Collector{m.received, m.committed, m.duplicates, m.rejected, m.rows, m.failures, m.duration, m.commitRows, m.agentEvents, m.quarantined} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

@@ -52,7 +52,13 @@ func indexFeeds(defs []*feed.Definition) (*feeds, error) {
 		return nil, err
 	}
 	f := &feeds{byTable: map[string]*feed.Definition{}, byName: map[string]*feed.Definition{}}
+	// Every hub writes the rejects table, whatever feeds it knows: agents send the rows
+	// their definitions refused there (see feed.Rejects).
+	f.byTable[feed.RejectsTable] = feed.Rejects()
 	for _, d := range defs {
+		if feed.IsReserved(d.Name) || feed.IsReserved(d.Table) {
+			return nil, fmt.Errorf("feed %q: table %q: names starting with %q are reserved: %w", d.Name, d.Table, feed.ReservedPrefix, feed.ErrInvalid)
+		}
 		if _, ok := f.byTable[d.Table]; !ok {
 			f.byTable[d.Table] = d
 		}
@@ -81,7 +87,8 @@ func decodeBatch(topic protocol.Topic, frame []byte, fs *feeds, mem memory.Alloc
 	if !ok {
 		return nil, rej(h.BatchID, "unknown_table", "batch %s: unknown table %q (no feed definition writes it)", h.BatchID, h.Table)
 	}
-	if d, ok := fs.byName[h.Feed]; ok && d.Table != h.Table {
+	// A reject batch names the feed that refused its rows, whose own table differs.
+	if d, ok := fs.byName[h.Feed]; ok && d.Table != h.Table && h.Table != feed.RejectsTable {
 		return nil, rej(h.BatchID, "feed_table_mismatch", "batch %s: feed %q writes table %q, not %q", h.BatchID, h.Feed, d.Table, h.Table)
 	}
 	schema, recs, err := protocol.DecodeRecords(bt.Payload, mem)
