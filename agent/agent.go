@@ -251,6 +251,8 @@ func (a *Agent) resume() ([]watch.File, error) {
 		switch {
 		case f.Complete():
 			a.finalizeQ.push(f.SHA256)
+		case !a.allSpooled(f) && a.resumeFromCopy(f):
+			a.logger.Info("resuming interrupted retry from the quarantine copy", "path", f.Path, "sha256", f.SHA256)
 		case !a.allSpooled(f):
 			a.logger.Info("resuming interrupted file", "path", f.Path, "sha256", f.SHA256)
 			reparse = append(reparse, watch.File{Path: f.Path, Root: f.Root, Size: f.Size, ModTime: f.ModTime})
@@ -279,12 +281,21 @@ func (a *Agent) runProcessor(ctx context.Context, resume []watch.File, files <-c
 			return err
 		}
 	}
+	if err := a.takeRetries(ctx); err != nil {
+		return err
+	}
+	retries := time.NewTicker(a.retryPoll())
+	defer retries.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case wf := <-files:
 			if err := a.processFile(ctx, wf); err != nil {
+				return err
+			}
+		case <-retries.C:
+			if err := a.takeRetries(ctx); err != nil {
 				return err
 			}
 		}

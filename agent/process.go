@@ -15,6 +15,7 @@ import (
 
 	"github.com/medlake/medlake/agent/internal/durable"
 	"github.com/medlake/medlake/agent/normalize"
+	"github.com/medlake/medlake/agent/quarantine"
 	"github.com/medlake/medlake/agent/state"
 	"github.com/medlake/medlake/agent/unpack"
 	"github.com/medlake/medlake/agent/watch"
@@ -140,6 +141,11 @@ func (a *Agent) spoolFile(ctx context.Context, ident state.File, parts []part, r
 		ident.Batches = append(ident.Batches, state.Batch{ID: id, Feed: p.key(), Part: n, Parts: counts[p.key()], Rows: p.rows})
 	}
 	rec, err := a.state.StartFile(ident)
+	if errors.Is(err, state.ErrWouldDuplicate) {
+		// The definitions changed since part of this file reached the lake: sending the
+		// new parse would duplicate rows. Ops decide (see README, rejects and retries).
+		return a.quarantine(ident, err.Error())
+	}
 	if err != nil {
 		return err
 	}
@@ -267,8 +273,7 @@ func (a *Agent) parse(ctx context.Context, path, sha string) (parts []part, rows
 // quarantine copies the file (the original is never modified) with a reason file and
 // records it, so the same content is not tried again.
 func (a *Agent) quarantine(f state.File, reason string) error {
-	name := f.SHA256[:16] + "_" + filepath.Base(f.Path)
-	dst := filepath.Join(a.dirs.quarantine, name)
+	dst := filepath.Join(a.dirs.quarantine, quarantine.CopyName(f.SHA256, f.Path))
 	if _, err := os.Lstat(dst); err == nil {
 		// Copied by a run that stopped before recording the quarantine.
 	} else if err := copyFile(f.Path, dst); err != nil {
@@ -278,8 +283,7 @@ func (a *Agent) quarantine(f state.File, reason string) error {
 		a.watcher.Forget(f.Path)
 		return nil
 	}
-	text := fmt.Sprintf("file: %s\nsha256: %s\ntime: %s\nreason: %s\n", f.Path, f.SHA256, time.Now().UTC().Format(time.RFC3339), reason)
-	if err := durable.WriteFile(dst+".reason.txt", []byte(text)); err != nil {
+	if err := quarantine.Write(a.dirs.quarantine, quarantine.Record{SHA256: f.SHA256, Path: f.Path, Time: time.Now().UTC(), Reason: reason}); err != nil {
 		a.logger.Error("writing quarantine reason failed", "path", f.Path, "err", err)
 	}
 	if err := durable.SyncDirs(a.dirs.quarantine); err != nil {
@@ -325,7 +329,7 @@ func (a *Agent) finish(sha string) error {
 			fmt.Fprintf(&b, "batch %s (feed %s part %d/%d) rejected by the hub: %s; ", r.ID, r.Feed, r.Part, r.Parts, r.Reason)
 		}
 		reason := strings.TrimSuffix(b.String(), "; ")
-		if _, err := os.Stat(f.Path); err == nil {
+		if _, err := os.Stat(f.Path); err == nil || quarantine.CopyOf(a.dirs.quarantine, sha) != "" {
 			return a.quarantine(f, reason)
 		}
 		_, err := a.state.Quarantine(f, reason)
@@ -343,6 +347,10 @@ func (a *Agent) finish(sha string) error {
 	}
 	if _, err := a.state.MarkDone(sha, movedTo); err != nil {
 		return err
+	}
+	if err := quarantine.Remove(a.dirs.quarantine, sha); err != nil {
+		// A retried file left its copy behind; list shows it until removed by hand.
+		a.logger.Warn("removing quarantined copy of a file now done failed", "sha256", sha, "err", err)
 	}
 	a.filesDone.Add(1)
 	a.logger.Info("file done", "path", f.Path, "sha256", sha, "batches", len(f.Batches), "rows", f.Rows, "moved_to", movedTo)

@@ -84,6 +84,7 @@ const (
 	EventDeadLetter = "dead_letter" // a batch the hub rejected, kept in the dead-letter folder
 	EventQuarantine = "quarantine"  // a source file that could not be read, kept in quarantine
 	EventFileDone   = "file_done"   // every batch of a source file was committed
+	EventRetry      = "retry"       // a quarantined file was taken back and re-processed
 )
 
 // Status is an agent's report of its health and backlog, published retained.
