@@ -251,6 +251,8 @@ func (a *Agent) resume() ([]watch.File, error) {
 		switch {
 		case f.Complete():
 			a.finalizeQ.push(f.SHA256)
+		case !a.allSpooled(f) && a.rejectsRetryPending(f.SHA256):
+			// Re-running its rejects: takeRejectRetries resumes it from its rejects.
 		case !a.allSpooled(f) && a.resumeFromCopy(f):
 			a.logger.Info("resuming interrupted retry from the quarantine copy", "path", f.Path, "sha256", f.SHA256)
 		case !a.allSpooled(f):
@@ -281,7 +283,13 @@ func (a *Agent) runProcessor(ctx context.Context, resume []watch.File, files <-c
 			return err
 		}
 	}
-	if err := a.takeRetries(ctx); err != nil {
+	takeRetries := func() error {
+		if err := a.takeRetries(ctx); err != nil {
+			return err
+		}
+		return a.takeRejectRetries(ctx)
+	}
+	if err := takeRetries(); err != nil {
 		return err
 	}
 	retries := time.NewTicker(a.retryPoll())
@@ -295,7 +303,7 @@ func (a *Agent) runProcessor(ctx context.Context, resume []watch.File, files <-c
 				return err
 			}
 		case <-retries.C:
-			if err := a.takeRetries(ctx); err != nil {
+			if err := takeRetries(); err != nil {
 				return err
 			}
 		}

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/apache/arrow-go/v18/arrow/array"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -47,17 +48,19 @@ type playHub struct {
 	tb     testing.TB
 	client mqtt.Client
 
-	mu       sync.Mutex
-	received map[string][]string // batch id → source files, one per delivery
-	order    []string            // batch ids in arrival order, with repeats
-	decide   func(protocol.BatchHeader) *protocol.Ack
-	statuses []protocol.Status
-	rejects  map[string]int64 // reject batch id → rows
+	mu        sync.Mutex
+	received  map[string][]string // batch id → source files, one per delivery
+	order     []string            // batch ids in arrival order, with repeats
+	decide    func(protocol.BatchHeader) *protocol.Ack
+	statuses  []protocol.Status
+	rejects   map[string]int64   // reject batch id → rows
+	rows      map[string]int64   // every batch id → rows
+	positions map[string][]int64 // every batch id → its _row values
 }
 
 func newPlayHub(tb testing.TB, broker string) *playHub {
 	tb.Helper()
-	h := &playHub{tb: tb, received: map[string][]string{}, rejects: map[string]int64{}}
+	h := &playHub{tb: tb, received: map[string][]string{}, rejects: map[string]int64{}, rows: map[string]int64{}, positions: map[string][]int64{}}
 	o := mqtt.NewClientOptions().AddBroker(broker).SetClientID(fmt.Sprintf("play-hub-%d", hubSeq.Add(1))).SetCleanSession(true).SetOrderMatters(false)
 	h.client = mqtt.NewClient(o)
 	if tok := h.client.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
@@ -75,10 +78,14 @@ func newPlayHub(tb testing.TB, broker string) *playHub {
 			tb.Errorf("hub: undecodable batch on %s: %v", m.Topic(), err)
 			return
 		}
+		var positions []int64
 		if _, recs, err := protocol.DecodeRecords(b.Payload, nil); err != nil {
 			tb.Errorf("hub: batch %s payload: %v", b.Header.BatchID, err)
 		} else {
 			for _, r := range recs {
+				if rc, ok := r.Column(int(r.NumCols()) - 1).(*array.Int64); ok {
+					positions = append(positions, rc.Int64Values()...)
+				}
 				r.Release()
 			}
 		}
@@ -86,6 +93,8 @@ func newPlayHub(tb testing.TB, broker string) *playHub {
 		if b.Header.Table == feed.RejectsTable {
 			h.rejects[b.Header.BatchID] = b.Header.Rows
 		}
+		h.rows[b.Header.BatchID] = b.Header.Rows
+		h.positions[b.Header.BatchID] = positions
 		h.received[b.Header.BatchID] = append(h.received[b.Header.BatchID], b.Header.SourceFile)
 		h.order = append(h.order, b.Header.BatchID)
 		decide := h.decide

@@ -31,14 +31,20 @@ type part struct {
 	rows    int64
 	// rejects marks a batch of rows def refused, for the rejects table (see rejects.go).
 	rejects bool
+	// retry marks a batch of a rejects retry (see rejects_retry.go): its own ids.
+	retry bool
 }
 
 // key stands for the feed name in the part's batch id and part count.
 func (p part) key() string {
+	k := p.def.Name
 	if p.rejects {
-		return feed.RejectsKey(p.def.Name)
+		k = feed.RejectsKey(p.def.Name)
 	}
-	return p.def.Name
+	if p.retry {
+		k += retryKeySuffix
+	}
+	return k
 }
 
 // table is where the part goes.
@@ -85,6 +91,10 @@ func (a *Agent) processFile(ctx context.Context, wf watch.File) error {
 			log.Debug("skipping quarantined content")
 			return nil
 		case state.StatusInProgress:
+			if a.rejectsRetryPending(sha) {
+				log.Debug("file is being re-run for its rejects")
+				return nil
+			}
 			if rec.Complete() {
 				a.finalizeQ.push(sha)
 				return nil
@@ -150,9 +160,12 @@ func (a *Agent) spoolFile(ctx context.Context, ident state.File, parts []part, r
 		return err
 	}
 	now := time.Now().UTC()
-	for i, f := range all {
-		b := rec.Batches[i]
-		if b.Acked() {
+	byID := make(map[string]state.Batch, len(rec.Batches))
+	for _, b := range rec.Batches {
+		byID[b.ID] = b
+	}
+	for _, f := range all {
+		if byID[f.id].Acked() {
 			continue // answered before a restart; the hub has it
 		}
 		if !a.spool.Has(f.id) {

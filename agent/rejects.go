@@ -53,6 +53,8 @@ type rejectsWriter struct {
 	order   []string                   // feed names in order of first reject, for stable part numbers
 	parts   []part                     // finished reject batches
 	rejects *feed.Definition
+	retry   bool  // parts belong to a rejects retry (their own batch ids)
+	kept    int64 // lines carried over unchanged by a rejects retry (JSONL only)
 }
 
 // rejectsBuilder accumulates one feed's rejected rows until batchRows.
@@ -85,9 +87,8 @@ func (r *rejectsWriter) add(def *feed.Definition, rj normalize.Reject) error {
 		return err
 	}
 	r.n++
-	r.w.Write(b)
-	if _, err = r.w.Write([]byte{'\n'}); err != nil {
-		return fmt.Errorf("writing rejects %s: %w", r.path, err)
+	if err := r.writeLine(b); err != nil {
+		return err
 	}
 
 	rb, ok := r.open[key]
@@ -133,6 +134,25 @@ func (r *rejectsWriter) add(def *feed.Definition, rj normalize.Reject) error {
 	return nil
 }
 
+func (r *rejectsWriter) writeLine(b []byte) error {
+	r.w.Write(b)
+	if _, err := r.w.Write([]byte{'\n'}); err != nil {
+		return fmt.Errorf("writing rejects %s: %w", r.path, err)
+	}
+	return nil
+}
+
+// carry keeps a line of an earlier attempt in the JSONL, without sending it again: its
+// row is in the lake's rejects table already.
+func (r *rejectsWriter) carry(l rejectLine) error {
+	b, err := json.Marshal(l)
+	if err != nil {
+		return err
+	}
+	r.kept++
+	return r.writeLine(b)
+}
+
 // flush encodes the feed's open builder as one reject batch.
 func (r *rejectsWriter) flush(key string) error {
 	rb, ok := r.open[key]
@@ -147,7 +167,7 @@ func (r *rejectsWriter) flush(key string) error {
 	if err != nil {
 		return fmt.Errorf("encoding rejects of %s: %w", rb.source, err)
 	}
-	r.parts = append(r.parts, part{def: rb.def, source: rb.source, payload: payload, rows: rec.NumRows(), rejects: true})
+	r.parts = append(r.parts, part{def: rb.def, source: rb.source, payload: payload, rows: rec.NumRows(), rejects: true, retry: r.retry})
 	return nil
 }
 
@@ -184,13 +204,13 @@ func (r *rejectsWriter) close(keep bool) error {
 	}
 	tmp := r.f.Name()
 	err := r.w.Flush()
-	if err == nil && keep && r.n > 0 {
+	if err == nil && keep && r.n+r.kept > 0 {
 		err = r.f.Sync()
 	}
 	if cerr := r.f.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil || !keep || r.n == 0 {
+	if err != nil || !keep || r.n+r.kept == 0 {
 		os.Remove(tmp)
 		if err != nil {
 			return fmt.Errorf("writing rejects %s: %w", r.path, err)

@@ -27,6 +27,8 @@ var (
 	ErrWouldDuplicate = errors.New("batches already committed would be written again under new ids")
 	// ErrNotQuarantined: the file is not quarantined, so there is nothing to release.
 	ErrNotQuarantined = errors.New("file is not quarantined")
+	// ErrNotDone: the file is not done, so it cannot be reopened.
+	ErrNotDone = errors.New("file is not done")
 )
 
 // Counts is how many files are in each status.
@@ -303,7 +305,10 @@ func (d *DB) MarkDone(sha, movedTo string) (File, error) {
 			return fmt.Errorf("file %s is %s with %d unacked batches, cannot be done", sha, f.Status, len(f.Unacked()))
 		}
 		f.Status = StatusDone
-		f.MovedTo = movedTo
+		if movedTo != "" {
+			// A file reopened for a retry of its rejects keeps where it was moved.
+			f.MovedTo = movedTo
+		}
 		f.DoneAt = d.now()
 		return nil
 	})
@@ -358,6 +363,20 @@ func (d *DB) Release(sha string) (File, error) {
 			}
 		}
 		f.Status, f.Spooled, f.Batches, f.Reason = StatusInProgress, false, kept, ""
+		return nil
+	})
+}
+
+// Reopen takes a done file back to in_progress, not spooled, keeping its (committed)
+// batches and where it was moved, so that more batches of it can be sent: the rows its
+// definition once rejected, re-run under a fixed definition. The caller passes the kept
+// batches along with the new ones to StartFile.
+func (d *DB) Reopen(sha string) (File, error) {
+	return d.update(sha, "reopening "+sha, func(f *File) error {
+		if f.Status != StatusDone {
+			return fmt.Errorf("file %s is %s: %w", sha, f.Status, ErrNotDone)
+		}
+		f.Status, f.Spooled, f.DoneAt = StatusInProgress, false, time.Time{}
 		return nil
 	})
 }

@@ -35,6 +35,9 @@ Flags: --config FILE, --state-dir DIR (default: the agent configuration's state_
 const rejectsUsage = `Usage:
   medlake-agent rejects list [--json]   files with rejected rows: time, sha256, rows, first source and reason
   medlake-agent rejects show SHA256     every rejected row of a file: source, row, line, column, reason
+  medlake-agent rejects retry SHA256|--all
+                                        re-run the rejected rows (only those) of files whose feed
+                                        definition has a higher version than the one that rejected them
 Flags: --config FILE, --state-dir DIR (default: the agent configuration's state_dir)
 `
 
@@ -250,7 +253,7 @@ func listRejects(dir string) ([]rejectFile, error) {
 func runRejects(args []string, stdout io.Writer) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
 		fmt.Fprint(os.Stderr, rejectsUsage)
-		return errors.New("rejects: missing command (list, show)")
+		return errors.New("rejects: missing command (list, show, retry)")
 	}
 	sub := args[0]
 	a, err := parseAdmin("rejects "+sub, rejectsUsage, args[1:])
@@ -282,20 +285,15 @@ func runRejects(args []string, stdout io.Writer) error {
 		}
 		return tw.Flush()
 	case "show":
-		if len(a.args) != 1 || len(a.args[0]) < quarantine.MinPrefix {
-			return fmt.Errorf("rejects show: give one sha256 or a prefix of at least %d digits", quarantine.MinPrefix)
+		if len(a.args) != 1 {
+			return errors.New("rejects show: give one sha256 (or a unique prefix)")
 		}
-		var match []rejectFile
-		for _, f := range files {
-			if strings.HasPrefix(f.SHA256, strings.ToLower(a.args[0])) {
-				match = append(match, f)
-			}
-		}
-		if len(match) != 1 {
-			return fmt.Errorf("rejects show %s: %d files match", a.args[0], len(match))
+		f, err := findRejects(files, a.args[0])
+		if err != nil {
+			return err
 		}
 		var rows []rejectRow
-		if err := readRejects(match[0].Path, func(r rejectRow) error { rows = append(rows, r); return nil }); err != nil {
+		if err := readRejects(f.Path, func(r rejectRow) error { rows = append(rows, r); return nil }); err != nil {
 			return err
 		}
 		if a.json {
@@ -311,9 +309,50 @@ func runRejects(args []string, stdout io.Writer) error {
 			fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\n", r.Source, feedName, r.Row, r.Line, r.Column, oneLine(r.Reason, 120))
 		}
 		return tw.Flush()
+	case "retry":
+		var targets []rejectFile
+		switch {
+		case a.all && len(a.args) == 0:
+			targets = files
+		case !a.all && len(a.args) > 0:
+			for _, p := range a.args {
+				f, err := findRejects(files, p)
+				if err != nil {
+					return err
+				}
+				targets = append(targets, f)
+			}
+		default:
+			return errors.New("rejects retry: give sha256 prefixes or --all, not both or neither")
+		}
+		for _, f := range targets {
+			if err := quarantine.RequestRetry(dir, f.SHA256); err != nil {
+				return err
+			}
+			fmt.Fprintf(stdout, "retry requested: %s %d rejected rows\n", shortSHA(f.SHA256), f.Rows)
+		}
+		fmt.Fprintf(stdout, "%d retries requested; the agent re-runs rows of feeds whose definition it has loaded at a higher version (see its log)\n", len(targets))
+		return nil
 	}
 	fmt.Fprint(os.Stderr, rejectsUsage)
 	return fmt.Errorf("rejects: unknown command %q", sub)
+}
+
+// findRejects finds a file with rejects by hash prefix.
+func findRejects(files []rejectFile, prefix string) (rejectFile, error) {
+	if len(prefix) < quarantine.MinPrefix {
+		return rejectFile{}, fmt.Errorf("sha256 prefix %q: give at least %d hex digits", prefix, quarantine.MinPrefix)
+	}
+	var match []rejectFile
+	for _, f := range files {
+		if strings.HasPrefix(f.SHA256, strings.ToLower(prefix)) {
+			match = append(match, f)
+		}
+	}
+	if len(match) != 1 {
+		return rejectFile{}, fmt.Errorf("%s: %d files with rejected rows match", prefix, len(match))
+	}
+	return match[0], nil
 }
 
 func writeJSON(w io.Writer, v any) error {

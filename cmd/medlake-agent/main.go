@@ -43,8 +43,9 @@ Commands:
   check-config   validate the configuration and print the effective values
   quarantine list|show|retry
                  files that could not be ingested; retry re-processes them after a fix
-  rejects list|show
-                 rows the feed definitions refused (also in the lake table medlake_rejects)
+  rejects list|show|retry
+                 rows the feed definitions refused (also in the lake table medlake_rejects);
+                 retry re-runs them after a definition fix
   version        print the version
 
 Configuration comes from defaults, then --config FILE (YAML), then MEDLAKE_AGENT_*
