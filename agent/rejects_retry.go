@@ -116,7 +116,14 @@ func (a *Agent) retryRejects(ctx context.Context, sha string) (done bool, err er
 	case rec.Status == state.StatusInProgress && !retryReopened(rec):
 		return false, nil // still in its first ingest: wait for it to be done
 	case rec.Status == state.StatusInProgress && rec.Spooled:
-		return true, nil // an earlier run of this retry is spooled and awaits acks
+		// An earlier run of this retry is spooled and awaits acks: done. A first
+		// ingest about to be finished: wait for it.
+		for _, b := range rec.Batches {
+			if strings.HasSuffix(b.Feed, retryKeySuffix) {
+				return true, nil
+			}
+		}
+		return false, nil
 	}
 
 	lines, err := readRejectLines(filepath.Join(a.dirs.rejects, sha+".jsonl"))
@@ -188,7 +195,10 @@ func (a *Agent) retryRejects(ctx context.Context, sha string) (done bool, err er
 		log.Error("rejects retry failed; the file stays done with its rejects", "err", err)
 		a.setError(err)
 		if _, err := a.state.FinishSpooling(sha, rec.Rows, rec.Rejects); err != nil {
-			return false, err
+			// Batches of an interrupted run of this retry are still pending: keep the
+			// request, so the next attempt finishes them.
+			log.Error("rejects retry: file cannot return to done yet", "err", err)
+			return false, nil
 		}
 		if _, err := a.state.MarkDone(sha, ""); err != nil {
 			return false, err
