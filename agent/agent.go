@@ -265,6 +265,10 @@ func (a *Agent) resume() ([]watch.File, error) {
 		switch {
 		case f.Complete():
 			a.finalizeQ.push(f.SHA256)
+		case !a.allSpooled(f) && a.rejectsRetryPending(f.SHA256):
+			// Re-running its rejects: takeRejectRetries resumes it from its rejects.
+		case !a.allSpooled(f) && a.resumeFromCopy(f):
+			a.logger.Info("resuming interrupted retry from the quarantine copy", "path", f.Path, "sha256", f.SHA256)
 		case !a.allSpooled(f):
 			a.logger.Info("resuming interrupted file", "path", f.Path, "sha256", f.SHA256)
 			reparse = append(reparse, watch.File{Path: f.Path, Root: f.Root, Size: f.Size, ModTime: f.ModTime})
@@ -296,12 +300,27 @@ func (a *Agent) runProcessor(ctx context.Context, resume []watch.File, files <-c
 			return err
 		}
 	}
+	takeRetries := func() error {
+		if err := a.takeRetries(ctx); err != nil {
+			return err
+		}
+		return a.takeRejectRetries(ctx)
+	}
+	if err := takeRetries(); err != nil {
+		return err
+	}
+	retries := time.NewTicker(a.retryPoll())
+	defer retries.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case wf := <-files:
 			if err := a.processFile(ctx, wf); err != nil {
+				return err
+			}
+		case <-retries.C:
+			if err := takeRetries(); err != nil {
 				return err
 			}
 		}

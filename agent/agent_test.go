@@ -50,17 +50,20 @@ type playHub struct {
 	tb     testing.TB
 	client mqtt.Client
 
-	mu       sync.Mutex
-	received map[string][]string // batch id → source files, one per delivery
-	entries  map[string][]string // batch id → entries its rows come from
-	order    []string            // batch ids in arrival order, with repeats
-	decide   func(protocol.BatchHeader) *protocol.Ack
-	statuses []protocol.Status
+	mu        sync.Mutex
+	received  map[string][]string // batch id → source files, one per delivery
+	entries   map[string][]string // batch id → entries its rows come from
+	order     []string            // batch ids in arrival order, with repeats
+	decide    func(protocol.BatchHeader) *protocol.Ack
+	statuses  []protocol.Status
+	rejects   map[string]int64   // reject batch id → rows
+	rows      map[string]int64   // every batch id → rows
+	positions map[string][]int64 // every batch id → its _row values
 }
 
 func newPlayHub(tb testing.TB, broker string) *playHub {
 	tb.Helper()
-	h := &playHub{tb: tb, received: map[string][]string{}, entries: map[string][]string{}}
+	h := &playHub{tb: tb, received: map[string][]string{}, entries: map[string][]string{}, rejects: map[string]int64{}, rows: map[string]int64{}, positions: map[string][]int64{}}
 	o := mqtt.NewClientOptions().AddBroker(broker).SetClientID(fmt.Sprintf("play-hub-%d", hubSeq.Add(1))).SetCleanSession(true).SetOrderMatters(false)
 	h.client = mqtt.NewClient(o)
 	if tok := h.client.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
@@ -79,6 +82,7 @@ func newPlayHub(tb testing.TB, broker string) *playHub {
 			return
 		}
 		entries := map[string]bool{}
+		var positions []int64
 		if sc, recs, err := protocol.DecodeRecords(b.Payload, nil); err != nil {
 			tb.Errorf("hub: batch %s payload: %v", b.Header.BatchID, err)
 		} else {
@@ -90,11 +94,19 @@ func newPlayHub(tb testing.TB, broker string) *playHub {
 						entries[src.Value(i)] = true
 					}
 				}
+				if rc, ok := r.Column(int(r.NumCols()) - 1).(*array.Int64); ok {
+					positions = append(positions, rc.Int64Values()...)
+				}
 				r.Release()
 			}
 		}
 		h.mu.Lock()
 		h.entries[b.Header.BatchID] = slices.Sorted(maps.Keys(entries))
+		if b.Header.Table == feed.RejectsTable {
+			h.rejects[b.Header.BatchID] = b.Header.Rows
+		}
+		h.rows[b.Header.BatchID] = b.Header.Rows
+		h.positions[b.Header.BatchID] = positions
 		h.received[b.Header.BatchID] = append(h.received[b.Header.BatchID], b.Header.SourceFile)
 		h.order = append(h.order, b.Header.BatchID)
 		decide := h.decide
@@ -140,12 +152,31 @@ func (h *playHub) entriesOf(id string) []string {
 	return h.entries[id]
 }
 
-// batchesOf returns the distinct batch ids received whose source file starts with prefix.
-func (h *playHub) batchesOf(prefix string) []string {
+// batchesOf returns the distinct data batch ids received whose source file starts with prefix.
+func (h *playHub) batchesOf(prefix string) []string { return h.idsOf(prefix, false) }
+
+// rejectsOf returns the distinct reject batch ids received whose source file starts with prefix.
+func (h *playHub) rejectsOf(prefix string) []string { return h.idsOf(prefix, true) }
+
+// rejectRows sums the rows of reject batches whose source file starts with prefix.
+func (h *playHub) rejectRows(prefix string) int64 {
+	var n int64
+	for _, id := range h.rejectsOf(prefix) {
+		h.mu.Lock()
+		n += h.rejects[id]
+		h.mu.Unlock()
+	}
+	return n
+}
+
+func (h *playHub) idsOf(prefix string, rejects bool) []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	var ids []string
 	for id, srcs := range h.received {
+		if _, rj := h.rejects[id]; rj != rejects {
+			continue
+		}
 		if strings.HasPrefix(srcs[0], prefix) {
 			ids = append(ids, id)
 		}
@@ -292,8 +323,13 @@ func TestAgentEndToEnd(t *testing.T) {
 	// Phase 1: the hub holds every ack until it has every batch.
 	ag := startAgent(t, cfg)
 	waitFor(t, "all batches at the hub", func() bool {
-		return len(hub.batchesOf("a_")) == 2 && len(hub.batchesOf("b_")) == 1 && len(hub.batchesOf("c_")) == 1 && len(hub.batchesOf("d_")) == 1
+		return len(hub.batchesOf("a_")) == 2 && len(hub.batchesOf("b_")) == 1 && len(hub.batchesOf("c_")) == 1 && len(hub.batchesOf("d_")) == 1 &&
+			len(hub.rejectsOf("b_")) == 1
 	})
+	// b's rejected row travels as a batch of the rejects table; the other files have none.
+	if n, all := hub.rejectRows("b_"), len(hub.rejectsOf("")); n != 1 || all != 1 {
+		t.Errorf("reject batches: %d rows of b, %d batches in all; want 1 and 1", n, all)
+	}
 	waitFor(t, "notes.txt quarantined", func() bool { return ag.status(t, sha("notes.txt")) == state.StatusQuarantined })
 	for _, name := range []string{"a_lab_results.csv", "b_lab_results.csv.gz", "c_lab_results.csv", "d_lab_results.csv"} {
 		if st := ag.status(t, sha(name)); st != state.StatusInProgress {
@@ -331,7 +367,7 @@ func TestAgentEndToEnd(t *testing.T) {
 		return &protocol.Ack{BatchID: h.BatchID, Status: protocol.AckCommitted, Table: "lab_results", SnapshotID: 1}
 	}
 	hub.setDecide(decide)
-	for _, id := range append(append(hub.batchesOf("a_"), hub.batchesOf("b_")...), cID) {
+	for _, id := range append(append(append(hub.batchesOf("a_"), hub.batchesOf("b_")...), hub.rejectsOf("b_")...), cID) {
 		h := protocol.BatchHeader{BatchID: id}
 		hub.ack(*decide(h))
 	}

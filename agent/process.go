@@ -3,7 +3,6 @@ package agent
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/medlake/medlake/agent/internal/durable"
 	"github.com/medlake/medlake/agent/normalize"
+	"github.com/medlake/medlake/agent/quarantine"
 	"github.com/medlake/medlake/agent/state"
 	"github.com/medlake/medlake/agent/unpack"
 	"github.com/medlake/medlake/agent/watch"
@@ -28,9 +28,44 @@ import (
 // be framed once its feed's part count is known. Payloads wait on disk, not in memory,
 // so a 1 GB export costs the agent one batch of memory, not the whole file's.
 type part struct {
-	def  *feed.Definition
-	path string
-	rows int64
+	def *feed.Definition
+	// The encoded payload: in memory (reject and retry batches, small), or in a file of
+	// the parse's scratch folder (path).
+	payload []byte
+	path    string
+	rows    int64
+	// rejects marks a batch of rows def refused, for the rejects table (see rejects.go).
+	rejects bool
+	// retry marks a batch of a rejects retry (see rejects_retry.go): its own ids.
+	retry bool
+}
+
+// load returns the part's payload.
+func (p part) load() ([]byte, error) {
+	if p.path == "" {
+		return p.payload, nil
+	}
+	return os.ReadFile(p.path)
+}
+
+// key stands for the feed name in the part's batch id and part count.
+func (p part) key() string {
+	k := p.def.Name
+	if p.rejects {
+		k = feed.RejectsKey(p.def.Name)
+	}
+	if p.retry {
+		k += retryKeySuffix
+	}
+	return k
+}
+
+// table is where the part goes.
+func (p part) table() string {
+	if p.rejects {
+		return feed.RejectsTable
+	}
+	return p.def.Table
 }
 
 // parsed is what parse made of one source file.
@@ -42,7 +77,7 @@ type parsed struct {
 }
 
 func (p *parsed) cleanup() {
-	if p.scratch != "" {
+	if p != nil && p.scratch != "" {
 		os.RemoveAll(p.scratch)
 	}
 }
@@ -83,6 +118,10 @@ func (a *Agent) processFile(ctx context.Context, wf watch.File) error {
 			log.Debug("skipping quarantined content")
 			return nil
 		case state.StatusInProgress:
+			if a.rejectsRetryPending(sha) {
+				log.Debug("file is being re-run for its rejects")
+				return nil
+			}
 			if rec.Complete() {
 				a.finalizeQ.push(sha)
 				return nil
@@ -127,7 +166,7 @@ func (a *Agent) spoolFile(ctx context.Context, ident state.File, res *parsed) er
 	parts := res.parts
 	counts := map[string]int{}
 	for _, p := range parts {
-		counts[p.def.Name]++
+		counts[p.key()]++
 	}
 	seq := map[string]int{}
 	type framed struct {
@@ -137,32 +176,40 @@ func (a *Agent) spoolFile(ctx context.Context, ident state.File, res *parsed) er
 	}
 	var all []framed
 	for _, p := range parts {
-		seq[p.def.Name]++
-		n := seq[p.def.Name]
-		id := protocol.BatchID(ident.SHA256, p.def.Name, p.def.Version, n)
+		seq[p.key()]++
+		n := seq[p.key()]
+		id := protocol.BatchID(ident.SHA256, p.key(), p.def.Version, n)
 		all = append(all, framed{id: id, p: p, n: n})
-		ident.Batches = append(ident.Batches, state.Batch{ID: id, Feed: p.def.Name, Part: n, Parts: counts[p.def.Name], Rows: p.rows})
+		ident.Batches = append(ident.Batches, state.Batch{ID: id, Feed: p.key(), Part: n, Parts: counts[p.key()], Rows: p.rows})
 	}
 	rec, err := a.state.StartFile(ident)
+	if errors.Is(err, state.ErrWouldDuplicate) {
+		// The definitions changed since part of this file reached the lake: sending the
+		// new parse would duplicate rows. Ops decide (see README, rejects and retries).
+		return a.quarantine(ident, err.Error())
+	}
 	if err != nil {
 		return err
 	}
 	now := time.Now().UTC()
-	for i, f := range all {
-		b := rec.Batches[i]
-		if b.Acked() {
+	byID := make(map[string]state.Batch, len(rec.Batches))
+	for _, b := range rec.Batches {
+		byID[b.ID] = b
+	}
+	for _, f := range all {
+		if byID[f.id].Acked() {
 			continue // answered before a restart; the hub has it
 		}
 		if !a.spool.Has(f.id) {
-			payload, err := os.ReadFile(f.p.path)
+			payload, err := f.p.load()
 			if err != nil {
 				return fmt.Errorf("reading batch %s of %s back from scratch: %w", f.id, ident.Path, err)
 			}
 			frame, err := protocol.EncodeBatch(protocol.BatchHeader{
 				BatchID: f.id, Tenant: a.cfg.Tenant, Facility: a.cfg.Facility, Agent: a.cfg.ID,
-				Feed: f.p.def.Name, FeedVersion: f.p.def.Version, Table: f.p.def.Table,
+				Feed: f.p.def.Name, FeedVersion: f.p.def.Version, Table: f.p.table(),
 				SourceFile: filepath.Base(ident.Path), SourceSHA256: ident.SHA256,
-				Part: f.n, Parts: counts[f.p.def.Name], Rows: f.p.rows, CreatedAt: now,
+				Part: f.n, Parts: counts[f.p.key()], Rows: f.p.rows, CreatedAt: now,
 			}, payload)
 			if err != nil {
 				return fmt.Errorf("framing batch %s of %s: %w", f.id, ident.Path, err)
@@ -248,7 +295,7 @@ func (a *Agent) parse(ctx context.Context, path, dir, sha string) (res *parsed, 
 	if err != nil {
 		return res, fmt.Errorf("creating scratch folder for %s: %w", path, err)
 	}
-	rj, err := newRejectsWriter(filepath.Join(a.dirs.rejects, sha+".jsonl"))
+	rj, err := newRejectsWriter(filepath.Join(a.dirs.rejects, sha+".jsonl"), sha, a.cfg.BatchRows)
 	if err != nil {
 		return res, err
 	}
@@ -295,7 +342,7 @@ func (a *Agent) parse(ctx context.Context, path, dir, sha string) (res *parsed, 
 	lim.Passwords = pw.passwords
 	walkErr := unpack.Walk(ctx, path, lim, func(e unpack.Entry) error {
 		if e.Skip != "" {
-			return rj.write(rejectLine{Source: e.Name, Reason: "entry skipped: " + e.Skip})
+			return rj.add(nil, normalize.Reject{Source: e.Name, Reason: "entry skipped: " + e.Skip})
 		}
 		matched, entry, err := a.matchFeeds(set.defs, dir, e, peek)
 		if err != nil {
@@ -314,7 +361,7 @@ func (a *Agent) parse(ctx context.Context, path, dir, sha string) (res *parsed, 
 		}
 		def := matched[0]
 		st, err := set.normalizers[def.Name].RunInto(ctx, entry, e.Name, batcher(def), func(r normalize.Reject) error {
-			return rj.write(rejectLine{Source: r.Source, Row: r.Row, Line: r.Line, Column: r.Column, Raw: r.Raw, Reason: r.Reason, Feed: def.Name})
+			return rj.add(def, r)
 		})
 		if err != nil {
 			if errors.Is(err, normalize.ErrHeader) || errors.Is(err, normalize.ErrDecode) || errors.Is(err, normalize.ErrRecordTooLong) ||
@@ -347,78 +394,20 @@ func (a *Agent) parse(ctx context.Context, path, dir, sha string) (res *parsed, 
 			return res, err
 		}
 	}
+	rparts, err := rj.batches()
+	if err != nil {
+		return res, err
+	}
 	a.rowsRejected.Add(rj.n)
+	res.parts = append(res.parts, rparts...)
 	res.rejects = rj.n
 	return res, nil
-}
-
-// rejectLine is one line of rejects/<sha256>.jsonl.
-type rejectLine struct {
-	Source string `json:"source"`
-	Feed   string `json:"feed,omitempty"`
-	Row    int64  `json:"row,omitempty"`
-	Line   int64  `json:"line,omitempty"`
-	Column string `json:"column,omitempty"`
-	Raw    string `json:"raw,omitempty"`
-	Reason string `json:"reason"`
-}
-
-// rejectsWriter writes a file's rejects to a temp file renamed into place only when the
-// whole file was parsed, so a re-parse after a crash never duplicates lines.
-type rejectsWriter struct {
-	path string
-	f    *os.File
-	w    *bufio.Writer
-	n    int64
-}
-
-func newRejectsWriter(path string) (*rejectsWriter, error) {
-	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return nil, fmt.Errorf("creating rejects file for %s: %w", path, err)
-	}
-	return &rejectsWriter{path: path, f: f, w: bufio.NewWriter(f)}, nil
-}
-
-func (r *rejectsWriter) write(l rejectLine) error {
-	b, err := json.Marshal(l)
-	if err != nil {
-		return err
-	}
-	r.n++
-	r.w.Write(b)
-	_, err = r.w.Write([]byte{'\n'})
-	return err
-}
-
-func (r *rejectsWriter) close(keep bool) error {
-	tmp := r.f.Name()
-	err := r.w.Flush()
-	if err == nil && keep && r.n > 0 {
-		err = r.f.Sync()
-	}
-	if cerr := r.f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil || !keep || r.n == 0 {
-		os.Remove(tmp)
-		if err != nil {
-			return fmt.Errorf("writing rejects %s: %w", r.path, err)
-		}
-		return nil
-	}
-	if err := os.Rename(tmp, r.path); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("writing rejects %s: %w", r.path, err)
-	}
-	return nil
 }
 
 // quarantine copies the file (the original is never modified) with a reason file and
 // records it, so the same content is not tried again.
 func (a *Agent) quarantine(f state.File, reason string) error {
-	name := f.SHA256[:16] + "_" + filepath.Base(f.Path)
-	dst := filepath.Join(a.dirs.quarantine, name)
+	dst := filepath.Join(a.dirs.quarantine, quarantine.CopyName(f.SHA256, f.Path))
 	if _, err := os.Lstat(dst); err == nil {
 		// Copied by a run that stopped before recording the quarantine.
 	} else if err := copyFile(f.Path, dst); err != nil {
@@ -428,8 +417,7 @@ func (a *Agent) quarantine(f state.File, reason string) error {
 		a.watcher.Forget(f.Path)
 		return nil
 	}
-	text := fmt.Sprintf("file: %s\nsha256: %s\ntime: %s\nreason: %s\n", f.Path, f.SHA256, time.Now().UTC().Format(time.RFC3339), reason)
-	if err := durable.WriteFile(dst+".reason.txt", []byte(text)); err != nil {
+	if err := quarantine.Write(a.dirs.quarantine, quarantine.Record{SHA256: f.SHA256, Path: f.Path, Time: time.Now().UTC(), Reason: reason}); err != nil {
 		a.logger.Error("writing quarantine reason failed", "path", f.Path, "err", err)
 	}
 	if err := durable.SyncDirs(a.dirs.quarantine); err != nil {
@@ -475,7 +463,7 @@ func (a *Agent) finish(sha string) error {
 			fmt.Fprintf(&b, "batch %s (feed %s part %d/%d) rejected by the hub: %s; ", r.ID, r.Feed, r.Part, r.Parts, r.Reason)
 		}
 		reason := strings.TrimSuffix(b.String(), "; ")
-		if _, err := os.Stat(f.Path); err == nil {
+		if _, err := os.Stat(f.Path); err == nil || quarantine.CopyOf(a.dirs.quarantine, sha) != "" {
 			return a.quarantine(f, reason)
 		}
 		_, err := a.state.Quarantine(f, reason)
@@ -493,6 +481,10 @@ func (a *Agent) finish(sha string) error {
 	}
 	if _, err := a.state.MarkDone(sha, movedTo); err != nil {
 		return err
+	}
+	if err := quarantine.Remove(a.dirs.quarantine, sha); err != nil {
+		// A retried file left its copy behind; list shows it until removed by hand.
+		a.logger.Warn("removing quarantined copy of a file now done failed", "sha256", sha, "err", err)
 	}
 	a.filesDone.Add(1)
 	a.logger.Info("file done", "path", f.Path, "sha256", sha, "batches", len(f.Batches), "rows", f.Rows, "moved_to", movedTo)

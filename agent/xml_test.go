@@ -79,6 +79,9 @@ func TestAgentXML(t *testing.T) {
 	if got := hub.entriesOf(ids[0]); !slices.Equal(got, want) {
 		t.Errorf("batch rows come from %q, want %q", got, want)
 	}
+	if ids, n := hub.rejectsOf("f1_lab_results_1.xml.zip"), hub.rejectRows("f1_lab_results_1.xml.zip"); len(ids) != 1 || n != 1 {
+		t.Errorf("good archive sent %d reject batches with %d rows, want 1 with its 1 rejected entry", len(ids), n)
+	}
 	if ids := hub.batchesOf("f1_lab_results_2.xml.zip"); len(ids) != 0 {
 		t.Errorf("malformed archive sent %d batches", len(ids))
 	}

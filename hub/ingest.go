@@ -194,7 +194,7 @@ func (in *Ingester) onMessage(_ paho.Client, msg paho.Message) {
 	case protocol.KindBatch:
 		in.onBatch(t, msg.Payload())
 	case protocol.KindStatus:
-		in.onStatus(t, msg.Payload())
+		in.onStatus(t, msg.Payload(), msg.Retained())
 	default:
 		in.log.Debug("ignoring message", "topic", msg.Topic())
 	}
@@ -249,7 +249,10 @@ func (in *Ingester) reject(r *rejection) {
 	}})
 }
 
-func (in *Ingester) onStatus(t protocol.Topic, payload []byte) {
+// onStatus logs an agent's status and its events. Statuses are published retained, so
+// a retained copy (delivered at subscribe time, already seen by some hub) is logged but
+// not counted in the event metrics again.
+func (in *Ingester) onStatus(t protocol.Topic, payload []byte, retained bool) {
 	s, err := protocol.DecodeStatus(payload)
 	if err != nil {
 		in.log.Warn("undecodable agent status", "topic", t.String(), "err", err)
@@ -269,9 +272,31 @@ func (in *Ingester) onStatus(t protocol.Topic, payload []byte) {
 		"config_applied", applied, "config_refused", refused)
 	in.noteAgent(t, s)
 	for _, e := range s.Events {
-		in.log.Info("agent event", "tenant", t.Tenant, "facility", t.Facility, "agent", t.Agent,
-			"kind", e.Kind, "batch_id", e.BatchID, "file", e.File, "reason", e.Reason, "time", e.Time)
+		level := slog.LevelInfo
+		switch e.Kind {
+		case protocol.EventQuarantine, protocol.EventDeadLetter:
+			// Ops must act on these: a file or batch waits for a fix and a retry.
+			level = slog.LevelWarn
+		}
+		in.log.Log(context.Background(), level, "agent event", "tenant", t.Tenant, "facility", t.Facility, "agent", t.Agent,
+			"kind", e.Kind, "batch_id", e.BatchID, "file", e.File, "reason", e.Reason, "time", e.Time, "retained", retained)
+		if retained {
+			continue
+		}
+		in.m.agentEvents.WithLabelValues(eventMetricKind(e.Kind)).Inc()
+		if e.Kind == protocol.EventQuarantine {
+			in.m.quarantined.Inc()
+		}
 	}
+}
+
+// eventMetricKind bounds the kind label to the kinds this hub knows.
+func eventMetricKind(kind string) string {
+	switch kind {
+	case protocol.EventQuarantine, protocol.EventDeadLetter, protocol.EventFileDone:
+		return kind
+	}
+	return "other"
 }
 
 // publishAcks publishes acks at QoS 1 without waiting for the broker's PUBACK: paho

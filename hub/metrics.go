@@ -15,6 +15,10 @@ type metrics struct {
 	feedVersions        prometheus.Gauge
 	feedRefreshFailures prometheus.Counter
 	configPublishes     prometheus.Counter
+	// Agent status events: central ops see quarantined files and dead letters of every
+	// facility without logging in to it.
+	agentEvents *prometheus.CounterVec // by kind
+	quarantined prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -43,9 +47,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "feed_refresh_failures_total", Help: "Failed reloads of feed definitions from the catalog."}),
 		configPublishes: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
 			Name: "config_publishes_total", Help: "Config messages published to agents."}),
+		agentEvents: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
+			Name: "agent_events_total", Help: "Events reported in agent statuses, by kind (quarantine, dead_letter, file_done, other)."}, []string{"kind"}),
+		quarantined: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
+			Name: "agent_quarantined_files_total", Help: "Source files agents reported quarantined (unreadable, or rejected by the hub)."}),
 	}
 	for _, c := range []prometheus.Collector{m.received, m.committed, m.duplicates, m.rejected, m.rows, m.failures, m.duration, m.commitRows,
-		m.feedVersions, m.feedRefreshFailures, m.configPublishes} {
+		m.feedVersions, m.feedRefreshFailures, m.configPublishes, m.agentEvents, m.quarantined} {
 		if err := reg.Register(c); err != nil {
 			return nil, err
 		}

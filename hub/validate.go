@@ -66,6 +66,9 @@ type feedKey struct {
 func indexFeeds(defs []*feed.Definition) (*feeds, error) {
 	f := &feeds{byTable: map[string]*feed.Definition{}, byName: map[string]*feed.Definition{}, versions: map[feedKey]*feed.Definition{}}
 	for _, d := range defs {
+		if feed.IsReserved(d.Name) || feed.IsReserved(d.Table) {
+			return nil, fmt.Errorf("feed %q: table %q: names starting with %q are reserved: %w", d.Name, d.Table, feed.ReservedPrefix, feed.ErrInvalid)
+		}
 		k := feedKey{d.Name, d.Version}
 		if _, dup := f.versions[k]; dup {
 			return nil, fmt.Errorf("feed %s version %d given twice: %w", d.Name, d.Version, feed.ErrInvalid)
@@ -83,6 +86,9 @@ func indexFeeds(defs []*feed.Definition) (*feeds, error) {
 	if err := feed.CheckTables(newest); err != nil {
 		return nil, err
 	}
+	// Every hub writes the rejects table, whatever feeds it knows: agents send the rows
+	// their definitions refused there (see feed.Rejects).
+	f.byTable[feed.RejectsTable] = feed.Rejects()
 	for _, d := range newest {
 		if _, ok := f.byTable[d.Table]; !ok {
 			f.byTable[d.Table] = d
@@ -111,16 +117,23 @@ func decodeBatch(topic protocol.Topic, frame []byte, fs *feeds, mem memory.Alloc
 	if !ok {
 		return nil, rej(h.BatchID, "unknown_table", "batch %s: unknown table %q (no feed definition writes it)", h.BatchID, h.Table)
 	}
-	def, ok := fs.versions[feedKey{h.Feed, h.FeedVersion}]
-	if !ok {
-		return nil, rej(h.BatchID, "unknown_feed", "batch %s: feed %q version %d is not in the catalog", h.BatchID, h.Feed, h.FeedVersion)
-	}
-	if def.Table != h.Table {
-		return nil, rej(h.BatchID, "feed_table_mismatch", "batch %s: feed %q version %d writes table %q, not %q", h.BatchID, h.Feed, h.FeedVersion, def.Table, h.Table)
-	}
-	if err := checkSchema(def.TableSchema(), tdef.TableSchema()); err != nil {
-		return nil, rej(h.BatchID, "schema_mismatch", "batch %s: feed %q version %d gives table %s other columns than its newest definition (feed %q version %d): %v",
-			h.BatchID, h.Feed, h.FeedVersion, h.Table, tdef.Name, tdef.Version, err)
+	var def *feed.Definition
+	if h.Table == feed.RejectsTable {
+		// A reject batch names the feed that refused its rows, whose own table differs;
+		// its rows are in the rejects table's fixed schema.
+		def = tdef
+	} else {
+		def, ok = fs.versions[feedKey{h.Feed, h.FeedVersion}]
+		if !ok {
+			return nil, rej(h.BatchID, "unknown_feed", "batch %s: feed %q version %d is not in the catalog", h.BatchID, h.Feed, h.FeedVersion)
+		}
+		if def.Table != h.Table {
+			return nil, rej(h.BatchID, "feed_table_mismatch", "batch %s: feed %q version %d writes table %q, not %q", h.BatchID, h.Feed, h.FeedVersion, def.Table, h.Table)
+		}
+		if err := checkSchema(def.TableSchema(), tdef.TableSchema()); err != nil {
+			return nil, rej(h.BatchID, "schema_mismatch", "batch %s: feed %q version %d gives table %s other columns than its newest definition (feed %q version %d): %v",
+				h.BatchID, h.Feed, h.FeedVersion, h.Table, tdef.Name, tdef.Version, err)
+		}
 	}
 	schema, recs, err := protocol.DecodeRecords(bt.Payload, mem)
 	if err != nil {

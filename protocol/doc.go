@@ -5,6 +5,16 @@
 // It holds wire types and codecs only. It performs no I/O and imports no other medlake
 // package, so the agent and the hub can each depend on it without depending on each other.
 //
+// Rejects: rows a feed definition refuses travel as ordinary batches to the reserved
+// table feed.RejectsTable ("medlake_rejects"), in the fixed schema feed.Rejects()
+// (feed, feed_version, source_file, source_sha256, source_row, source_line,
+// source_column, raw_text, reason, then _row). Their header names the refusing feed and
+// its version, so the hub's lineage columns describe them as for data; their ids are
+// BatchID(sha256, feed.RejectsKey(feed), version, part), a key no feed name can take, so a
+// re-sent file repeats its reject batch ids and the hub's ledger drops the repeats. A
+// file is done only when its data and reject batches are all committed. The golden
+// vector testdata/batch_rejects_v1.bin pins the form.
+//
 // Versioning: every message carries "major.minor". A decoder accepts any minor version of
 // the major it knows (new fields are ignored) and rejects another major with
 // ErrUnknownVersion, so an old hub never half-understands a new agent.

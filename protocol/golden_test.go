@@ -70,6 +70,37 @@ func goldenHeader(def *feed.Definition, rows int64) protocol.BatchHeader {
 	}
 }
 
+// goldenRejects builds two rejected rows of the golden file, in the rejects schema.
+func goldenRejects(tb testing.TB) (*feed.Definition, arrow.RecordBatch) {
+	tb.Helper()
+	def := feed.Rejects()
+	src := "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+	b := array.NewRecordBuilder(memory.DefaultAllocator, def.BatchSchema())
+	defer b.Release()
+	b.Field(0).(*array.StringBuilder).AppendValues([]string{"lab_results_csv", "lab_results_csv"}, nil)
+	b.Field(1).(*array.Int64Builder).AppendValues([]int64{3, 3}, nil)
+	b.Field(2).(*array.StringBuilder).AppendValues([]string{"f000001_lab_results_000001.zip!labs.csv", "f000001_lab_results_000001.zip!labs.csv"}, nil)
+	b.Field(3).(*array.StringBuilder).AppendValues([]string{src, src}, nil)
+	b.Field(4).(*array.Int64Builder).AppendValues([]int64{4, 7}, nil)
+	b.Field(5).(*array.Int64Builder).AppendValues([]int64{5, 8}, nil)
+	b.Field(6).(*array.StringBuilder).AppendValues([]string{"value", ""}, []bool{true, false})
+	b.Field(7).(*array.StringBuilder).AppendValues([]string{"f000001-L4,f000001-P2,2345-7,high,false", "f000001-L7,f000001-P3"}, nil)
+	b.Field(8).(*array.StringBuilder).AppendValues([]string{`column "value": "high" is not a float`, "record has 2 fields, header has 5"}, nil)
+	b.Field(9).(*array.StringBuilder).AppendValues([]string{"f000001_lab_results_000001.zip!labs.csv", "f000001_lab_results_000001.zip!labs.csv"}, nil)
+	b.Field(10).(*array.Int64Builder).AppendValues([]int64{1, 2}, nil)
+	return def, b.NewRecordBatch()
+}
+
+// goldenRejectsHeader is the header of the golden file's reject batch: the refusing
+// feed and its version, the reserved table, an id keyed by feed.RejectsKey.
+func goldenRejectsHeader(data *feed.Definition, rows int64) protocol.BatchHeader {
+	h := goldenHeader(data, rows)
+	h.BatchID = protocol.BatchID(h.SourceSHA256, feed.RejectsKey(data.Name), data.Version, 1)
+	h.Table = feed.RejectsTable
+	h.SourceFile = "f000001_lab_results_000001.zip"
+	return h
+}
+
 // goldenVectors returns every vector in testdata/, valid and invalid, by file name.
 func goldenVectors(tb testing.TB) map[string][]byte {
 	tb.Helper()
@@ -110,6 +141,16 @@ func goldenVectors(tb testing.TB) map[string][]byte {
 	hu.Table = "no_such_table"
 	hu.BatchID = protocol.BatchID(h.SourceSHA256, "no_such_feed", 1, 1)
 	if v["batch_unknown_table.bin"], err = protocol.EncodeBatch(hu, payload); err != nil {
+		tb.Fatal(err)
+	}
+
+	rdef, rrec := goldenRejects(tb)
+	defer rrec.Release()
+	rpayload, err := protocol.EncodeRecords(rdef.BatchSchema(), []arrow.RecordBatch{rrec})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if v["batch_rejects_v1.bin"], err = protocol.EncodeBatch(goldenRejectsHeader(def, rrec.NumRows()), rpayload); err != nil {
 		tb.Fatal(err)
 	}
 
@@ -333,5 +374,38 @@ func TestDecodeGoldenConfig(t *testing.T) {
 	}
 	if s.Config == nil || s.Config.Refused != c.Revision || len(s.Config.Errors) != 1 || s.Config.Errors[0].Feed != "vitals" {
 		t.Errorf("status config = %+v", s.Config)
+	}
+}
+
+func TestDecodeGoldenRejects(t *testing.T) {
+	frame, err := os.ReadFile("testdata/batch_rejects_v1.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := protocol.DecodeBatch(frame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, _ := goldenRecords(t)
+	if h := b.Header; h.Table != feed.RejectsTable || h.Feed != data.Name || h.Rows != 2 ||
+		h.BatchID == protocol.BatchID(h.SourceSHA256, data.Name, data.Version, 1) {
+		t.Errorf("header = %+v", h)
+	}
+	def, want := goldenRejects(t)
+	defer want.Release()
+	schema, recs, err := protocol.DecodeRecords(b.Payload, memory.DefaultAllocator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		for _, r := range recs {
+			r.Release()
+		}
+	}()
+	if !schema.Equal(def.BatchSchema()) {
+		t.Errorf("schema = %s, want %s", schema, def.BatchSchema())
+	}
+	if len(recs) != 1 || !array.RecordEqual(recs[0], want) {
+		t.Errorf("records differ from the golden rejects")
 	}
 }

@@ -89,6 +89,7 @@ const (
 	// EventConfigRefused: the agent refused some or all feeds of a pushed config;
 	// Reason says why, Status.Config.Errors per feed.
 	EventConfigRefused = "config_refused"
+	EventRetry         = "retry" // a quarantined file was taken back and re-processed
 )
 
 // Status is an agent's report of its health and backlog, published retained.

@@ -17,8 +17,19 @@ var (
 	bucketCounts  = []byte("counts")  // status → uint64 count of files
 )
 
-// ErrUnknownFile: no record for that content hash.
-var ErrUnknownFile = errors.New("unknown file")
+// Errors; test with errors.Is.
+var (
+	// ErrUnknownFile: no record for that content hash.
+	ErrUnknownFile = errors.New("unknown file")
+	// ErrWouldDuplicate: a new parse of a file lacks batches the hub already committed
+	// (the feed's version changed in between), so sending it would put rows in the lake
+	// twice under new batch ids.
+	ErrWouldDuplicate = errors.New("batches already committed would be written again under new ids")
+	// ErrNotQuarantined: the file is not quarantined, so there is nothing to release.
+	ErrNotQuarantined = errors.New("file is not quarantined")
+	// ErrNotDone: the file is not done, so it cannot be reopened.
+	ErrNotDone = errors.New("file is not done")
+)
 
 // Counts is how many files are in each status.
 type Counts struct {
@@ -142,6 +153,16 @@ func (d *DB) StartFile(f File) (File, error) {
 			f.FirstSeen = old.FirstSeen
 		} else {
 			f.FirstSeen = d.now()
+		}
+		next := make(map[string]bool, len(f.Batches))
+		for _, b := range f.Batches {
+			next[b.ID] = true
+		}
+		for _, b := range old.Batches {
+			if b.State == BatchCommitted && !next[b.ID] {
+				return fmt.Errorf("batch %s (feed %s part %d/%d) is in the lake but not among the %d batches of this parse: %w",
+					b.ID, b.Feed, b.Part, b.Parts, len(f.Batches), ErrWouldDuplicate)
+			}
 		}
 		f.Status = StatusInProgress
 		f.Spooled = false
@@ -284,7 +305,10 @@ func (d *DB) MarkDone(sha, movedTo string) (File, error) {
 			return fmt.Errorf("file %s is %s with %d unacked batches, cannot be done", sha, f.Status, len(f.Unacked()))
 		}
 		f.Status = StatusDone
-		f.MovedTo = movedTo
+		if movedTo != "" {
+			// A file reopened for a retry of its rejects keeps where it was moved.
+			f.MovedTo = movedTo
+		}
 		f.DoneAt = d.now()
 		return nil
 	})
@@ -321,6 +345,40 @@ func (d *DB) Quarantine(f File, reason string) (File, error) {
 		return File{}, fmt.Errorf("quarantining %s in state: %w", f.SHA256, err)
 	}
 	return out, nil
+}
+
+// Release takes a quarantined file back for another attempt, after ops fixed its feed
+// definition or password: the record returns to in_progress, not spooled, keeping only
+// the batches the hub committed (StartFile then refuses a parse that would write those
+// rows again under new ids), and is parsed afresh.
+func (d *DB) Release(sha string) (File, error) {
+	return d.update(sha, "releasing "+sha+" from quarantine", func(f *File) error {
+		if f.Status != StatusQuarantined {
+			return fmt.Errorf("file %s is %s: %w", sha, f.Status, ErrNotQuarantined)
+		}
+		var kept []Batch
+		for _, b := range f.Batches {
+			if b.State == BatchCommitted {
+				kept = append(kept, b)
+			}
+		}
+		f.Status, f.Spooled, f.Batches, f.Reason = StatusInProgress, false, kept, ""
+		return nil
+	})
+}
+
+// Reopen takes a done file back to in_progress, not spooled, keeping its (committed)
+// batches and where it was moved, so that more batches of it can be sent: the rows its
+// definition once rejected, re-run under a fixed definition. The caller passes the kept
+// batches along with the new ones to StartFile.
+func (d *DB) Reopen(sha string) (File, error) {
+	return d.update(sha, "reopening "+sha, func(f *File) error {
+		if f.Status != StatusDone {
+			return fmt.Errorf("file %s is %s: %w", sha, f.Status, ErrNotDone)
+		}
+		f.Status, f.Spooled, f.DoneAt = StatusInProgress, false, time.Time{}
+		return nil
+	})
 }
 
 // InProgress returns every file still in progress, for resuming after a restart.

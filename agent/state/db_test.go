@@ -244,3 +244,41 @@ func FuzzDecodeFile(f *testing.F) {
 		}
 	})
 }
+
+// TestRelease takes a quarantined file back: it keeps only committed batches, and a new
+// parse that lacks one of them (the feed version changed) is refused, not duplicated.
+func TestRelease(t *testing.T) {
+	d := openTest(t, filepath.Join(t.TempDir(), "state.db"))
+	f := testFile("c.csv", "v1p1", "v1p2")
+	d.StartFile(f)
+	d.MarkSpooled(f.SHA256, "v1p1")
+	d.MarkSpooled(f.SHA256, "v1p2")
+	d.FinishSpooling(f.SHA256, 10, 0)
+	d.Ack("v1p1", true, "")
+	d.Ack("v1p2", false, "unknown table")
+	if _, err := d.Quarantine(File{SHA256: f.SHA256}, "batch v1p2 rejected"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.Release(sha("never.csv")); !errors.Is(err, ErrUnknownFile) {
+		t.Fatalf("release of unknown file: %v", err)
+	}
+	r, err := d.Release(f.SHA256)
+	if err != nil || r.Status != StatusInProgress || r.Spooled || len(r.Batches) != 1 || r.Batches[0].ID != "v1p1" {
+		t.Fatalf("release = %+v, %v; want in progress keeping committed v1p1", r, err)
+	}
+	if _, err := d.Release(f.SHA256); !errors.Is(err, ErrNotQuarantined) {
+		t.Fatalf("second release: %v, want ErrNotQuarantined", err)
+	}
+	// A parse under a new feed version has new ids: v1p1's rows would be written twice.
+	if _, err := d.StartFile(testFile("c.csv", "v2p1", "v2p2")); !errors.Is(err, ErrWouldDuplicate) {
+		t.Fatalf("StartFile with new ids: %v, want ErrWouldDuplicate", err)
+	}
+	// The same version repeats v1p1, which stays committed; v1p2 is sent again.
+	s, err := d.StartFile(testFile("c.csv", "v1p1", "v1p2"))
+	if err != nil || !slices.Equal(states(s), []BatchState{BatchCommitted, BatchPending}) {
+		t.Fatalf("StartFile same ids = %v, %v", states(s), err)
+	}
+	if c, _ := d.Counts(); c != (Counts{InProgress: 1}) {
+		t.Fatalf("counts = %+v", c)
+	}
+}

@@ -44,6 +44,11 @@ Commands:
   start|stop|restart|status
                  control the installed service
   check-config   validate the configuration and print the effective values
+  quarantine list|show|retry
+                 files that could not be ingested; retry re-processes them after a fix
+  rejects list|show|retry
+                 rows the feed definitions refused (also in the lake table medlake_rejects);
+                 retry re-runs them after a definition fix
   version        print the version
 
 Configuration comes from defaults, then --config FILE (YAML), then MEDLAKE_AGENT_*
@@ -85,6 +90,12 @@ func run(args []string, stdout io.Writer) error {
 	if cmd == "help" {
 		fmt.Fprint(stdout, usage)
 		return nil
+	}
+	switch cmd {
+	case "quarantine":
+		return runQuarantine(args, stdout)
+	case "rejects":
+		return runRejects(args, stdout)
 	}
 	if cmd != "check-config" && !slices.Contains(installer.Actions, cmd) {
 		fmt.Fprint(os.Stderr, usage)

@@ -206,6 +206,7 @@ rescan_interval: 2s
 	}
 
 	checkRejections(ctx, t, brokerURL)
+	checkRejectsTable(ctx, t, conn, m, genDir, watchRoot)
 
 	// Every archive was moved to the done folder only after its batches were committed.
 	waitFor(ctx, t, "archives moved to done folders", func() bool {

@@ -288,6 +288,9 @@ func (d *Definition) Validate() error {
 	if !identRE.MatchString(d.Table) {
 		bad("table %q must match %s", d.Table, identRE)
 	}
+	if IsReserved(d.Name) || IsReserved(d.Table) {
+		bad("names starting with %q are reserved for medlake's own tables (%s)", ReservedPrefix, RejectsTable)
+	}
 	if d.Match.Glob == "" {
 		bad("match.glob is required")
 	} else if _, err := path.Match(d.Match.Glob, ""); err != nil {

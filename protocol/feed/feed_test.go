@@ -73,6 +73,7 @@ func TestParseInvalid(t *testing.T) {
 		{"duplicate column", "{name: temp_c, type: float}", "{name: vital_id, type: float}", `duplicate column "vital_id"`},
 		{"format on string", "{name: vital_id, type: string, required: true}", "{name: vital_id, type: string, format: x}", "format applies only"},
 		{"version zero", "version: 2", "version: 0", "version must be 1 or more"},
+		{"reserved table", "table: vitals", "table: medlake_rejects", "reserved for medlake"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
