@@ -60,6 +60,26 @@ columns:
   - {name: note_id, type: string, required: true}
   - {name: text, type: string}
 `,
+	"strict.yaml": `name: strict_csv
+version: 1
+table: strict
+match: {glob: "strict_*.csv"}
+format: {type: csv}
+drift: reject
+columns:
+  - {name: id, type: string, required: true}
+  - {name: amount, type: decimal, precision: 8, scale: 2, min: 0}
+`,
+	"roster.yaml": `name: roster_fixed
+version: 1
+table: roster
+match: {glob: "roster_*.dat"}
+format: {type: fixed}
+columns:
+  - {name: patient_id, start: 1, width: 6, type: string, required: true}
+  - {name: name, start: 7, width: 10, type: string, required: true}
+  - {name: birth, start: 17, width: 8, type: date, format: "20060102"}
+`,
 	"notes16.yaml": `name: notes_utf16
 version: 1
 table: notes
@@ -184,6 +204,7 @@ func TestMalformedInputs(t *testing.T) {
 		}, quarantine: true, want: []string{"labs_dup.zip", `duplicate entry "labs_d.csv"`}},
 		{name: "entry matching no feed", file: "labs_stray.zip", build: zipped("labs_s.csv", goodCSV, "readme.txt", "hello"),
 			quarantine: true, want: []string{"labs_stray.zip!readme.txt", "matches no feed"}},
+		{name: "archive with no entries", file: "labs_void.zip", build: zipped(), rows: 0},
 		{name: "binary garbage", file: "labs_binary.csv", build: plain("\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x03\x00>\x00\x01\x00\x00\x00\xff\xfe\x00\x10"),
 			quarantine: true, want: []string{"labs_binary.csv", "header"}},
 		{name: "empty file", file: "labs_empty.csv", build: plain(""),
@@ -229,6 +250,23 @@ func TestMalformedInputs(t *testing.T) {
 		{name: "column named twice in the header", file: "labs_twice.csv", build: plain("lab_id,value,value,count\nL1,1,2,3\n"),
 			quarantine: true, want: []string{"labs_twice.csv", `header names column "value" twice (fields 2 and 3)`}},
 		{name: "header only", file: "labs_headonly.csv", build: plain("lab_id,value,taken,count\n"), rows: 0},
+		// Schema drift, fixed width, validation.
+		{name: "unknown column, drift rescue", file: "labs_extra.csv", build: plain("lab_id,value,taken,count,Comment\nL1,1,2026-01-01,1,call back\n"), rows: 1},
+		{name: "unknown column, drift reject", file: "strict_extra.csv", build: plain("id,amount,Comment\nS1,1.50,hi\n"),
+			quarantine: true, want: []string{"strict_extra.csv", "header line 1", `"Comment"`, "drift is reject"}},
+		{name: "value outside its range, too many decimals", file: "strict_range.csv", build: plain("id,amount\nS1,1.50\nS2,-3\nS3,1.234\n"),
+			rows: 1, wantRejects: [][]string{
+				{"strict_range.csv", "row 2", "line 3", "column amount", "below min 0"},
+				{"strict_range.csv", "row 3", "line 4", "column amount", "scale 2"},
+			}},
+		{name: "fixed width, line too short for a required column", file: "roster_short.dat", build: plain("P00001Ann       19500304\nP00002\nP00003Bob       1961013\n"),
+			rows: 1, wantRejects: [][]string{
+				{"roster_short.dat", "row 2", "line 2", "column name"},
+				{"roster_short.dat", "row 3", "line 3", "column birth"},
+			}},
+		{name: "archive nested in an archive", file: "labs_nested.zip", build: func(t *testing.T, _ string) []byte {
+			return zipOf(t, map[string]string{"labs_inner.csv.gz": string(gz(t, []byte(goodCSV)))})
+		}, rows: 1},
 		// XML.
 		{name: "malformed xml", file: "visits_broken.xml", build: xmlDoc("<Visits>\n<Visit id=\"V1\"><Age>3</Age></Visit>\n<Visit id=\"V2\"><Age>4</Visit>\n</Visits>\n"),
 			quarantine: true, want: []string{"visits_broken.xml", "line 4", "element <Age> closed by </Visit>", "malformed xml"}},
