@@ -176,7 +176,7 @@ func (d *demo) generate(ctx context.Context, genDir string, round int) (string, 
 	opts.Seed = int64(round)
 	opts.Facilities = d.facilities
 	opts.FilesPerFacility = 2
-	opts.Formats = []string{gen.FormatCSV, gen.FormatTXT}
+	opts.Formats = []string{gen.FormatCSV, gen.FormatTXT, gen.FormatXML, gen.FormatDAT}
 	if _, err := gen.Run(ctx, opts, nil); err != nil {
 		return "", fmt.Errorf("generating demo round %d: %w", round, err)
 	}

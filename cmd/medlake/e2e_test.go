@@ -66,7 +66,7 @@ func runEndToEnd(t *testing.T, setup e2eSetup) {
 	work := t.TempDir()
 	genDir := filepath.Join(work, "gen")
 	runCmd(t, exec.Command(filepath.Join(bin, "medlake"), "gen", "--out", genDir, "--seed", "11",
-		"--facilities", "3", "--files-per-facility", "4", "--formats", "csv,txt,xml", "--quiet"))
+		"--facilities", "3", "--files-per-facility", "4", "--formats", "csv,txt,xml,dat", "--quiet"))
 	m, err := gen.ReadManifest(filepath.Join(genDir, "manifest.json"))
 	if err != nil {
 		t.Fatal(err)

@@ -36,7 +36,7 @@ func runGen(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.Int64Var(&opts.Seed, "seed", opts.Seed, "random seed")
 	fs.IntVar(&opts.Facilities, "facilities", opts.Facilities, "number of facilities")
 	fs.IntVar(&opts.FilesPerFacility, "files-per-facility", opts.FilesPerFacility, "archives per facility")
-	fs.StringVar(&formats, "formats", formats, "comma-separated export formats: csv, txt, xml")
+	fs.StringVar(&formats, "formats", formats, "comma-separated export formats: csv, txt, xml, dat (fixed width)")
 	fs.IntVar(&opts.Large, "large", opts.Large, "number of large (~40 MB) archives")
 	fs.IntVar(&opts.Days, "days", opts.Days, "days the records' event times span")
 	fs.Int64Var(&opts.MinBytes, "min-bytes", opts.MinBytes, "smallest compressed archive size")
