@@ -23,7 +23,7 @@ import (
 //
 // rows/s is per core; peak-heap-MB is the most live heap seen while parsing.
 func BenchmarkParse(b *testing.B) {
-	for _, format := range []string{gen.FormatCSV, gen.FormatTXT, gen.FormatXML} {
+	for _, format := range []string{gen.FormatCSV, gen.FormatTXT, gen.FormatXML, gen.FormatDAT} {
 		b.Run(format, func(b *testing.B) {
 			o := gen.DefaultOptions()
 			o.Out = b.TempDir()
