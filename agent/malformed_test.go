@@ -410,7 +410,7 @@ func rejectsOf(t *testing.T, stateDir, sha string) []string {
 	sc := bufio.NewScanner(f)
 	sc.Buffer(nil, 1<<20)
 	for sc.Scan() {
-		var l rejectLine
+		var l RejectLine
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			t.Fatal(err)
 		}

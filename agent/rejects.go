@@ -25,8 +25,9 @@ import (
 // the hub is unreachable (`medlake-agent rejects list`), and holds the rejected source
 // positions that re-running a file after a definition fix needs.
 
-// rejectLine is one line of rejects/<sha256>.jsonl.
-type rejectLine struct {
+// RejectLine is one line of state_dir/rejects/<sha256>.jsonl, the local record of a
+// file's rejected rows that medlake-agent rejects list and show read.
+type RejectLine struct {
 	Source      string `json:"source"`
 	Feed        string `json:"feed,omitempty"`
 	FeedVersion int    `json:"feed_version,omitempty"`
@@ -77,7 +78,7 @@ func newRejectsWriter(path, sha string, batchRows int) (*rejectsWriter, error) {
 // add records one rejected row (or skipped entry) refused by def; def is nil when no feed
 // took the entry.
 func (r *rejectsWriter) add(def *feed.Definition, rj normalize.Reject) error {
-	l := rejectLine{Source: rj.Source, Row: rj.Row, Line: rj.Line, Column: rj.Column, Raw: rj.Raw, Reason: rj.Reason}
+	l := RejectLine{Source: rj.Source, Row: rj.Row, Line: rj.Line, Column: rj.Column, Raw: rj.Raw, Reason: rj.Reason}
 	key := ""
 	if def != nil {
 		l.Feed, l.FeedVersion, key = def.Name, def.Version, def.Name
@@ -145,7 +146,7 @@ func (r *rejectsWriter) writeLine(b []byte) error {
 
 // carry keeps a line of an earlier attempt in the JSONL, without sending it again: its
 // row is in the lake's rejects table already.
-func (r *rejectsWriter) carry(l rejectLine) error {
+func (r *rejectsWriter) carry(l RejectLine) error {
 	b, err := json.Marshal(l)
 	if err != nil {
 		return err

@@ -260,17 +260,17 @@ func partIDs(sha string, parts []part) map[string]bool {
 	return ids
 }
 
-func readRejectLines(path string) ([]rejectLine, error) {
+func readRejectLines(path string) ([]RejectLine, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	var out []rejectLine
+	var out []RejectLine
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 64<<20)
 	for n := 1; sc.Scan(); n++ {
-		var l rejectLine
+		var l RejectLine
 		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
 			return nil, fmt.Errorf("%s line %d: %w", path, n, err)
 		}
@@ -281,7 +281,7 @@ func readRejectLines(path string) ([]rejectLine, error) {
 
 // parseRetry runs the entries of the feeds in rerun and keeps only the rows in want. It
 // writes the file's next JSONL: lines not re-run carried over, then the rows still rejected.
-func (a *Agent) parseRetry(ctx context.Context, path, dir, sha string, rerun map[string]*feed.Definition, want map[rowKey]bool, old []rejectLine) (parts []part, rows, remaining int64, err error) {
+func (a *Agent) parseRetry(ctx context.Context, path, dir, sha string, rerun map[string]*feed.Definition, want map[rowKey]bool, old []RejectLine) (parts []part, rows, remaining int64, err error) {
 	rj, err := newRejectsWriter(a.newRejectsName(sha), sha, a.cfg.BatchRows)
 	if err != nil {
 		return nil, 0, 0, err

@@ -14,28 +14,18 @@ import (
 // BenchmarkNormalize measures a seed-shaped lab file (8 typed columns) at the default
 // batch size: go test -bench Normalize -benchmem ./agent/normalize
 func BenchmarkNormalize(b *testing.B) {
-	def := loadDef(b, "testdata/cases/types/feed.yaml")
+	benchRun(b, loadDef(b, "testdata/cases/types/feed.yaml"), labCSV(50000, ""), 50000)
+}
+
+// labCSV is a lab file of rows rows with its header; patient ids are quoted with quote.
+func labCSV(rows int, quote string) []byte {
 	var buf bytes.Buffer
 	buf.WriteString("lab_id,Patient ID,result_value,count,abnormal,collected_on,collected_at\n")
-	const rows = 50000
 	for i := range rows {
-		fmt.Fprintf(&buf, "L%08d,P%06d,%d.%02d,%d,%t,2024-%02d-%02d,2024-01-02 03:%02d:%02d\n",
-			i, i%100000, i%500, i%100, i%7, i%3 == 0, i%12+1, i%28+1, i%60, i%60)
+		fmt.Fprintf(&buf, "L%08d,%sP%06d%s,%d.%02d,%d,%t,2024-%02d-%02d,2024-01-02 03:%02d:%02d\n",
+			i, quote, i%100000, quote, i%500, i%100, i%7, i%3 == 0, i%12+1, i%28+1, i%60, i%60)
 	}
-	n, err := New(def, Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.SetBytes(int64(buf.Len()))
-	b.ReportAllocs()
-	for b.Loop() {
-		st, err := n.Run(context.Background(), bytes.NewReader(buf.Bytes()), "bench.csv",
-			func(arrow.RecordBatch) error { return nil }, func(r Reject) error { return fmt.Errorf("reject: %+v", r) })
-		if err != nil || st.Accepted != rows {
-			b.Fatalf("Run = %+v, %v", st, err)
-		}
-	}
-	b.ReportMetric(float64(rows*b.N)/b.Elapsed().Seconds(), "rows/s")
+	return buf.Bytes()
 }
 
 // BenchmarkXMLOneRecordFiles measures an archive's worth of one-record XML files (the
@@ -94,27 +84,7 @@ columns:
 	if err != nil {
 		b.Fatal(err)
 	}
-	var buf bytes.Buffer
-	buf.WriteString("lab_id,Patient ID,result_value,count,abnormal,collected_on,collected_at\n")
-	const rows = 50000
-	for i := range rows {
-		fmt.Fprintf(&buf, "L%08d,P%06d,%d.%02d,%d,%t,2024-%02d-%02d,2024-01-02 03:%02d:%02d\n",
-			i, i%100000, i%500, i%100, i%7, i%3 == 0, i%12+1, i%28+1, i%60, i%60)
-	}
-	n, err := New(def, Options{Secret: testSecret})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.SetBytes(int64(buf.Len()))
-	b.ReportAllocs()
-	for b.Loop() {
-		st, err := n.Run(context.Background(), bytes.NewReader(buf.Bytes()), "bench.csv",
-			func(arrow.RecordBatch) error { return nil }, func(r Reject) error { return fmt.Errorf("reject: %+v", r) })
-		if err != nil || st.Accepted != rows {
-			b.Fatalf("Run = %+v, %v", st, err)
-		}
-	}
-	b.ReportMetric(float64(rows*b.N)/b.Elapsed().Seconds(), "rows/s")
+	benchRun(b, def, labCSV(50000, ""), 50000)
 }
 
 // BenchmarkNormalizeFixed measures a fixed-width roster (4 columns, 43 characters a
@@ -138,18 +108,11 @@ func BenchmarkNormalizeDelim(b *testing.B) {
 	def := loadDef(b, "testdata/cases/types/feed.yaml")
 	q := "'"
 	def.Format.Quote, def.Format.Escape = &q, `\`
-	var buf bytes.Buffer
-	buf.WriteString("lab_id,Patient ID,result_value,count,abnormal,collected_on,collected_at\n")
-	const rows = 50000
-	for i := range rows {
-		fmt.Fprintf(&buf, "L%08d,'P%06d',%d.%02d,%d,%t,2024-%02d-%02d,2024-01-02 03:%02d:%02d\n",
-			i, i%100000, i%500, i%100, i%7, i%3 == 0, i%12+1, i%28+1, i%60, i%60)
-	}
-	benchRun(b, def, buf.Bytes(), rows)
+	benchRun(b, def, labCSV(50000, "'"), 50000)
 }
 
 func benchRun(b *testing.B, def *feed.Definition, input []byte, rows int) {
-	n, err := New(def, Options{})
+	n, err := New(def, Options{Secret: testSecret})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -180,19 +180,7 @@ type rejectFile struct {
 	Path   string    `json:"path"`   // the JSONL file
 }
 
-// rejectRow is one line of a rejects JSONL file, as the agent writes it.
-type rejectRow struct {
-	Source      string `json:"source"`
-	Feed        string `json:"feed,omitempty"`
-	FeedVersion int    `json:"feed_version,omitempty"`
-	Row         int64  `json:"row,omitempty"`
-	Line        int64  `json:"line,omitempty"`
-	Column      string `json:"column,omitempty"`
-	Raw         string `json:"raw,omitempty"`
-	Reason      string `json:"reason"`
-}
-
-func readRejects(path string, fn func(rejectRow) error) error {
+func readRejects(path string, fn func(agent.RejectLine) error) error {
 	f, err := os.Open(path)
 	if err != nil {
 		return err
@@ -201,7 +189,7 @@ func readRejects(path string, fn func(rejectRow) error) error {
 	sc := bufio.NewScanner(f)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	for n := 1; sc.Scan(); n++ {
-		var r rejectRow
+		var r agent.RejectLine
 		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
 			return fmt.Errorf("%s line %d: %w", path, n, err)
 		}
@@ -231,7 +219,7 @@ func listRejects(dir string) ([]rejectFile, error) {
 			return nil, err
 		}
 		rf := rejectFile{SHA256: strings.TrimSuffix(name, ".jsonl"), Time: info.ModTime().UTC(), Path: filepath.Join(dir, name)}
-		err = readRejects(rf.Path, func(r rejectRow) error {
+		err = readRejects(rf.Path, func(r agent.RejectLine) error {
 			if rf.Rows == 0 {
 				rf.Source, rf.Reason = r.Source, r.Reason
 			}
@@ -292,8 +280,8 @@ func runRejects(args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		var rows []rejectRow
-		if err := readRejects(f.Path, func(r rejectRow) error { rows = append(rows, r); return nil }); err != nil {
+		var rows []agent.RejectLine
+		if err := readRejects(f.Path, func(r agent.RejectLine) error { rows = append(rows, r); return nil }); err != nil {
 			return err
 		}
 		if a.json {
