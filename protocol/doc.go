@@ -5,10 +5,17 @@
 // It holds wire types and codecs only. It performs no I/O and imports no other medlake
 // package, so the agent and the hub can each depend on it without depending on each other.
 //
+// Payload: a batch's payload is one Arrow IPC stream (EncodeRecords). Its body buffers
+// are zstd-compressed, or LZ4 for a batch under SmallBatchBytes: the IPC writer builds a
+// zstd encoder per stream, and for the small batches of an archive of one-record XML
+// files that set-up cost more than the rest of the agent's work on them (measured in
+// BENCHMARKS.md). Arrow IPC names the codec in each message, so any Arrow reader, and
+// every 1.x decoder, reads both; the choice is the writer's and changes no version.
+//
 // Rejects: rows a feed definition refuses travel as ordinary batches to the reserved
 // table feed.RejectsTable ("medlake_rejects"), in the fixed schema feed.Rejects()
 // (feed, feed_version, source_file, source_sha256, source_row, source_line,
-// source_column, raw_text, reason, then _row). Their header names the refusing feed and
+// source_column, raw_text, reason, then _source_file and _row). Their header names the refusing feed and
 // its version, so the hub's lineage columns describe them as for data; their ids are
 // BatchID(sha256, feed.RejectsKey(feed), version, part), a key no feed name can take, so a
 // re-sent file repeats its reject batch ids and the hub's ledger drops the repeats. A

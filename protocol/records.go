@@ -11,11 +11,30 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 )
 
-// EncodeRecords writes record batches as one Arrow IPC stream with zstd-compressed
-// bodies: the payload of a batch frame. Every record must have the given schema.
+// SmallBatchBytes is the Arrow size under which EncodeRecords compresses with LZ4 instead
+// of zstd.
+const SmallBatchBytes = 1 << 20
+
+// EncodeRecords writes record batches as one Arrow IPC stream with compressed bodies:
+// the payload of a batch frame. Every record must have the given schema. Bodies are
+// zstd-compressed, except when the records total less than SmallBatchBytes: then LZ4
+// frames, because building a zstd encoder (the IPC writer makes one per stream) costs
+// more than the whole small batch, and the archives of one-record XML files that make
+// such batches are most of the customer's files. Both are standard Arrow IPC body
+// codecs, so any Arrow reader decodes either; DecodeRecords does.
 func EncodeRecords(schema *arrow.Schema, recs []arrow.RecordBatch) ([]byte, error) {
+	var size int64
+	for _, rec := range recs {
+		for _, c := range rec.Columns() {
+			size += dataBytes(c.Data())
+		}
+	}
+	codec := ipc.WithZstd()
+	if size < SmallBatchBytes {
+		codec = ipc.WithLZ4()
+	}
 	var buf bytes.Buffer
-	w := ipc.NewWriter(&buf, ipc.WithSchema(schema), ipc.WithZstd())
+	w := ipc.NewWriter(&buf, ipc.WithSchema(schema), codec)
 	for i, rec := range recs {
 		if !rec.Schema().Equal(schema) {
 			w.Close()
@@ -30,6 +49,20 @@ func EncodeRecords(schema *arrow.Schema, recs []arrow.RecordBatch) ([]byte, erro
 		return nil, fmt.Errorf("encoding records: %w", err)
 	}
 	return buf.Bytes(), nil
+}
+
+// dataBytes is the size of an array's buffers, children included.
+func dataBytes(d arrow.ArrayData) int64 {
+	var n int64
+	for _, b := range d.Buffers() {
+		if b != nil {
+			n += int64(b.Len())
+		}
+	}
+	for _, c := range d.Children() {
+		n += dataBytes(c)
+	}
+	return n
 }
 
 // DecodeRecords reads an Arrow IPC stream payload. The caller releases the records.
