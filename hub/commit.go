@@ -381,19 +381,25 @@ func (c *committer) clearBuffer() {
 }
 
 func (c *committer) loadOrCreate(ctx context.Context) (*table.Table, error) {
-	ident := c.cat.TableIdent(c.table)
-	tbl, err := c.cat.Iceberg().LoadTable(ctx, ident)
+	return loadOrCreateTable(ctx, c.cat, c.def, c.log)
+}
+
+// loadOrCreateTable loads def's table, creating it when absent.
+func loadOrCreateTable(ctx context.Context, cat *catalog.Catalog, def *feed.Definition, log *slog.Logger) (*table.Table, error) {
+	name := def.Table
+	ident := cat.TableIdent(name)
+	tbl, err := cat.Iceberg().LoadTable(ctx, ident)
 	if err == nil {
 		return tbl, nil
 	}
 	if !errors.Is(err, icecatalog.ErrNoSuchTable) {
-		return nil, fmt.Errorf("loading table %s: %w", c.table, err)
+		return nil, fmt.Errorf("loading table %s: %w", name, err)
 	}
-	sc, spec, err := icebergSchema(c.def)
+	sc, spec, err := icebergSchema(def)
 	if err != nil {
 		return nil, err
 	}
-	tbl, err = c.cat.Iceberg().CreateTable(ctx, ident, sc,
+	tbl, err = cat.Iceberg().CreateTable(ctx, ident, sc,
 		icecatalog.WithPartitionSpec(spec),
 		icecatalog.WithProperties(iceberg.Properties{
 			// The hub re-plans a conflicting commit itself (dedup against the new
@@ -404,15 +410,15 @@ func (c *committer) loadOrCreate(ctx context.Context) (*table.Table, error) {
 		}))
 	if errors.Is(err, icecatalog.ErrTableAlreadyExists) {
 		// Another hub created it first.
-		if tbl, err = c.cat.Iceberg().LoadTable(ctx, ident); err != nil {
-			return nil, fmt.Errorf("loading table %s created by another hub: %w", c.table, err)
+		if tbl, err = cat.Iceberg().LoadTable(ctx, ident); err != nil {
+			return nil, fmt.Errorf("loading table %s created by another hub: %w", name, err)
 		}
 		return tbl, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("creating table %s: %w", c.table, err)
+		return nil, fmt.Errorf("creating table %s: %w", name, err)
 	}
-	c.log.Info("created table", "location", tbl.Location())
+	log.Info("created table", "table", name, "location", tbl.Location())
 	return tbl, nil
 }
 

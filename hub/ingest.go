@@ -44,7 +44,14 @@ type Ingester struct {
 	cmts     map[string]*committer // guarded by mu; by table, started on a table's first batch
 	stopping bool                  // guarded by mu; no committer starts once set
 	wg       sync.WaitGroup        // committers and the feed refresher
+
+	subscribed     chan struct{} // closed once the batch subscription is in place
+	subscribedOnce sync.Once
 }
+
+// Ready is closed once the hub has subscribed to agents' batches: from then on a batch
+// published is delivered to this hub or another member of the shared subscription.
+func (in *Ingester) Ready() <-chan struct{} { return in.subscribed }
 
 // New seeds the catalog from feeds_dir (when set) and loads the feed definitions from
 // the catalog. registerer may be nil (metrics are then kept private).
@@ -63,7 +70,7 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger, registerer prome
 	if err != nil {
 		return nil, fmt.Errorf("registering hub metrics: %w", err)
 	}
-	in := &Ingester{cfg: cfg, cat: cat, log: logger.With("component", "hub"), m: m,
+	in := &Ingester{cfg: cfg, cat: cat, log: logger.With("component", "hub"), m: m, subscribed: make(chan struct{}),
 		mem: memory.DefaultAllocator, cmts: map[string]*committer{}, agents: map[string]*knownAgent{}}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -108,6 +115,7 @@ func (in *Ingester) Run(ctx context.Context) error {
 	in.runCtx = ctx
 	in.mu.Unlock()
 	in.wg.Go(func() { in.runFeedRefresh(ctx) })
+	in.wg.Go(func() { in.createRejectsTable(ctx) })
 	stop := func() {
 		cancel()
 		in.mu.Lock()
@@ -181,7 +189,9 @@ func (in *Ingester) onConnect(c paho.Client) {
 	}
 	if err := tok.Error(); err != nil {
 		in.log.Error("subscribing failed", "err", err)
+		return
 	}
+	in.subscribedOnce.Do(func() { close(in.subscribed) })
 }
 
 func (in *Ingester) onMessage(_ paho.Client, msg paho.Message) {
@@ -318,5 +328,24 @@ func (in *Ingester) publishAcks(_ context.Context, acks []ackOut) {
 			continue
 		}
 		client.Publish(a.topic, 1, false, payload)
+	}
+}
+
+// createRejectsTable makes the rejects table exist from the start, so that ops' queries
+// on it answer (with no rows) before any row is rejected. While the catalog or the
+// warehouse is unreachable it tries again; the committer creates the table anyway when
+// rejects arrive first.
+func (in *Ingester) createRejectsTable(ctx context.Context) {
+	for wait := time.Second; ; wait = min(2*wait, time.Minute) {
+		_, err := loadOrCreateTable(ctx, in.cat, feed.Rejects(), in.log)
+		if err == nil || ctx.Err() != nil {
+			return
+		}
+		in.log.Warn("creating the rejects table failed, will retry", "table", feed.RejectsTable, "retry_in", wait, "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
 	}
 }

@@ -111,6 +111,13 @@ func startHubFeeds(tb testing.TB, brokerURL string, catCfg catalog.Config, clien
 		}
 		cat.Close()
 	})
+	// A batch published before the hub subscribes reaches no one; a real agent re-sends
+	// it, a test's stand-in does not.
+	select {
+	case <-in.Ready():
+	case <-time.After(30 * time.Second):
+		tb.Fatal("hub not subscribed 30 s after start")
+	}
 	return &hubUnderTest{cat: cat, reg: reg, def: defs[0]}
 }
 

@@ -107,3 +107,33 @@ func TestRejectsTable(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestRejectsTableFromStart: the rejects table exists as soon as a hub runs, so ops'
+// queries on it answer with no rows instead of failing before the first reject.
+func TestRejectsTableFromStart(t *testing.T) {
+	h := startHub(t, embeddedBroker(t), catalog.Config{DataDir: t.TempDir()})
+	ctx := context.Background()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := h.cat.Iceberg().LoadTable(ctx, h.cat.TableIdent(feed.RejectsTable)); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("no %s table 30 s after the hub started: %v", feed.RejectsTable, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	eng, err := engine.New(ctx, engine.Config{CacheDir: t.TempDir()}, h.cat.Iceberg(), h.cat.Namespace()[0], testLogger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	rows, err := eng.Query(ctx, "SELECT count(*) FROM medlake_rejects")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var n int64
+	if !rows.Next() || rows.Scan(&n) != nil || n != 0 {
+		t.Fatalf("SELECT count(*) FROM medlake_rejects = %d, %v; want 0", n, rows.Err())
+	}
+}
