@@ -224,6 +224,10 @@ type Batcher struct {
 	// Read buffers reused by the runs, which are sequential: an archive's hundreds of
 	// one-record XML files would otherwise each allocate and clear tens of kilobytes.
 	bufs [2]*bufio.Reader
+	// XML scratch reused by the runs likewise (xml.go).
+	xin    *xmlInput
+	xtext  []strings.Builder
+	xcount []int
 
 	extras      []*array.StringBuilder
 	extraFields []arrow.Field

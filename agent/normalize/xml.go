@@ -180,7 +180,7 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 	if err != nil {
 		return st, fmt.Errorf("reading %s: %w", source, err)
 	}
-	in := newXMLInput(b.reader(1, text, 64<<10))
+	in := b.xmlInput(b.reader(1, text, 64<<10))
 	dec := xml.NewDecoder(in)
 	dec.Strict = true
 	// The text is already UTF-8; the declaration is checked against enc when its token
@@ -197,10 +197,11 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 	idx := make([]int, len(n.slots))
 
 	seen := map[string]bool{}
+	slotText, slotCount := b.xmlSlots(len(n.slots))
 	rec := &xmlRecord{
 		collect: policy != feed.DriftIgnore,
-		text:    make([]strings.Builder, len(n.slots)),
-		count:   make([]int, len(n.slots)),
+		text:    slotText,
+		count:   slotCount,
 		unmapped: func(path string) {
 			if !seen[path] && len(seen) < maxXMLUnmapped {
 				seen[path] = true
@@ -540,6 +541,26 @@ type xmlInput struct {
 
 func newXMLInput(r *bufio.Reader) *xmlInput {
 	return &xmlInput{r: r}
+}
+
+// xmlInput returns the batcher's xmlInput reset to read r, keeping the capacity of its
+// record buffer: the entries of an archive are read one after another.
+func (b *Batcher) xmlInput(r *bufio.Reader) *xmlInput {
+	if b.xin == nil {
+		b.xin = newXMLInput(r)
+		return b.xin
+	}
+	*b.xin = xmlInput{r: r, buf: b.xin.buf[:0]}
+	return b.xin
+}
+
+// xmlSlots returns the batcher's per-slot text builders and counts, n of each, for a
+// run; builders keep their capacity from entry to entry.
+func (b *Batcher) xmlSlots(n int) ([]strings.Builder, []int) {
+	if len(b.xtext) != n {
+		b.xtext, b.xcount = make([]strings.Builder, n), make([]int, n)
+	}
+	return b.xtext, b.xcount
 }
 
 func (in *xmlInput) ReadByte() (byte, error) {
