@@ -225,9 +225,12 @@ type Batcher struct {
 	// one-record XML files would otherwise each allocate and clear tens of kilobytes.
 	bufs [2]*bufio.Reader
 	// XML scratch reused by the runs likewise (xml.go).
-	xin    *xmlInput
-	xtext  []strings.Builder
-	xcount []int
+	xin     *xmlInput
+	xtext   []strings.Builder
+	xcount  []int
+	xvals   []value
+	xfields []string
+	xidx    []int
 
 	extras      []*array.StringBuilder
 	extraFields []arrow.Field

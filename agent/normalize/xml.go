@@ -188,13 +188,11 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 	dec.CharsetReader = func(_ string, input io.Reader) (io.Reader, error) { return input, nil }
 
 	bt := b.begin(source, &st)
-	vals := make([]value, n.nvals())
-	fields := make([]string, len(n.slots))
+	vals, fields, idx := b.xmlRow(n.nvals(), len(n.slots))
 	policy := n.def.DriftPolicy()
 	addCols := map[string]int{} // drift add: path → extra column
 	var extra []value
 	var extraSeen []bool
-	idx := make([]int, len(n.slots))
 
 	seen := map[string]bool{}
 	slotText, slotCount := b.xmlSlots(len(n.slots))
@@ -552,6 +550,15 @@ func (b *Batcher) xmlInput(r *bufio.Reader) *xmlInput {
 	}
 	*b.xin = xmlInput{r: r, buf: b.xin.buf[:0]}
 	return b.xin
+}
+
+// xmlRow returns the batcher's buffers for one record's values, slot texts and slot
+// indexes, which every record overwrites before use.
+func (b *Batcher) xmlRow(nvals, nslots int) ([]value, []string, []int) {
+	if len(b.xvals) != nvals || len(b.xfields) != nslots {
+		b.xvals, b.xfields, b.xidx = make([]value, nvals), make([]string, nslots), make([]int, nslots)
+	}
+	return b.xvals, b.xfields, b.xidx
 }
 
 // xmlSlots returns the batcher's per-slot text builders and counts, n of each, for a

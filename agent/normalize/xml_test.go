@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -578,6 +579,73 @@ func TestXMLDrift(t *testing.T) {
 				if !strings.HasPrefix(line, "reject") && strings.Contains(line, "Skip") {
 					t.Errorf("ignored path drifted: %s", line)
 				}
+			}
+		})
+	}
+}
+
+// TestSharedBatcherMatchesSeparateRuns runs an archive's worth of XML entries through one
+// Batcher, as the agent does, and checks every row and reject against running each entry
+// on its own: the buffers the runs share carry nothing from one entry to the next.
+func TestSharedBatcherMatchesSeparateRuns(t *testing.T) {
+	entries := []string{
+		`<Visits><Visit id="V1"><Age>40</Age><Note>first &amp; only</Note></Visit></Visits>`,
+		`<Visits><Visit id="V2"><Age>old</Age><Note>rejected</Note></Visit></Visits>`,
+		`<Visits><Visit id="V3"><Note>no age</Note></Visit></Visits>`,
+		`<Visits><Visit><Age>5</Age></Visit></Visits>`,
+		`<Visits><Visit id="V5"><Age>1</Age><Age>2</Age></Visit><Visit id="V6"/></Visits>`,
+		`<Visits><Visit id="V7"><Age>7</Age><Extra>x</Extra></Visit></Visits>`,
+	}
+	for _, drift := range []string{"ignore", "rescue"} {
+		t.Run(drift, func(t *testing.T) {
+			def := parseDef(t, strings.Replace(xmlFeed, "drift: ignore", "drift: "+drift, 1))
+			var separate strings.Builder
+			for i, e := range entries {
+				out, _, err := runSource(t, def, strings.NewReader(e), 100, fmt.Sprintf("a.zip!%d.xml", i))
+				if err != nil {
+					t.Fatal(err)
+				}
+				for _, l := range strings.Split(out, "\n") {
+					if strings.HasPrefix(l, "  ") || strings.HasPrefix(l, "reject ") {
+						separate.WriteString(l + "\n")
+					}
+				}
+			}
+			n, err := New(def, Options{BatchRows: 100})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var shared, rejects strings.Builder
+			b := n.NewBatcher(func(rec arrow.RecordBatch) error {
+				for r := range int(rec.NumRows()) {
+					shared.WriteString(" ")
+					for c := range int(rec.NumCols()) {
+						fmt.Fprintf(&shared, " %s=%s", rec.ColumnName(c), cell(rec.Column(c), r))
+					}
+					shared.WriteString("\n")
+				}
+				return nil
+			})
+			defer b.Release()
+			for i, e := range entries {
+				src := fmt.Sprintf("a.zip!%d.xml", i)
+				if _, err := n.RunInto(context.Background(), strings.NewReader(e), src, b, func(r Reject) error {
+					fmt.Fprintf(&rejects, "reject source=%s row=%d line=%d column=%q reason=%q raw=%q\n", r.Source, r.Row, r.Line, r.Column, r.Reason, r.Raw)
+					return nil
+				}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := b.Flush(); err != nil {
+				t.Fatal(err)
+			}
+			// Separate runs interleave rejects with rows; compare them as sets of lines.
+			want := strings.Split(strings.TrimRight(separate.String(), "\n"), "\n")
+			got := strings.Split(strings.TrimRight(rejects.String()+shared.String(), "\n"), "\n")
+			slices.Sort(want)
+			slices.Sort(got)
+			if !slices.Equal(got, want) {
+				t.Errorf("shared batcher:\n%s\nseparate runs:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 			}
 		})
 	}
