@@ -4,6 +4,7 @@ import (
 	"archive/zip"
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"hash/crc32"
 	"os"
@@ -18,9 +19,9 @@ import (
 	"github.com/medlake/medlake/agent/unpack"
 )
 
-// Feeds of the malformed-input suite. The suite's file names pick the feed.
-var malformedFeeds = map[string]string{
-	"labs.yaml": `name: labs_csv
+// labsFeed is the malformed-input suite's main feed; secure.yaml is the same table read
+// from password-protected zips.
+const labsFeed = `name: labs_csv
 version: 1
 table: labs
 match: {glob: "labs_*.csv"}
@@ -30,18 +31,13 @@ columns:
   - {name: value, type: float}
   - {name: taken, type: date}
   - {name: count, type: int}
-`,
-	"secure.yaml": `name: secure_csv
-version: 1
-table: labs
-match: {glob: "secure_*.csv", password_secret: lab_zip}
-format: {type: csv}
-columns:
-  - {name: lab_id, type: string, required: true}
-  - {name: value, type: float}
-  - {name: taken, type: date}
-  - {name: count, type: int}
-`,
+`
+
+// Feeds of the malformed-input suite. The suite's file names pick the feed.
+var malformedFeeds = map[string]string{
+	"secure.yaml": strings.NewReplacer("name: labs_csv", "name: secure_csv",
+		`match: {glob: "labs_*.csv"}`, `match: {glob: "secure_*.csv", password_secret: lab_zip}`).Replace(labsFeed),
+	"labs.yaml": labsFeed,
 	"visits.yaml": `name: visits_xml
 version: 1
 table: visits
@@ -333,6 +329,9 @@ func TestMalformedInputs(t *testing.T) {
 	cfg.SecretsDir = secrets
 	cfg.Limits.MaxRecordBytes = 1 << 20
 	ag := startAgent(t, cfg)
+	if got := len(ag.feedsFor(context.Background()).defs); got != len(malformedFeeds) {
+		t.Fatalf("agent runs %d feeds, the suite defines %d", got, len(malformedFeeds))
+	}
 	deadline := time.Now().Add(3 * time.Minute)
 	for i, c := range cases {
 		for {

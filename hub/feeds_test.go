@@ -83,21 +83,10 @@ func TestFeedsFromCatalog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cat.Close()
-	in, err := New(Config{Broker: brokerURL, ClientID: "hub-feeds", FeedsDir: feedsDir(t),
-		CommitInterval: 100 * time.Millisecond, FeedsPollInterval: 100 * time.Millisecond}, cat, testLogger(t), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- in.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("hub Run: %v", err)
-		}
-	}()
+	t.Cleanup(func() { cat.Close() })
+	ctx := context.Background()
+	runIngester(t, Config{Broker: brokerURL, ClientID: "hub-feeds", FeedsDir: feedsDir(t),
+		CommitInterval: 100 * time.Millisecond, FeedsPollInterval: 100 * time.Millisecond}, cat, prometheus.NewRegistry())
 
 	v3 := loadGoldenFeed(t)[0]
 	if fv, ok, err := cat.Feed(ctx, v3.Name, 0); err != nil || !ok || fv.Version != v3.Version {
@@ -172,21 +161,10 @@ func TestUnknownVersionReloads(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cat.Close()
-	in, err := New(Config{Broker: brokerURL, ClientID: "hub-reload", FeedsDir: feedsDir(t),
-		CommitInterval: 100 * time.Millisecond, FeedsPollInterval: time.Hour}, cat, testLogger(t), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- in.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("hub Run: %v", err)
-		}
-	}()
+	t.Cleanup(func() { cat.Close() })
+	ctx := context.Background()
+	runIngester(t, Config{Broker: brokerURL, ClientID: "hub-reload", FeedsDir: feedsDir(t),
+		CommitInterval: 100 * time.Millisecond, FeedsPollInterval: time.Hour}, cat, prometheus.NewRegistry())
 	text := strings.Replace(string(readGolden(t, "lab_results.yaml")), "version: 3", "version: 5", 1)
 	v5, err := feed.Parse([]byte(text))
 	if err != nil {

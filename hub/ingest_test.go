@@ -95,9 +95,17 @@ func startHubFeeds(tb testing.TB, brokerURL string, catCfg catalog.Config, clien
 	if err != nil {
 		tb.Fatal(err)
 	}
+	tb.Cleanup(func() { cat.Close() })
 	reg := prometheus.NewRegistry()
-	in, err := New(Config{Broker: brokerURL, ClientID: clientID, FeedsDir: dir, CommitInterval: 200 * time.Millisecond},
-		cat, testLogger(tb), reg)
+	runIngester(tb, Config{Broker: brokerURL, ClientID: clientID, FeedsDir: dir, CommitInterval: 200 * time.Millisecond}, cat, reg)
+	return &hubUnderTest{cat: cat, reg: reg, def: defs[0]}
+}
+
+// runIngester starts a hub with cfg on cat, stops it when the test ends (before cleanups
+// registered earlier, such as closing cat) and returns once it is subscribed.
+func runIngester(tb testing.TB, cfg Config, cat *catalog.Catalog, reg prometheus.Registerer) *Ingester {
+	tb.Helper()
+	in, err := New(cfg, cat, testLogger(tb), reg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -109,7 +117,6 @@ func startHubFeeds(tb testing.TB, brokerURL string, catCfg catalog.Config, clien
 		if err := <-done; err != nil {
 			tb.Errorf("hub Run: %v", err)
 		}
-		cat.Close()
 	})
 	// A batch published before the hub subscribes reaches no one; a real agent re-sends
 	// it, a test's stand-in does not.
@@ -118,7 +125,7 @@ func startHubFeeds(tb testing.TB, brokerURL string, catCfg catalog.Config, clien
 	case <-time.After(30 * time.Second):
 		tb.Fatal("hub not subscribed 30 s after start")
 	}
-	return &hubUnderTest{cat: cat, reg: reg, def: defs[0]}
+	return in
 }
 
 // agent is a paho client standing in for an agent's sender: it publishes frames and

@@ -255,21 +255,7 @@ func TestDecodeGoldenBatch(t *testing.T) {
 		got.Table != exp.Table || got.Rows != 3 || got.Version != protocol.Version || !got.CreatedAt.Equal(goldenTime) {
 		t.Errorf("header = %+v", got)
 	}
-	schema, recs, err := protocol.DecodeRecords(b.Payload, memory.DefaultAllocator)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		for _, r := range recs {
-			r.Release()
-		}
-	}()
-	if !schema.Equal(def.BatchSchema()) {
-		t.Errorf("schema = %s, want %s", schema, def.BatchSchema())
-	}
-	if len(recs) != 1 || !array.RecordEqual(recs[0], want) {
-		t.Errorf("records differ from the golden rows")
-	}
+	checkGoldenPayload(t, b.Payload, def, want)
 }
 
 func TestDecodeBadBatches(t *testing.T) {
@@ -393,7 +379,14 @@ func TestDecodeGoldenRejects(t *testing.T) {
 	}
 	def, want := goldenRejects(t)
 	defer want.Release()
-	schema, recs, err := protocol.DecodeRecords(b.Payload, memory.DefaultAllocator)
+	checkGoldenPayload(t, b.Payload, def, want)
+}
+
+// checkGoldenPayload decodes a golden batch's payload and compares it with def's batch
+// schema and the one record want.
+func checkGoldenPayload(t *testing.T, payload []byte, def *feed.Definition, want arrow.RecordBatch) {
+	t.Helper()
+	schema, recs, err := protocol.DecodeRecords(payload, memory.DefaultAllocator)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -406,6 +399,6 @@ func TestDecodeGoldenRejects(t *testing.T) {
 		t.Errorf("schema = %s, want %s", schema, def.BatchSchema())
 	}
 	if len(recs) != 1 || !array.RecordEqual(recs[0], want) {
-		t.Errorf("records differ from the golden rejects")
+		t.Errorf("records differ from the golden ones")
 	}
 }

@@ -466,17 +466,7 @@ func (n *Normalizer) append(rb *array.RecordBuilder, vals []value) {
 }
 
 // quote shortens a value for a reason text; the full record is in Reject.Raw.
-func quote(s string) string {
-	const max = 64
-	if len(s) > max {
-		cut := max
-		for cut > 0 && !utf8.RuneStart(s[cut]) {
-			cut--
-		}
-		s = s[:cut] + "..."
-	}
-	return strconv.Quote(s)
-}
+func quote(s string) string { return feed.QuoteValue(s) }
 
 func parseString(s string, v *value) error {
 	if !utf8.ValidString(s) {

@@ -22,15 +22,15 @@ func ParseDecimal(s string, precision, scale int) (decimal128.Num, error) {
 	}
 	whole, frac, _ := strings.Cut(s, ".")
 	if whole == "" && frac == "" || !allDigits(whole) || !allDigits(frac) {
-		return decimal128.Num{}, fmt.Errorf("%s is not a decimal number", shortQuote(text))
+		return decimal128.Num{}, fmt.Errorf("%s is not a decimal number", QuoteValue(text))
 	}
 	frac = strings.TrimRight(frac, "0")
 	if len(frac) > scale {
-		return decimal128.Num{}, fmt.Errorf("%s has more than %d digit(s) after the decimal point (scale %d)", shortQuote(text), scale, scale)
+		return decimal128.Num{}, fmt.Errorf("%s has more than %d digit(s) after the decimal point (scale %d)", QuoteValue(text), scale, scale)
 	}
 	whole = strings.TrimLeft(whole, "0")
 	if len(whole) > precision-scale {
-		return decimal128.Num{}, fmt.Errorf("%s has more than %d digit(s) before the decimal point (precision %d, scale %d)", shortQuote(text), precision-scale, precision, scale)
+		return decimal128.Num{}, fmt.Errorf("%s has more than %d digit(s) before the decimal point (precision %d, scale %d)", QuoteValue(text), precision-scale, precision, scale)
 	}
 	// The unscaled value is whole, frac and scale-len(frac) zeros: at most 38 digits,
 	// accumulated 18 at a time so that short values never leave uint64.
@@ -62,8 +62,9 @@ func ParseDecimal(s string, precision, scale int) (decimal128.Num, error) {
 	return n, nil
 }
 
-// shortQuote quotes s for an error, cut to 64 bytes on a character boundary.
-func shortQuote(s string) string {
+// QuoteValue quotes a source value for an error or a reject reason, cut to 64 bytes on a
+// character boundary: the full record travels with the reject.
+func QuoteValue(s string) string {
 	const max = 64
 	if len(s) > max {
 		cut := max

@@ -50,18 +50,7 @@ func TestJSONSchema(t *testing.T) {
 // TestExamplesMatchSchema checks the shipped example definitions against the published
 // schema, and that the schema refuses what Parse refuses for the same reason.
 func TestExamplesMatchSchema(t *testing.T) {
-	c := jsonschemav6.NewCompiler()
-	doc, err := jsonschemav6.UnmarshalJSON(bytes.NewReader(mustRead(t, "feed.schema.json")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.AddResource("feed.schema.json", doc); err != nil {
-		t.Fatal(err)
-	}
-	sch, err := c.Compile("feed.schema.json")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sch := compiledSchema(t)
 	examples, _ := filepath.Glob("../testdata/*.yaml")
 	more, _ := filepath.Glob("testdata/examples/*.yaml")
 	examples = append(examples, more...)
@@ -86,6 +75,24 @@ func TestExamplesMatchSchema(t *testing.T) {
 	}
 }
 
+// compiledSchema is feed.schema.json, compiled for validation.
+func compiledSchema(t *testing.T) *jsonschemav6.Schema {
+	t.Helper()
+	c := jsonschemav6.NewCompiler()
+	doc, err := jsonschemav6.UnmarshalJSON(bytes.NewReader(mustRead(t, "feed.schema.json")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.AddResource("feed.schema.json", doc); err != nil {
+		t.Fatal(err)
+	}
+	sch, err := c.Compile("feed.schema.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sch
+}
+
 func mustRead(tb testing.TB, path string) []byte {
 	tb.Helper()
 	data, err := os.ReadFile(path)
@@ -105,18 +112,7 @@ func toJSONValue(v any) any {
 // TestSchemaTransforms checks that the published schema describes transform lists as
 // Parse reads them: bare steps and one-key maps pass, anything else fails.
 func TestSchemaTransforms(t *testing.T) {
-	c := jsonschemav6.NewCompiler()
-	doc, err := jsonschemav6.UnmarshalJSON(bytes.NewReader(mustRead(t, "feed.schema.json")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.AddResource("feed.schema.json", doc); err != nil {
-		t.Fatal(err)
-	}
-	sch, err := c.Compile("feed.schema.json")
-	if err != nil {
-		t.Fatal(err)
-	}
+	sch := compiledSchema(t)
 	tests := []struct {
 		transforms string
 		ok         bool
