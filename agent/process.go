@@ -364,10 +364,10 @@ func (a *Agent) parse(ctx context.Context, path, dir, sha string) (res *parsed, 
 			return rj.add(def, r)
 		})
 		if err != nil {
-			if errors.Is(err, normalize.ErrHeader) || errors.Is(err, normalize.ErrDecode) || errors.Is(err, normalize.ErrRecordTooLong) ||
-				errors.Is(err, normalize.ErrMalformedXML) || errors.Is(err, normalize.ErrXMLRoot) ||
-				errors.Is(err, normalize.ErrDrift) {
-				return &fileError{reason: fmt.Sprintf("entry %s (feed %s): %v", e.Name, def.Name, err)}
+			for _, fe := range normalize.EntryErrors() {
+				if errors.Is(err, fe) {
+					return &fileError{reason: fmt.Sprintf("entry %s (feed %s): %v", e.Name, def.Name, err)}
+				}
 			}
 			return err
 		}

@@ -56,6 +56,12 @@ const DefaultMaxRecordBytes = 16 << 20
 // ErrRecordTooLong is wrapped when a delimited record exceeds Options.MaxRecordBytes.
 var ErrRecordTooLong = errors.New("record too long")
 
+// EntryErrors lists the errors that make a whole entry unusable: a property of the file,
+// which the caller quarantines, rather than a failure to retry.
+func EntryErrors() []error {
+	return []error{ErrHeader, ErrDecode, ErrRecordTooLong, ErrMalformedXML, ErrXMLRoot, ErrDrift}
+}
+
 // Reject is one source record that did not become a row, with enough to find and fix it.
 type Reject struct {
 	// Source is the entry name Run was given ("archive.zip!inner.csv").
