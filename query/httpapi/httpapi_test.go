@@ -1,0 +1,354 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/ipc"
+	"github.com/apache/arrow-go/v18/arrow/memory"
+	_ "github.com/duckdb/duckdb-go/v2"
+
+	"github.com/medlake/medlake/query/auth"
+	"github.com/medlake/medlake/query/engine"
+	"github.com/medlake/medlake/query/internal/testlake"
+)
+
+// memStore is an in-memory auth.Store, the shape of logins kept in the
+// catalog.
+type memStore map[string]auth.Login
+
+func (m memStore) Login(_ context.Context, user string) (auth.Login, error) {
+	l, ok := m[user]
+	if !ok {
+		return auth.Login{}, fmt.Errorf("login %s: %w", user, auth.ErrUnknownUser)
+	}
+	return l, nil
+}
+
+// adminSessions opens engine sessions for admins only, as the engine's
+// scope would refuse nothing for them.
+type adminSessions struct{ e *engine.Engine }
+
+func (a adminSessions) Session(ctx context.Context, p auth.Principal) (*engine.Session, error) {
+	if !p.Admin {
+		return nil, fmt.Errorf("test sessions are for admins")
+	}
+	return a.e.Session(ctx)
+}
+
+type fixture struct {
+	srv     *httptest.Server
+	handler *Handler
+}
+
+const labRows = 1000
+
+func newFixture(t *testing.T) fixture {
+	t.Helper()
+	cat := testlake.Catalog(t)
+	testlake.CreateLabTable(t, cat, "lab_results")
+	testlake.AppendLabRows(t, cat, "lab_results", 0, labRows)
+	e, err := engine.New(context.Background(), engine.Config{CacheDir: filepath.Join(t.TempDir(), "cache")}, cat, testlake.Namespace, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.Close() })
+	mk := func(pw string) auth.Verifier {
+		v, err := auth.NewVerifier(pw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	store := memStore{
+		"ana":  {Principal: auth.Principal{User: "ana", Admin: true}, Verifier: mk("right")},
+		"off":  {Principal: auth.Principal{User: "off", Admin: true}, Verifier: mk("right"), Disabled: true},
+		"tina": {Principal: auth.Principal{User: "tina", Tenant: "t1"}, Verifier: mk("right")},
+	}
+	h, err := New(Config{BatchRows: 100}, store, adminSessions{e}, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return fixture{srv: srv, handler: h}
+}
+
+func (f fixture) post(t *testing.T, user, password, contentType, body, query string) *http.Response {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, f.srv.URL+query, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if user != "" {
+		req.SetBasicAuth(user, password)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := f.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { resp.Body.Close() })
+	return resp
+}
+
+func readAll(t *testing.T, r io.Reader) []byte {
+	t.Helper()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+const statement = `SELECT lab_id, facility, result_value, collected_at FROM lab_results WHERE lab_id <= $1 ORDER BY lab_id`
+
+func TestFormats(t *testing.T) {
+	f := newFixture(t)
+	body := func(format string) string {
+		return fmt.Sprintf(`{"sql": %q, "params": [250], "format": %q}`, statement, format)
+	}
+
+	t.Run("json", func(t *testing.T) {
+		resp := f.post(t, "ana", "right", "application/json", body("json"), "")
+		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
+			t.Fatalf("status %d, type %s: %s", resp.StatusCode, resp.Header.Get("Content-Type"), readAll(t, resp.Body))
+		}
+		var got struct {
+			Columns []jsonColumn     `json:"columns"`
+			Rows    []map[string]any `json:"rows"`
+			Count   int              `json:"row_count"`
+		}
+		if err := json.Unmarshal(readAll(t, resp.Body), &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.Count != 250 || len(got.Rows) != 250 || len(got.Columns) != 4 || got.Columns[0].Name != "lab_id" {
+			t.Fatalf("count %d, rows %d, columns %v", got.Count, len(got.Rows), got.Columns)
+		}
+		id, fac, _, _, _, _, at := testlake.LabRow(99)
+		row := got.Rows[99]
+		if row["lab_id"] != float64(id) || row["facility"] != fac || !strings.HasPrefix(row["collected_at"].(string), at.Format("2006-01-02T15:04:05")) {
+			t.Errorf("row 99 = %v, want lab_id %d, facility %s, collected_at %s", row, id, fac, at)
+		}
+		if got.Rows[0]["result_value"] != nil {
+			t.Errorf("row 0 result_value = %v, want null", got.Rows[0]["result_value"])
+		}
+		if resp.Trailer.Get(errorTrailer) != "" {
+			t.Errorf("error trailer %q on success", resp.Trailer.Get(errorTrailer))
+		}
+	})
+
+	t.Run("ndjson", func(t *testing.T) {
+		resp := f.post(t, "ana", "right", "application/json", body("ndjson"), "")
+		lines := strings.Split(strings.TrimSpace(string(readAll(t, resp.Body))), "\n")
+		if resp.StatusCode != 200 || len(lines) != 250 || !strings.HasPrefix(lines[249], `{"collected_at"`) && !strings.Contains(lines[249], `"lab_id":250`) {
+			t.Fatalf("status %d, %d lines, last %q", resp.StatusCode, len(lines), lines[len(lines)-1])
+		}
+	})
+
+	t.Run("csv", func(t *testing.T) {
+		resp := f.post(t, "ana", "right", "application/json", body("csv"), "")
+		recs, err := csv.NewReader(resp.Body).ReadAll()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) != 251 || strings.Join(recs[0], ",") != "lab_id,facility,result_value,collected_at" {
+			t.Fatalf("%d records, header %v", len(recs), recs[0])
+		}
+		if recs[1][2] != "" || recs[2][0] != "2" || recs[2][1] != testlake.Facilities[1] || recs[2][2] != "0.5" {
+			t.Errorf("rows 1-2 = %v %v", recs[1], recs[2])
+		}
+	})
+
+	t.Run("csv of types arrow's writer lacks", func(t *testing.T) {
+		resp := f.post(t, "ana", "right", "", `SELECT TIME '01:02:03.5' AS t, INTERVAL '1 day' AS d, CAST(NULL AS TIME) AS n`, "?format=csv")
+		if got := string(readAll(t, resp.Body)); got != "t,d,n\n01:02:03.500000,\"{\"\"months\"\":0,\"\"days\"\":1,\"\"nanoseconds\"\":0}\",\n" {
+			t.Errorf("status %d, body %q", resp.StatusCode, got)
+		}
+	})
+
+	t.Run("arrow", func(t *testing.T) {
+		resp := f.post(t, "ana", "right", "application/json", body("arrow"), "")
+		r, err := ipc.NewReader(resp.Body, ipc.WithAllocator(memory.DefaultAllocator))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Release()
+		var n int64
+		batches := 0
+		for r.Next() {
+			n += r.RecordBatch().NumRows()
+			batches++
+		}
+		if err := r.Err(); err != nil {
+			t.Fatal(err)
+		}
+		if n != 250 || batches != 3 || r.Schema().Field(3).Type.String() != "timestamp[us, tz=UTC]" {
+			t.Errorf("%d rows in %d batches, schema %s", n, batches, r.Schema())
+		}
+	})
+
+	t.Run("parquet", func(t *testing.T) {
+		resp := f.post(t, "ana", "right", "application/json", body("parquet"), "")
+		path := filepath.Join(t.TempDir(), "out.parquet")
+		if err := os.WriteFile(path, readAll(t, resp.Body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// An independent reader: a separate DuckDB reads the file back.
+		db, err := sql.Open("duckdb", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var n, sum int64
+		var fac string
+		if err := db.QueryRow(`SELECT count(*), sum(lab_id), max(facility) FROM read_parquet(?)`, path).Scan(&n, &sum, &fac); err != nil {
+			t.Fatal(err)
+		}
+		if n != 250 || sum != 250*251/2 || fac != "fac0003" {
+			t.Errorf("parquet: count %d, sum %d, max facility %s", n, sum, fac)
+		}
+	})
+
+	t.Run("accept header and text body", func(t *testing.T) {
+		req, _ := http.NewRequest(http.MethodPost, f.srv.URL, strings.NewReader("SELECT count(*) AS n FROM lab_results"))
+		req.SetBasicAuth("ana", "right")
+		req.Header.Set("Content-Type", "application/sql")
+		req.Header.Set("Accept", "text/csv")
+		resp, err := f.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if got := string(readAll(t, resp.Body)); got != fmt.Sprintf("n\n%d\n", labRows) {
+			t.Errorf("body %q", got)
+		}
+	})
+}
+
+func TestErrors(t *testing.T) {
+	f := newFixture(t)
+	tests := []struct {
+		name        string
+		user, pass  string
+		contentType string
+		body        string
+		query       string
+		status      int
+		code        string
+	}{
+		{"no credentials", "", "", "", "SELECT 1", "", 401, "28P01"},
+		{"wrong password", "ana", "wrong", "", "SELECT 1", "", 401, "28P01"},
+		{"unknown user", "nobody", "right", "", "SELECT 1", "", 401, "28P01"},
+		{"disabled login", "off", "right", "", "SELECT 1", "", 401, "28P01"},
+		{"syntax", "ana", "right", "", "SELEC 1", "", 400, "42601"},
+		{"unknown table", "ana", "right", "", "SELECT * FROM nope", "", 400, "42P01"},
+		{"write refused", "ana", "right", "", "CREATE TABLE x (i INT)", "", 403, "25006"},
+		{"empty", "ana", "right", "", "  ", "", 400, "08P01"},
+		{"bad json", "ana", "right", "application/json", `{"sql": 1}`, "", 400, "08P01"},
+		{"unknown json field", "ana", "right", "application/json", `{"sql": "SELECT 1", "x": 1}`, "", 400, "08P01"},
+		{"param count", "ana", "right", "application/json", `{"sql": "SELECT $1::INT"}`, "", 400, "22023"},
+		{"param not integer", "ana", "right", "application/json", `{"sql": "SELECT $1::INT", "params": [1.5]}`, "", 400, "22023"},
+		{"unknown format", "ana", "right", "", "SELECT 1", "?format=xml", 406, "0A000"},
+		{"not scoped for tenant", "tina", "right", "", "SELECT 1", "", 500, "XX000"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp := f.post(t, tt.user, tt.pass, tt.contentType, tt.body, tt.query)
+			var e apiError
+			if err := json.Unmarshal(readAll(t, resp.Body), &e); err != nil {
+				t.Fatalf("status %d, body not an error: %v", resp.StatusCode, err)
+			}
+			if resp.StatusCode != tt.status || e.Code != tt.code || e.Error == "" {
+				t.Errorf("status %d code %s (%s), want %d %s", resp.StatusCode, e.Code, e.Error, tt.status, tt.code)
+			}
+			if tt.status == 401 && resp.Header.Get("WWW-Authenticate") == "" {
+				t.Error("401 without WWW-Authenticate")
+			}
+		})
+	}
+
+	t.Run("GET", func(t *testing.T) {
+		resp, err := f.srv.Client().Get(f.srv.URL + "?sql=SELECT+1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 405 {
+			t.Errorf("status %d, want 405", resp.StatusCode)
+		}
+	})
+}
+
+// An error after rows went out cannot change the status: it arrives in the
+// trailer, and the body is cut short.
+func TestErrorWhileStreaming(t *testing.T) {
+	f := newFixture(t)
+	failing := encoding{name: "failing", contentType: "text/csv", open: func(w io.Writer, schema *arrow.Schema) (recordWriter, error) {
+		inner, err := openCSV(w, schema)
+		return &failAfter{recordWriter: inner, left: 2}, err
+	}}
+	f.handler.cfg.BatchRows = 10
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest(http.MethodPost, "/", nil)
+	outcome := f.handler.run(rec, req, auth.Principal{User: "ana", Admin: true},
+		request{SQL: "SELECT i FROM range(100) t(i) ORDER BY i"}, failing)
+	res := rec.Result()
+	body := readAll(t, res.Body)
+	if res.StatusCode != 200 || outcome != "error" {
+		t.Fatalf("status %d, outcome %s", res.StatusCode, outcome)
+	}
+	if got := res.Trailer.Get(errorTrailer); !strings.Contains(got, "disk full") {
+		t.Errorf("trailer %q, want the error", got)
+	}
+	if n := bytes.Count(body, []byte("\n")); n != 21 {
+		t.Errorf("%d lines, want the header and two batches of 10", n)
+	}
+}
+
+type failAfter struct {
+	recordWriter
+	left int
+}
+
+func (f *failAfter) Write(rec arrow.RecordBatch) error {
+	if f.left == 0 {
+		return errors.New("disk full")
+	}
+	f.left--
+	return f.recordWriter.Write(rec)
+}
+
+func TestNegotiate(t *testing.T) {
+	tests := []struct{ format, accept, want string }{
+		{"", "", "json"},
+		{"CSV", "application/json", "csv"},
+		{"", "text/html, text/csv;q=0.9", "csv"},
+		{"", "application/vnd.apache.parquet", "parquet"},
+		{"", "*/*", "json"},
+		{"", "text/html", ""},
+		{"xml", "", ""},
+	}
+	for _, tt := range tests {
+		e, err := negotiate(tt.format, tt.accept)
+		if got := e.name; got != tt.want || (err != nil) != (tt.want == "") {
+			t.Errorf("negotiate(%q, %q) = %q, %v; want %q", tt.format, tt.accept, got, err, tt.want)
+		}
+	}
+}
