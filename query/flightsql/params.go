@@ -54,4 +54,3 @@ func paramOf(col arrow.Array, i int) (param, error) {
 	}
 	return param{}, fmt.Errorf("parameters of type %s are not supported; send text", col.DataType())
 }
-
