@@ -18,6 +18,7 @@ import (
 
 	"github.com/medlake/medlake/query/auth"
 	"github.com/medlake/medlake/query/engine"
+	"github.com/medlake/medlake/query/results"
 )
 
 // Path is where the handler is mounted.
@@ -106,7 +107,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "08P01", err.Error())
 		return
 	}
-	enc, err := negotiate(req.Format, r.Header.Get("Accept"))
+	enc, err := results.Negotiate(req.Format, r.Header.Get("Accept"))
 	if err != nil {
 		writeError(w, http.StatusNotAcceptable, "0A000", err.Error())
 		return
@@ -115,7 +116,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	outcome := h.run(w, r, p, req, enc)
 	elapsed := time.Since(start)
 	h.observe(outcome, elapsed)
-	h.logger.Info("http query", "user", p.User, "remote", r.RemoteAddr, "format", enc.name,
+	h.logger.Info("http query", "user", p.User, "remote", r.RemoteAddr, "format", enc.Name,
 		"outcome", outcome, "elapsed", elapsed)
 }
 
@@ -205,7 +206,7 @@ func (h *Handler) readRequest(r *http.Request) (request, error) {
 
 // run executes the statement and streams its rows; it returns the outcome
 // for metrics.
-func (h *Handler) run(w http.ResponseWriter, r *http.Request, p auth.Principal, req request, enc encoding) string {
+func (h *Handler) run(w http.ResponseWriter, r *http.Request, p auth.Principal, req request, enc results.Encoding) string {
 	ctx := r.Context()
 	sess, err := h.sessions.Session(ctx, p)
 	if err != nil {
@@ -223,16 +224,16 @@ func (h *Handler) run(w http.ResponseWriter, r *http.Request, p auth.Principal, 
 		return "error"
 	}
 
-	w.Header().Set("Content-Type", enc.contentType)
+	w.Header().Set("Content-Type", enc.ContentType)
 	w.Header().Set("Trailer", errorTrailer)
 	w.Header().Set("Cache-Control", "no-store")
 	schema := st.ArrowSchema()
-	var out recordWriter
+	var out results.Writer
 	flusher, _ := w.(http.Flusher)
 	err = st.QueryRecords(ctx, args, h.cfg.BatchRows, func(rec arrow.RecordBatch) error {
 		if out == nil {
 			var err error
-			if out, err = enc.open(w, schema); err != nil {
+			if out, err = enc.Open(w, schema); err != nil {
 				return err
 			}
 		}
@@ -250,7 +251,7 @@ func (h *Handler) run(w http.ResponseWriter, r *http.Request, p auth.Principal, 
 		return h.fail(w, err)
 	}
 	if out == nil {
-		if out, err = enc.open(w, schema); err != nil {
+		if out, err = enc.Open(w, schema); err != nil {
 			return h.failStream(w, err)
 		}
 	}

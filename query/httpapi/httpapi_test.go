@@ -25,6 +25,7 @@ import (
 	"github.com/medlake/medlake/query/auth"
 	"github.com/medlake/medlake/query/engine"
 	"github.com/medlake/medlake/query/internal/testlake"
+	"github.com/medlake/medlake/query/results"
 )
 
 // memStore is an in-memory auth.Store, the shape of logins kept in the
@@ -131,9 +132,9 @@ func TestFormats(t *testing.T) {
 			t.Fatalf("status %d, type %s: %s", resp.StatusCode, resp.Header.Get("Content-Type"), readAll(t, resp.Body))
 		}
 		var got struct {
-			Columns []jsonColumn     `json:"columns"`
-			Rows    []map[string]any `json:"rows"`
-			Count   int              `json:"row_count"`
+			Columns []struct{ Name, Type string } `json:"columns"`
+			Rows    []map[string]any              `json:"rows"`
+			Count   int                           `json:"row_count"`
 		}
 		if err := json.Unmarshal(readAll(t, resp.Body), &got); err != nil {
 			t.Fatal(err)
@@ -300,9 +301,13 @@ func TestErrors(t *testing.T) {
 // trailer, and the body is cut short.
 func TestErrorWhileStreaming(t *testing.T) {
 	f := newFixture(t)
-	failing := encoding{name: "failing", contentType: "text/csv", open: func(w io.Writer, schema *arrow.Schema) (recordWriter, error) {
-		inner, err := openCSV(w, schema)
-		return &failAfter{recordWriter: inner, left: 2}, err
+	csvEnc, err := results.Lookup("csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	failing := results.Encoding{Name: "failing", ContentType: "text/csv", Open: func(w io.Writer, schema *arrow.Schema) (results.Writer, error) {
+		inner, err := csvEnc.Open(w, schema)
+		return &failAfter{Writer: inner, left: 2}, err
 	}}
 	f.handler.cfg.BatchRows = 10
 	rec := httptest.NewRecorder()
@@ -323,7 +328,7 @@ func TestErrorWhileStreaming(t *testing.T) {
 }
 
 type failAfter struct {
-	recordWriter
+	results.Writer
 	left int
 }
 
@@ -332,23 +337,5 @@ func (f *failAfter) Write(rec arrow.RecordBatch) error {
 		return errors.New("disk full")
 	}
 	f.left--
-	return f.recordWriter.Write(rec)
-}
-
-func TestNegotiate(t *testing.T) {
-	tests := []struct{ format, accept, want string }{
-		{"", "", "json"},
-		{"CSV", "application/json", "csv"},
-		{"", "text/html, text/csv;q=0.9", "csv"},
-		{"", "application/vnd.apache.parquet", "parquet"},
-		{"", "*/*", "json"},
-		{"", "text/html", ""},
-		{"xml", "", ""},
-	}
-	for _, tt := range tests {
-		e, err := negotiate(tt.format, tt.accept)
-		if got := e.name; got != tt.want || (err != nil) != (tt.want == "") {
-			t.Errorf("negotiate(%q, %q) = %q, %v; want %q", tt.format, tt.accept, got, err, tt.want)
-		}
-	}
+	return f.Writer.Write(rec)
 }

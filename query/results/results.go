@@ -1,4 +1,6 @@
-package httpapi
+// Package results encodes query results, as Arrow record batches, in the
+// formats clients and reports ask for: JSON, NDJSON, CSV, Arrow IPC, Parquet.
+package results
 
 import (
 	"bufio"
@@ -18,39 +20,51 @@ import (
 	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 )
 
-// recordWriter encodes record batches to the response as they come.
-type recordWriter interface {
+// Writer encodes record batches as they come.
+type Writer interface {
 	Write(arrow.RecordBatch) error
 	// Close writes what ends the stream (JSON's closing bracket, Parquet's
 	// footer). It does not close the response.
 	Close() error
 }
 
-// encoding is one output format.
-type encoding struct {
-	name        string
-	contentType string
-	open        func(io.Writer, *arrow.Schema) (recordWriter, error)
+// Encoding is one output format.
+type Encoding struct {
+	// Name is how requests and report definitions name it.
+	Name string
+	// ContentType is its media type.
+	ContentType string
+	// Ext is its file name extension.
+	Ext string
+	// Open starts encoding results of schema to w. It writes nothing until
+	// the first batch (or Close), so an error before any row can still be
+	// reported some other way.
+	Open func(w io.Writer, schema *arrow.Schema) (Writer, error)
 }
 
-var encodings = []encoding{
-	{"json", "application/json", openJSON},
-	{"ndjson", "application/x-ndjson", openNDJSON},
-	{"csv", "text/csv; charset=utf-8", openCSV},
-	{"arrow", "application/vnd.apache.arrow.stream", openArrow},
-	{"parquet", "application/vnd.apache.parquet", openParquet},
+var encodings = []Encoding{
+	{"json", "application/json", "json", openJSON},
+	{"ndjson", "application/x-ndjson", "ndjson", openNDJSON},
+	{"csv", "text/csv; charset=utf-8", "csv", openCSV},
+	{"arrow", "application/vnd.apache.arrow.stream", "arrows", openArrow},
+	{"parquet", "application/vnd.apache.parquet", "parquet", openParquet},
 }
 
-// negotiate picks the encoding named by format, else the first acceptable
-// one in the Accept header, else JSON.
-func negotiate(format, accept string) (encoding, error) {
-	if format != "" {
-		for _, e := range encodings {
-			if strings.EqualFold(e.name, format) {
-				return e, nil
-			}
+// Lookup returns the encoding named name (case-insensitive).
+func Lookup(name string) (Encoding, error) {
+	for _, e := range encodings {
+		if strings.EqualFold(e.Name, name) {
+			return e, nil
 		}
-		return encoding{}, fmt.Errorf("unknown format %q (want json, ndjson, csv, arrow or parquet)", format)
+	}
+	return Encoding{}, fmt.Errorf("unknown format %q (want json, ndjson, csv, arrow or parquet)", name)
+}
+
+// Negotiate picks the encoding named by format, else the first acceptable
+// one in an HTTP Accept header, else JSON.
+func Negotiate(format, accept string) (Encoding, error) {
+	if format != "" {
+		return Lookup(format)
 	}
 	if strings.TrimSpace(accept) == "" {
 		return encodings[0], nil
@@ -64,12 +78,12 @@ func negotiate(format, accept string) (encoding, error) {
 			return encodings[0], nil
 		}
 		for _, e := range encodings {
-			if base, _, _ := strings.Cut(e.contentType, ";"); base == mt {
+			if base, _, _ := strings.Cut(e.ContentType, ";"); base == mt {
 				return e, nil
 			}
 		}
 	}
-	return encoding{}, fmt.Errorf("none of the accepted types %q is offered (application/json, application/x-ndjson, text/csv, application/vnd.apache.arrow.stream, application/vnd.apache.parquet)", accept)
+	return Encoding{}, fmt.Errorf("none of the accepted types %q is offered (application/json, application/x-ndjson, text/csv, application/vnd.apache.arrow.stream, application/vnd.apache.parquet)", accept)
 }
 
 // jsonWriter writes {"columns": [...], "rows": [{...}, ...], "row_count": n}.
@@ -86,7 +100,7 @@ type jsonColumn struct {
 	Type string `json:"type"`
 }
 
-func openJSON(w io.Writer, schema *arrow.Schema) (recordWriter, error) {
+func openJSON(w io.Writer, schema *arrow.Schema) (Writer, error) {
 	cols := make([]jsonColumn, schema.NumFields())
 	for i, f := range schema.Fields() {
 		cols[i] = jsonColumn{Name: f.Name, Type: f.Type.String()}
@@ -102,7 +116,7 @@ func openJSON(w io.Writer, schema *arrow.Schema) (recordWriter, error) {
 	return &jsonWriter{w: bw}, nil
 }
 
-func openNDJSON(w io.Writer, _ *arrow.Schema) (recordWriter, error) {
+func openNDJSON(w io.Writer, _ *arrow.Schema) (Writer, error) {
 	return &jsonWriter{w: bufio.NewWriter(w), nd: true}, nil
 }
 
@@ -137,7 +151,7 @@ func (j *jsonWriter) Close() error {
 
 type csvWriter struct{ w *csv.Writer }
 
-func openCSV(w io.Writer, schema *arrow.Schema) (recordWriter, error) {
+func openCSV(w io.Writer, schema *arrow.Schema) (Writer, error) {
 	return &csvWriter{csv.NewWriter(w, schema, csv.WithHeader(true), csv.WithNullWriter(""), csv.WithCRLF(false),
 		csv.WithCustomTypeConverter(csvText))}, nil
 }
@@ -170,7 +184,7 @@ func (c *csvWriter) Close() error { return c.w.Flush() }
 
 type arrowWriter struct{ w *ipc.Writer }
 
-func openArrow(w io.Writer, schema *arrow.Schema) (recordWriter, error) {
+func openArrow(w io.Writer, schema *arrow.Schema) (Writer, error) {
 	return &arrowWriter{ipc.NewWriter(w, ipc.WithSchema(schema))}, nil
 }
 
@@ -179,7 +193,7 @@ func (a *arrowWriter) Close() error                      { return a.w.Close() }
 
 type parquetWriter struct{ w *pqarrow.FileWriter }
 
-func openParquet(w io.Writer, schema *arrow.Schema) (recordWriter, error) {
+func openParquet(w io.Writer, schema *arrow.Schema) (Writer, error) {
 	props := parquet.NewWriterProperties(parquet.WithCompression(compress.Codecs.Zstd))
 	fw, err := pqarrow.NewFileWriter(schema, w, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
 	if err != nil {
