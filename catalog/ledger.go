@@ -37,6 +37,30 @@ var migrations = []string{
 	applied_by TEXT NOT NULL,
 	PRIMARY KEY (name, version)
 )`,
+	// Scheduled reports and their runs (reports.go).
+	`CREATE TABLE IF NOT EXISTS medlake_reports (
+	name TEXT NOT NULL PRIMARY KEY,
+	cron TEXT NOT NULL,
+	sql_text TEXT NOT NULL,
+	format TEXT NOT NULL,
+	owner TEXT NOT NULL,
+	enabled BIGINT NOT NULL,
+	updated_at BIGINT NOT NULL
+)`,
+	`CREATE TABLE IF NOT EXISTS medlake_report_runs (
+	report TEXT NOT NULL,
+	scheduled_for BIGINT NOT NULL,
+	status TEXT NOT NULL,
+	attempt BIGINT NOT NULL,
+	node TEXT NOT NULL,
+	lease_until BIGINT NOT NULL,
+	started_at BIGINT NOT NULL,
+	finished_at BIGINT NOT NULL,
+	row_count BIGINT NOT NULL,
+	location TEXT NOT NULL,
+	error TEXT NOT NULL,
+	PRIMARY KEY (report, scheduled_for)
+)`,
 }
 
 func (c *Catalog) migrate(ctx context.Context) error {
