@@ -36,9 +36,7 @@ type Encoding struct {
 	ContentType string
 	// Ext is its file name extension.
 	Ext string
-	// Open starts encoding results of schema to w. It writes nothing until
-	// the first batch (or Close), so an error before any row can still be
-	// reported some other way.
+	// Open starts encoding results of schema to w.
 	Open func(w io.Writer, schema *arrow.Schema) (Writer, error)
 }
 
@@ -195,7 +193,9 @@ type parquetWriter struct{ w *pqarrow.FileWriter }
 
 func openParquet(w io.Writer, schema *arrow.Schema) (Writer, error) {
 	props := parquet.NewWriterProperties(parquet.WithCompression(compress.Codecs.Zstd))
-	fw, err := pqarrow.NewFileWriter(schema, w, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
+	// The struct hides w's Close: pqarrow closes a sink that has one, and
+	// the caller owns w.
+	fw, err := pqarrow.NewFileWriter(schema, struct{ io.Writer }{w}, props, pqarrow.NewArrowWriterProperties(pqarrow.WithStoreSchema()))
 	if err != nil {
 		return nil, fmt.Errorf("opening parquet writer: %w", err)
 	}
