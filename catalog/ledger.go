@@ -37,6 +37,27 @@ var migrations = []string{
 	applied_by TEXT NOT NULL,
 	PRIMARY KEY (name, version)
 )`,
+	// Tenants, users and facility grants (users.go). admin and disabled are 0/1:
+	// BOOLEAN literals differ between SQLite and PostgreSQL.
+	`CREATE TABLE IF NOT EXISTS medlake_tenants (
+	name TEXT NOT NULL PRIMARY KEY,
+	description TEXT NOT NULL,
+	created_at BIGINT NOT NULL
+)`,
+	`CREATE TABLE IF NOT EXISTS medlake_users (
+	name TEXT NOT NULL PRIMARY KEY,
+	tenant TEXT REFERENCES medlake_tenants (name),
+	admin BIGINT NOT NULL,
+	verifier TEXT NOT NULL,
+	disabled BIGINT NOT NULL,
+	created_at BIGINT NOT NULL,
+	updated_at BIGINT NOT NULL
+)`,
+	`CREATE TABLE IF NOT EXISTS medlake_grants (
+	user_name TEXT NOT NULL REFERENCES medlake_users (name),
+	facility TEXT NOT NULL,
+	PRIMARY KEY (user_name, facility)
+)`,
 	// Scheduled reports and their runs (reports.go).
 	`CREATE TABLE IF NOT EXISTS medlake_reports (
 	name TEXT NOT NULL PRIMARY KEY,

@@ -35,3 +35,13 @@ func TestFeedsPostgres(t *testing.T) {
 	defer c.Close()
 	testFeeds(t, c)
 }
+
+// TestUsersPostgres stores tenants, users and grants in PostgreSQL.
+func TestUsersPostgres(t *testing.T) {
+	c, err := Open(t.Context(), Config{URI: stack.Postgres(t), DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	testUsers(t, c)
+}

@@ -33,6 +33,8 @@ Commands:
   gen            generate seed-shaped facility exports, feed definitions and a manifest
   feeds          author feed definitions: test one over sample files with no server
   sql            run a SQL statement against a medlake query node and print the result
+  users          manage query users: tenant, facility grants, password, admin role
+  tenants        manage tenants (the customers whose rows users read)
   bench          measure agent parse, hub commit and drop-to-queryable latency
   check-config   validate the configuration and print the effective values
   version        print the version
@@ -72,6 +74,10 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return runSQL(ctx, rest, stdout)
 	case "feeds":
 		return runFeeds(ctx, rest, stdout)
+	case "users":
+		return runUsers(ctx, rest, stdout)
+	case "tenants":
+		return runTenants(ctx, rest, stdout)
 	case "bench":
 		return runBench(ctx, rest, stdout)
 	case "check-config":

@@ -85,6 +85,7 @@ type Engine struct {
 type view struct {
 	snapshotID int64 // -1: no snapshot (empty table)
 	schemaID   int
+	scope      tableScope
 	objects    []cache.Object
 	prev       []cache.Object
 }
@@ -275,7 +276,10 @@ func (e *Engine) refreshTable(ctx context.Context, ident table.Identifier) error
 		e.release(objs)
 		return fmt.Errorf("creating view for snapshot %d: %w", snapID, err)
 	}
-	nv := &view{snapshotID: snapID, schemaID: schemaID, objects: objs}
+	_, hasTenant := tbl.Schema().FindFieldByName(tenantColumn)
+	_, hasFacility := tbl.Schema().FindFieldByName(facilityColumn)
+	nv := &view{snapshotID: snapID, schemaID: schemaID, objects: objs,
+		scope: tableScope{name: name, hasTenant: hasTenant, hasFacility: hasFacility}}
 	if old != nil {
 		e.release(old.prev)
 		nv.prev = old.objects
@@ -441,6 +445,17 @@ func (e *Engine) Tables() []string {
 	return out
 }
 
+// scopeTables returns the lake tables by lower-cased name, for the scope.
+func (e *Engine) scopeTables() map[string]tableScope {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make(map[string]tableScope, len(e.views))
+	for name, v := range e.views {
+		out[strings.ToLower(name)] = v.scope
+	}
+	return out
+}
+
 // SnapshotID returns the snapshot a table's view shows (-1: empty table).
 func (e *Engine) SnapshotID(table string) (int64, bool) {
 	e.mu.Lock()
@@ -452,9 +467,11 @@ func (e *Engine) SnapshotID(table string) (int64, bool) {
 	return v.snapshotID, true
 }
 
-// Query runs one read-only SELECT on a pooled connection.
+// Query runs one read-only SELECT on a pooled connection, unscoped: it is for
+// in-process callers acting as an admin (tests, tools), never for a client's SQL, which
+// goes through a Session of the client's principal.
 func (e *Engine) Query(ctx context.Context, query string, args ...any) (*sql.Rows, error) {
-	if err := checkReadOnly(ctx, e.db, query); err != nil {
+	if _, err := parse(ctx, e.db, query); err != nil {
 		return nil, err
 	}
 	return e.db.QueryContext(ctx, query, args...)

@@ -12,8 +12,12 @@ import (
 	"github.com/apache/iceberg-go/table"
 	"github.com/duckdb/duckdb-go/v2"
 
+	"github.com/medlake/medlake/query/auth"
 	"github.com/medlake/medlake/query/internal/testlake"
 )
+
+// testAdmin reads every row.
+var testAdmin = auth.Principal{User: "test", Admin: true}
 
 func openEngine(tb testing.TB, cat icecatalog.Catalog) *Engine {
 	tb.Helper()
@@ -73,7 +77,7 @@ func TestViewsFollowSnapshots(t *testing.T) {
 	}
 
 	// A session statement prepared before a refresh sees the new snapshot.
-	s, err := e.Session(ctx)
+	s, err := e.Session(ctx, testAdmin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -140,7 +144,7 @@ func TestEmptyTableHasColumns(t *testing.T) {
 	cat := testlake.Catalog(t)
 	testlake.CreateLabTable(t, cat, "lab_results")
 	e := openEngine(t, cat)
-	s, err := e.Session(context.Background())
+	s, err := e.Session(context.Background(), testAdmin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +175,7 @@ func TestPrepareDescribes(t *testing.T) {
 	testlake.AppendLabRows(t, cat, "lab_results", 0, 100)
 	e := openEngine(t, cat)
 	ctx := context.Background()
-	s, err := e.Session(ctx)
+	s, err := e.Session(ctx, testAdmin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +263,7 @@ func TestLockDown(t *testing.T) {
 		`PRAGMA version`,
 		`SELECT * FROM query('DROP VIEW lab_results')`,
 	}
-	s, err := e.Session(ctx)
+	s, err := e.Session(ctx, testAdmin)
 	if err != nil {
 		t.Fatal(err)
 	}

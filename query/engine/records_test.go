@@ -13,7 +13,7 @@ import (
 func TestQueryRecordsTypes(t *testing.T) {
 	e := openEngine(t, testlake.Catalog(t))
 	ctx := context.Background()
-	sess, err := e.Session(ctx)
+	sess, err := e.Session(ctx, testAdmin)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestQueryRecordsTypes(t *testing.T) {
 func TestQueryRecordsBatches(t *testing.T) {
 	e := openEngine(t, testlake.Catalog(t))
 	ctx := context.Background()
-	sess, err := e.Session(ctx)
+	sess, err := e.Session(ctx, testAdmin)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,13 +4,14 @@ import (
 	"context"
 	"database/sql"
 	"database/sql/driver"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"slices"
 
 	"github.com/duckdb/duckdb-go/v2"
+
+	"github.com/medlake/medlake/query/auth"
 )
 
 // ErrUnknownParamType means DuckDB cannot infer a parameter's type even when
@@ -32,61 +33,41 @@ type Column struct {
 	Type Type
 }
 
-// checkReadOnly admits exactly one SELECT statement. DuckDB's own parser
-// decides (json_serialize_sql serializes only SELECT statements and lists
-// each statement it parsed), so a splitting mistake on our side cannot
-// smuggle a second statement past it; the check runs before any prepare,
-// which matters because duckdb-go executes all but the last statement of a
-// multi-statement string while preparing it.
-func checkReadOnly(ctx context.Context, q interface {
-	QueryRowContext(context.Context, string, ...any) *sql.Row
-}, query string) error {
-	var raw string
-	if err := q.QueryRowContext(ctx, "SELECT CAST(json_serialize_sql(CAST($1 AS VARCHAR)) AS VARCHAR)", query).Scan(&raw); err != nil {
-		return fmt.Errorf("checking statement: %w", err)
-	}
-	var res struct {
-		Error        bool              `json:"error"`
-		ErrorType    string            `json:"error_type"`
-		ErrorMessage string            `json:"error_message"`
-		Statements   []json.RawMessage `json:"statements"`
-	}
-	if err := json.Unmarshal([]byte(raw), &res); err != nil {
-		return fmt.Errorf("checking statement: decoding parser output: %w", err)
-	}
-	if res.Error {
-		if res.ErrorType == "not implemented" {
-			return ErrNotReadOnly
-		}
-		return &SyntaxError{Msg: res.ErrorMessage}
-	}
-	if len(res.Statements) != 1 {
-		return fmt.Errorf("%w (got %d statements)", ErrNotReadOnly, len(res.Statements))
-	}
-	return nil
-}
-
 // SyntaxError is a statement DuckDB could not parse.
 type SyntaxError struct{ Msg string }
 
 func (e *SyntaxError) Error() string { return e.Msg }
 
-// Session is one client's DuckDB connection with its prepared statements.
+// Session is one client's DuckDB connection with its prepared statements, bound to
+// the principal the client logged in as: every statement it prepares is scoped to what
+// the principal may read (scope.go).
 // A Session is not safe for concurrent use: a wire connection owns it and
 // runs one command at a time, as the PostgreSQL protocol does.
 type Session struct {
-	e    *Engine
-	conn *sql.Conn
+	e         *Engine
+	conn      *sql.Conn
+	principal auth.Principal
+	filter    map[string]any // the scope filter's SELECT node; nil for an admin
 }
 
-// Session opens a dedicated DuckDB connection. Close it when done.
-func (e *Engine) Session(ctx context.Context) (*Session, error) {
+// Session opens a dedicated DuckDB connection for principal. Close it when done.
+func (e *Engine) Session(ctx context.Context, principal auth.Principal) (*Session, error) {
 	c, err := e.db.Conn(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("opening duckdb connection: %w", err)
 	}
-	return &Session{e: e, conn: c}, nil
+	s := &Session{e: e, conn: c, principal: principal}
+	if !principal.Admin {
+		if s.filter, err = filterTemplate(ctx, c, principal); err != nil {
+			c.Close()
+			return nil, err
+		}
+	}
+	return s, nil
 }
+
+// Principal returns who the session reads as.
+func (s *Session) Principal() auth.Principal { return s.principal }
 
 // Close closes the session's connection (and so its statements).
 func (s *Session) Close() error { return s.conn.Close() }
@@ -100,20 +81,28 @@ type Statement struct {
 	generation int64  // the engine's view generation when prepared
 	Params     []Type
 	Columns    []Column
+	// Tables are the lake tables the statement reads, by name, for the audit log.
+	Tables []string
 }
 
 // Prepare checks and prepares one SELECT. Parameter types come from DuckDB's
 // binder; parameters it leaves untyped are rewritten to CAST($n AS VARCHAR)
 // and the statement is prepared again, so every parameter and column has a
 // concrete type, which the wire protocol must report before execution.
+//
+// For a principal that is not an admin the statement is first scoped (scope.go): what
+// is prepared is the rewritten SQL, and anything the scope refuses fails with an
+// *Error of SQLSTATE 42501 (or 42P01 for an unknown table).
 func (s *Session) Prepare(ctx context.Context, query string) (*Statement, error) {
-	if err := checkReadOnly(ctx, s.conn, query); err != nil {
+	query, tables, err := s.scope(ctx, query)
+	if err != nil {
 		return nil, err
 	}
 	st, err := s.prepare(ctx, query)
 	if err != nil {
 		return nil, err
 	}
+	st.Tables = tables
 	unknown := map[int]bool{}
 	for i, p := range st.Params {
 		if p.ID == duckdb.TYPE_INVALID || p.ID == duckdb.TYPE_ANY {
@@ -126,6 +115,7 @@ func (s *Session) Prepare(ctx context.Context, query string) (*Statement, error)
 		if err != nil {
 			return nil, err
 		}
+		st.Tables = tables
 		for i, p := range st.Params {
 			if p.ID == duckdb.TYPE_INVALID || p.ID == duckdb.TYPE_ANY {
 				st.Close()
@@ -140,6 +130,31 @@ func (s *Session) Prepare(ctx context.Context, query string) (*Statement, error)
 		}
 	}
 	return st, nil
+}
+
+// scope parses query with DuckDB's parser and returns the SQL to prepare (rewritten
+// for a tenant user) and the lake tables it reads.
+func (s *Session) scope(ctx context.Context, query string) (string, []string, error) {
+	tree, err := parse(ctx, s.conn, query)
+	if err != nil {
+		if s.filter != nil && errors.Is(err, ErrNotReadOnly) {
+			return "", nil, &Error{Code: CodeInsufficientPrivilege, Msg: "permission denied: only single SELECT statements are permitted", Err: err}
+		}
+		return "", nil, err
+	}
+	sc := &scoper{principal: s.principal, tables: s.e.scopeTables(), filter: s.filter}
+	tables, err := sc.scope(tree)
+	if err != nil {
+		return "", nil, err
+	}
+	if s.filter == nil {
+		return query, tables, nil
+	}
+	scoped, err := deparse(ctx, s.conn, tree)
+	if err != nil {
+		return "", nil, err
+	}
+	return scoped, tables, nil
 }
 
 func (s *Session) prepare(ctx context.Context, query string) (*Statement, error) {

@@ -11,6 +11,10 @@ import (
 // PostgreSQL SQLSTATE every protocol reports it with, so a client sees the
 // same code whichever way it asked. Unknown errors are XX000.
 func SQLState(err error) string {
+	var coded interface{ SQLState() string }
+	if errors.As(err, &coded) {
+		return coded.SQLState()
+	}
 	var se *SyntaxError
 	switch {
 	case errors.Is(err, ErrNotReadOnly):

@@ -39,16 +39,6 @@ func (m memStore) Login(_ context.Context, user string) (auth.Login, error) {
 	return l, nil
 }
 
-// adminSessions opens engine sessions for admins only.
-type adminSessions struct{ *engine.Engine }
-
-func (a adminSessions) Session(ctx context.Context, p auth.Principal) (*engine.Session, error) {
-	if !p.Admin {
-		return nil, fmt.Errorf("test sessions are for admins")
-	}
-	return a.Engine.Session(ctx)
-}
-
 const labRows = 1000
 
 func startServer(t *testing.T) string {
@@ -56,6 +46,11 @@ func startServer(t *testing.T) string {
 	cat := testlake.Catalog(t)
 	testlake.CreateLabTable(t, cat, "lab_results")
 	testlake.AppendLabRows(t, cat, "lab_results", 0, labRows)
+	testlake.CreateTenantTable(t, cat, "visits", []testlake.TenantRow{
+		{ID: 1, Tenant: "t1", Facility: "f1", Patient: "p1"},
+		{ID: 2, Tenant: "t2", Facility: "f2", Patient: "p2"},
+		{ID: 3, Tenant: "t1", Facility: "f3", Patient: "p3"},
+	})
 	e, err := engine.New(context.Background(), engine.Config{CacheDir: filepath.Join(t.TempDir(), "cache")}, cat, testlake.Namespace, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -69,10 +64,11 @@ func startServer(t *testing.T) string {
 		return v
 	}
 	store := memStore{
-		"ana": {Principal: auth.Principal{User: "ana", Admin: true}, Verifier: mk("right")},
-		"off": {Principal: auth.Principal{User: "off", Admin: true}, Verifier: mk("right"), Disabled: true},
+		"ana":  {Principal: auth.Principal{User: "ana", Admin: true}, Verifier: mk("right")},
+		"off":  {Principal: auth.Principal{User: "off", Admin: true}, Verifier: mk("right"), Disabled: true},
+		"tina": {Principal: auth.Principal{User: "tina", Tenant: "t1"}, Verifier: mk("right")},
 	}
-	srv, err := New(Config{Listen: "127.0.0.1:0", BatchRows: 100}, store, adminSessions{e}, slog.New(slog.DiscardHandler), nil)
+	srv, err := New(Config{Listen: "127.0.0.1:0", BatchRows: 100}, store, e, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,6 +227,26 @@ func TestQueries(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A tenant's user sees only its tenant's rows, and cannot read files.
+func TestTenantScope(t *testing.T) {
+	addr := startServer(t)
+	c := dial(t, addr)
+	ctx, err := c.Client.AuthenticateBasicToken(context.Background(), "tina", "right")
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := c.Execute(ctx, "SELECT id FROM visits ORDER BY id")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ids, _ := readAll(t, ctx, c, info); strings.Join(ids, ",") != "1,3" {
+		t.Errorf("tenant t1 read ids %v, want 1,3", ids)
+	}
+	if _, err := c.Execute(ctx, "SELECT * FROM read_parquet('/etc/passwd')"); status.Code(err) != codes.PermissionDenied {
+		t.Errorf("file function: %v, want PermissionDenied", err)
+	}
 }
 
 func TestLogins(t *testing.T) {

@@ -40,17 +40,6 @@ func (m memStore) Login(_ context.Context, user string) (auth.Login, error) {
 	return l, nil
 }
 
-// adminSessions opens engine sessions for admins only, as the engine's
-// scope would refuse nothing for them.
-type adminSessions struct{ e *engine.Engine }
-
-func (a adminSessions) Session(ctx context.Context, p auth.Principal) (*engine.Session, error) {
-	if !p.Admin {
-		return nil, fmt.Errorf("test sessions are for admins")
-	}
-	return a.e.Session(ctx)
-}
-
 type fixture struct {
 	srv     *httptest.Server
 	handler *Handler
@@ -63,6 +52,11 @@ func newFixture(t *testing.T) fixture {
 	cat := testlake.Catalog(t)
 	testlake.CreateLabTable(t, cat, "lab_results")
 	testlake.AppendLabRows(t, cat, "lab_results", 0, labRows)
+	testlake.CreateTenantTable(t, cat, "visits", []testlake.TenantRow{
+		{ID: 1, Tenant: "t1", Facility: "f1", Patient: "p1"},
+		{ID: 2, Tenant: "t2", Facility: "f2", Patient: "p2"},
+		{ID: 3, Tenant: "t1", Facility: "f3", Patient: "p3"},
+	})
 	e, err := engine.New(context.Background(), engine.Config{CacheDir: filepath.Join(t.TempDir(), "cache")}, cat, testlake.Namespace, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -80,7 +74,7 @@ func newFixture(t *testing.T) fixture {
 		"off":  {Principal: auth.Principal{User: "off", Admin: true}, Verifier: mk("right"), Disabled: true},
 		"tina": {Principal: auth.Principal{User: "tina", Tenant: "t1"}, Verifier: mk("right")},
 	}
-	h, err := New(Config{BatchRows: 100}, store, adminSessions{e}, slog.New(slog.DiscardHandler), nil)
+	h, err := New(Config{BatchRows: 100}, store, e, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -243,6 +237,19 @@ func TestFormats(t *testing.T) {
 	})
 }
 
+// A tenant's user sees only its tenant's rows, whatever the statement.
+func TestTenantScope(t *testing.T) {
+	f := newFixture(t)
+	resp := f.post(t, "tina", "right", "", "SELECT id FROM visits ORDER BY id", "?format=csv")
+	if got := string(readAll(t, resp.Body)); resp.StatusCode != 200 || got != "id\n1\n3\n" {
+		t.Errorf("status %d, body %q: want only tenant t1's rows 1 and 3", resp.StatusCode, got)
+	}
+	resp = f.post(t, "tina", "right", "", "SELECT count(*) AS n FROM visits WHERE _tenant = 't2' OR true", "?format=csv")
+	if got := string(readAll(t, resp.Body)); got != "n\n2\n" {
+		t.Errorf("predicate escape: body %q", got)
+	}
+}
+
 func TestErrors(t *testing.T) {
 	f := newFixture(t)
 	tests := []struct {
@@ -267,7 +274,7 @@ func TestErrors(t *testing.T) {
 		{"param count", "ana", "right", "application/json", `{"sql": "SELECT $1::INT"}`, "", 400, "22023"},
 		{"param not integer", "ana", "right", "application/json", `{"sql": "SELECT $1::INT", "params": [1.5]}`, "", 400, "22023"},
 		{"unknown format", "ana", "right", "", "SELECT 1", "?format=xml", 406, "0A000"},
-		{"not scoped for tenant", "tina", "right", "", "SELECT 1", "", 500, "XX000"},
+		{"tenant user reading files", "tina", "right", "", "SELECT * FROM read_parquet('/etc/passwd')", "", 403, "42501"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -16,6 +16,7 @@ import (
 	"github.com/duckdb/duckdb-go/v2"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/medlake/medlake/query/auth"
 	"github.com/medlake/medlake/query/engine"
 )
 
@@ -48,6 +49,8 @@ type conn struct {
 	secret []byte
 	sess   *engine.Session
 	app    string
+	// principal is who the client logged in as; set by login.
+	principal auth.Principal
 
 	stmts   map[string]*prepared
 	portals map[string]*portal
@@ -171,7 +174,10 @@ func (c *conn) login(ctx context.Context, m *pgproto3.StartupMessage) (bool, err
 			return false, c.fatal("28P01", fmt.Sprintf("password authentication failed for user %q", user))
 		}
 	}
-	sess, err := c.s.eng.Session(ctx)
+	// Logins configured in the server's config (and trusted loopback users) read as
+	// admins; catalog logins carry their own principal.
+	c.principal = auth.Principal{User: user, Admin: true}
+	sess, err := c.s.eng.Session(ctx, c.principal)
 	if err != nil {
 		return false, c.fatal("57P03", "query engine unavailable")
 	}
@@ -567,7 +573,8 @@ func (c *conn) prepare(ctx context.Context, q string) (*prepared, error) {
 	st, err := c.sess.Prepare(ctx, q)
 	if err != nil {
 		outcome := "error"
-		if errors.Is(err, engine.ErrNotReadOnly) {
+		var se *engine.Error
+		if errors.Is(err, engine.ErrNotReadOnly) || errors.As(err, &se) && se.Code == engine.CodeInsufficientPrivilege {
 			outcome = "refused"
 		}
 		c.s.observe(outcome, 0)

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/medlake/medlake/query/auth"
 	"github.com/medlake/medlake/query/engine"
 )
 
@@ -32,10 +33,10 @@ type Config struct {
 	Users []User `yaml:"users"`
 }
 
-// SessionOpener opens engine sessions; *engine.Engine implements it. It must
-// be safe for concurrent use.
+// SessionOpener opens engine sessions reading as a principal; *engine.Engine
+// implements it. It must be safe for concurrent use.
 type SessionOpener interface {
-	Session(ctx context.Context) (*engine.Session, error)
+	Session(ctx context.Context, principal auth.Principal) (*engine.Session, error)
 }
 
 // QueryObserver is told the outcome ("ok", "error", "refused") and duration

@@ -33,16 +33,6 @@ func (m memLogins) Login(_ context.Context, user string) (auth.Login, error) {
 	return l, nil
 }
 
-// adminSessions opens engine sessions for admins only.
-type adminSessions struct{ e *engine.Engine }
-
-func (a adminSessions) Session(ctx context.Context, p auth.Principal) (*engine.Session, error) {
-	if !p.Admin {
-		return nil, fmt.Errorf("test sessions are for admins")
-	}
-	return a.e.Session(ctx)
-}
-
 type clock struct {
 	mu sync.Mutex
 	t  time.Time
@@ -69,6 +59,11 @@ func newFixture(t *testing.T) fixture {
 	lake := testlake.Catalog(t)
 	testlake.CreateLabTable(t, lake, "lab_results")
 	testlake.AppendLabRows(t, lake, "lab_results", 0, labRows)
+	testlake.CreateTenantTable(t, lake, "visits", []testlake.TenantRow{
+		{ID: 1, Tenant: "t1", Facility: "f1", Patient: "p1"},
+		{ID: 2, Tenant: "t2", Facility: "f2", Patient: "p2"},
+		{ID: 3, Tenant: "t1", Facility: "f3", Patient: "p3"},
+	})
 	e, err := engine.New(context.Background(), engine.Config{CacheDir: filepath.Join(t.TempDir(), "cache")}, lake, testlake.Namespace, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -84,13 +79,14 @@ func newFixture(t *testing.T) fixture {
 		t.Fatal(err)
 	}
 	logins := memLogins{
-		"ana": {Principal: auth.Principal{User: "ana", Admin: true}, Verifier: v},
-		"old": {Principal: auth.Principal{User: "old", Admin: true}, Verifier: v, Disabled: true},
+		"ana":  {Principal: auth.Principal{User: "ana", Admin: true}, Verifier: v},
+		"old":  {Principal: auth.Principal{User: "old", Admin: true}, Verifier: v, Disabled: true},
+		"tina": {Principal: auth.Principal{User: "tina", Tenant: "t1"}, Verifier: v},
 	}
 	wh := t.TempDir()
 	clk := &clock{t: time.Date(2026, 12, 2, 6, 0, 30, 0, time.UTC)}
 	return fixture{cat: cat, warehouse: wh, clock: clk, newSched: func(node string) *Scheduler {
-		s, err := New(Config{Node: node, Now: clk.Now, RetryBackoff: time.Minute, MaxAttempts: 2}, cat, logins, adminSessions{e},
+		s, err := New(Config{Node: node, Now: clk.Now, RetryBackoff: time.Minute, MaxAttempts: 2}, cat, logins, e,
 			Warehouse{Root: wh}, slog.New(slog.DiscardHandler), nil)
 		if err != nil {
 			t.Fatal(err)
@@ -121,6 +117,7 @@ func TestScheduledRuns(t *testing.T) {
 		SQL: "SELECT facility, count(*) AS n FROM lab_results GROUP BY facility ORDER BY facility"})
 	add(catalog.Report{Name: "labs_parquet", Cron: "@hourly", Format: "parquet", Owner: "ana", SQL: "SELECT lab_id, facility FROM lab_results"})
 	add(catalog.Report{Name: "orphaned", Cron: "0 6 * * *", Format: "csv", Owner: "old", SQL: "SELECT 1"})
+	add(catalog.Report{Name: "tenant_visits", Cron: "0 6 * * *", Format: "csv", Owner: "tina", SQL: "SELECT id FROM visits ORDER BY id"})
 	add(catalog.Report{Name: "broken", Cron: "0 6 * * *", Format: "csv", Owner: "ana", SQL: "SELECT * FROM no_such_table"})
 
 	// Two nodes tick at once: each occurrence runs on exactly one.
@@ -170,6 +167,12 @@ func TestScheduledRuns(t *testing.T) {
 		t.Errorf("parquet result has %d labs (%v), want %d", n, err, labRows)
 	}
 
+	// A report runs as its owner: a tenant's report holds only its rows.
+	if r := f.runs(t, "tenant_visits"); len(r) != 1 || r[0].Rows != 2 {
+		t.Errorf("tenant_visits runs = %+v, want one run of 2 rows", r)
+	} else if data, err := os.ReadFile(r[0].Location); err != nil || string(data) != "id\n1\n3\n" {
+		t.Errorf("tenant_visits result %q, %v", data, err)
+	}
 	if r := f.runs(t, "orphaned"); len(r) != 1 || r[0].Status != catalog.RunFailed || !strings.Contains(r[0].Error, "disabled") {
 		t.Errorf("orphaned runs = %+v", r)
 	}

@@ -117,3 +117,57 @@ func AppendLabRows(tb testing.TB, cat icecatalog.Catalog, name string, from, to 
 	}
 	return tbl
 }
+
+// TenantSchema is the Iceberg schema of the tenant-shaped test tables: the lineage
+// columns the hub writes (_tenant, _facility) and a few values.
+var TenantSchema = iceberg.NewSchema(0,
+	iceberg.NestedField{ID: 1, Name: "id", Type: iceberg.PrimitiveTypes.Int64},
+	iceberg.NestedField{ID: 2, Name: "_tenant", Type: iceberg.PrimitiveTypes.String},
+	iceberg.NestedField{ID: 3, Name: "_facility", Type: iceberg.PrimitiveTypes.String},
+	iceberg.NestedField{ID: 4, Name: "patient_id", Type: iceberg.PrimitiveTypes.String},
+	iceberg.NestedField{ID: 5, Name: "ref", Type: iceberg.PrimitiveTypes.Int64},
+)
+
+// TenantRow is one row of a TenantSchema table.
+type TenantRow struct {
+	ID       int64
+	Tenant   string
+	Facility string
+	Patient  string
+	Ref      int64
+}
+
+// CreateTenantTable creates a TenantSchema table and appends rows as one commit.
+func CreateTenantTable(tb testing.TB, cat icecatalog.Catalog, name string, rows []TenantRow) *table.Table {
+	tb.Helper()
+	ctx := context.Background()
+	tbl, err := cat.CreateTable(ctx, table.Identifier{Namespace, name}, TenantSchema)
+	if err != nil {
+		tb.Fatalf("creating table %s: %v", name, err)
+	}
+	sc := arrow.NewSchema([]arrow.Field{
+		{Name: "id", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+		{Name: "_tenant", Type: arrow.BinaryTypes.String, Nullable: true},
+		{Name: "_facility", Type: arrow.BinaryTypes.String, Nullable: true},
+		{Name: "patient_id", Type: arrow.BinaryTypes.String, Nullable: true},
+		{Name: "ref", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
+	}, nil)
+	b := array.NewRecordBuilder(memory.DefaultAllocator, sc)
+	defer b.Release()
+	for _, r := range rows {
+		b.Field(0).(*array.Int64Builder).Append(r.ID)
+		b.Field(1).(*array.StringBuilder).Append(r.Tenant)
+		b.Field(2).(*array.StringBuilder).Append(r.Facility)
+		b.Field(3).(*array.StringBuilder).Append(r.Patient)
+		b.Field(4).(*array.Int64Builder).Append(r.Ref)
+	}
+	rec := b.NewRecordBatch()
+	defer rec.Release()
+	at := array.NewTableFromRecords(sc, []arrow.RecordBatch{rec})
+	defer at.Release()
+	tbl, err = tbl.AppendTable(ctx, at, int64(len(rows)), nil)
+	if err != nil {
+		tb.Fatalf("appending %d rows to %s: %v", len(rows), name, err)
+	}
+	return tbl
+}
