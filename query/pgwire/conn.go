@@ -2,6 +2,7 @@ package pgwire
 
 import (
 	"context"
+	"crypto/tls"
 	"database/sql/driver"
 	"errors"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"github.com/duckdb/duckdb-go/v2"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/medlake/medlake/query/auth"
 	"github.com/medlake/medlake/query/engine"
 )
 
@@ -48,6 +50,8 @@ type conn struct {
 	secret []byte
 	sess   *engine.Session
 	app    string
+	// principal is who logged in; every statement runs on its behalf.
+	principal auth.Principal
 
 	stmts   map[string]*prepared
 	portals map[string]*portal
@@ -128,9 +132,26 @@ func (c *conn) startup(ctx context.Context) (bool, error) {
 			return false, err
 		}
 		switch m := msg.(type) {
-		case *pgproto3.SSLRequest, *pgproto3.GSSEncRequest:
-			// TLS is not offered yet; clients then continue in plain text
-			// (or give up when they require TLS).
+		case *pgproto3.SSLRequest:
+			if c.s.tls == nil || c.isTLS() {
+				// Clients then continue in plain text, or give up when
+				// they require TLS.
+				if _, err := c.nc.Write([]byte{'N'}); err != nil {
+					return false, err
+				}
+				continue
+			}
+			if _, err := c.nc.Write([]byte{'S'}); err != nil {
+				return false, err
+			}
+			tc := tls.Server(c.nc, c.s.tls)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				return false, fmt.Errorf("tls handshake: %w", err)
+			}
+			c.nc = tc
+			c.be = pgproto3.NewBackend(tc, tc)
+			c.be.SetMaxBodyLen(maxMessageBytes)
+		case *pgproto3.GSSEncRequest:
 			if _, err := c.nc.Write([]byte{'N'}); err != nil {
 				return false, err
 			}
@@ -148,28 +169,27 @@ func (c *conn) startup(ctx context.Context) (bool, error) {
 func (c *conn) login(ctx context.Context, m *pgproto3.StartupMessage) (bool, error) {
 	user := m.Parameters["user"]
 	c.app = m.Parameters["application_name"]
-	c.logger = c.logger.With("user", user)
-	if len(c.s.cfg.Users) == 0 {
+	c.logger = c.logger.With("user", user, "tls", c.isTLS())
+	if c.s.cfg.RequireTLS && !c.isTLS() && !isLoopback(c.nc.RemoteAddr()) {
+		c.logger.Warn("pgwire login refused", "reason", "tls required")
+		return false, c.fatal("28000", "TLS is required for connections from other hosts (sslmode=require)")
+	}
+	if c.s.store == nil {
 		if !isLoopback(c.nc.RemoteAddr()) {
 			return false, c.fatal("28000", "no users are configured: only loopback connections are trusted")
 		}
+		// The demo's trust mode: whoever connects on loopback reads all.
+		c.principal = auth.Principal{User: user, Admin: true}
 	} else {
-		c.be.Send(&pgproto3.AuthenticationCleartextPassword{})
-		if err := c.be.Flush(); err != nil {
-			return false, err
+		p, err := c.authenticateSCRAM(ctx, user)
+		if errors.Is(err, errLoginRefused) {
+			c.logger.Warn("pgwire authentication failed", "reason", err.Error())
+			return false, c.fatal("28P01", fmt.Sprintf("password authentication failed for user %q", user))
 		}
-		if err := c.be.SetAuthType(pgproto3.AuthTypeCleartextPassword); err != nil {
-			return false, err
-		}
-		msg, err := c.be.Receive()
 		if err != nil {
 			return false, err
 		}
-		pw, ok := msg.(*pgproto3.PasswordMessage)
-		if !ok || !c.s.authenticate(user, pw.Password) {
-			c.logger.Warn("pgwire authentication failed")
-			return false, c.fatal("28P01", fmt.Sprintf("password authentication failed for user %q", user))
-		}
+		c.principal = p
 	}
 	sess, err := c.s.eng.Session(ctx)
 	if err != nil {
@@ -196,6 +216,11 @@ func (c *conn) login(ctx context.Context, m *pgproto3.StartupMessage) (bool, err
 	c.be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 	c.logger.Debug("pgwire session started")
 	return true, c.be.Flush()
+}
+
+func (c *conn) isTLS() bool {
+	_, ok := c.nc.(*tls.Conn)
+	return ok
 }
 
 func (c *conn) fatal(code, msg string) error {
