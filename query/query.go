@@ -126,6 +126,7 @@ func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace stri
 	}
 	eng, err := engine.New(ctx, engine.Config{
 		CacheDir: cfg.CacheDir, CacheMaxBytes: cfg.CacheMaxBytes, RefreshInterval: cfg.RefreshInterval,
+		Setup: pgwire.CatalogSetup(),
 	}, cat, namespace, base)
 	if err != nil {
 		return nil, err

@@ -540,7 +540,7 @@ func (c *conn) execute(ctx context.Context, sql string, p *prepared, args []any,
 	if err != nil {
 		c.s.observe("error", elapsed)
 		if sql != "" && looksLikeCatalogProbe(sql) {
-			c.logger.Info("unhandled catalog probe", "query", truncate(sql, 300), "err", err)
+			c.logger.Warn("unhandled catalog probe", "query", truncate(sql, 2000), "err", err)
 		}
 		return err
 	}
@@ -589,7 +589,7 @@ func (c *conn) prepare(ctx context.Context, q string) (*prepared, error) {
 		}
 		return v, err
 	}
-	st, err := c.sess.Prepare(ctx, q)
+	st, err := c.sess.Prepare(ctx, rewriteSQL(q, c.principal.User))
 	if err != nil {
 		outcome := "error"
 		if errors.Is(err, engine.ErrNotReadOnly) {
@@ -597,7 +597,7 @@ func (c *conn) prepare(ctx context.Context, q string) (*prepared, error) {
 		}
 		c.s.observe(outcome, 0)
 		if looksLikeCatalogProbe(q) {
-			c.logger.Info("unhandled catalog probe", "query", truncate(q, 300), "err", err)
+			c.logger.Warn("unhandled catalog probe", "query", truncate(q, 2000), "err", err)
 		}
 		return nil, err
 	}
@@ -607,12 +607,16 @@ func (c *conn) prepare(ctx context.Context, q string) (*prepared, error) {
 		p.paramOIDs = append(p.paramOIDs, oid)
 	}
 	for _, col := range st.Columns {
-		p.cols = append(p.cols, column{name: col.Name, t: pgTypeOf(col.Type)})
+		p.cols = append(p.cols, column{name: pgColumnName(col.Name), t: pgTypeOf(col.Type)})
 	}
 	return p, nil
 }
 
 const serverVersion = "15.0 (medlake)"
+
+// versionString is what version() returns; clients parse the
+// "PostgreSQL major.minor" at its start.
+const versionString = "PostgreSQL " + serverVersion + " on x86_64-pc-linux-gnu, compiled by DuckDB, 64-bit"
 
 var showQuery = regexp.MustCompile(`(?i)\bshow\s+"?([a-z_.]+)"?`)
 
@@ -688,7 +692,7 @@ func (c *conn) sessionCommand(q string) (*prepared, error) {
 		}, nil
 	case "SELECT":
 		if versionQuery.MatchString(strings.TrimSpace(q)) {
-			v := "PostgreSQL " + serverVersion + " on DuckDB"
+			v := versionString
 			return &prepared{
 				cols:    []column{{name: "version", t: textCol}},
 				virtual: &virtualResult{rows: [][]driver.Value{{v}}, tag: "SELECT 1"},

@@ -61,7 +61,7 @@ func startServerLogged(tb testing.TB, cfg Config, opts ...Option) (string, *Serv
 	}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx := context.Background()
-	eng, err := engine.New(ctx, engine.Config{CacheDir: filepath.Join(tb.TempDir(), "cache")}, cat, testlake.Namespace, logger)
+	eng, err := engine.New(ctx, engine.Config{CacheDir: filepath.Join(tb.TempDir(), "cache"), Setup: CatalogSetup()}, cat, testlake.Namespace, logger)
 	if err != nil {
 		tb.Fatalf("engine.New: %v", err)
 	}
@@ -317,7 +317,7 @@ func TestPsql(t *testing.T) {
 		{`SELECT count(*) FROM lab_results`, "3000"},
 		{`SELECT facility, count(*) FROM lab_results GROUP BY facility ORDER BY facility`, "fac0001|1000\nfac0002|1000\nfac0003|1000"},
 		{`SELECT count(*) FROM lab_results WHERE result_value IS NULL`, "60"},
-		{`SELECT version()`, "PostgreSQL 15.0 (medlake) on DuckDB"},
+		{`SELECT version()`, versionString},
 		{`SHOW server_version`, "15.0 (medlake)"},
 		{`SET application_name = 'x'; SELECT 1; SELECT 2`, "SET\n1\n2"},
 		{`SELECT lab_id, result_value FROM lab_results WHERE lab_id IN (1, 2) ORDER BY lab_id`, "1|\n2|0.5"},
