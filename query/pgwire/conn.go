@@ -1,6 +1,7 @@
 package pgwire
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"database/sql/driver"
@@ -55,7 +56,8 @@ type conn struct {
 
 	stmts   map[string]*prepared
 	portals map[string]*portal
-	pending int // bytes sent since the last flush
+	cursors map[string]*cursor // DECLARE … CURSOR
+	pending int                // bytes sent since the last flush
 
 	runMu   sync.Mutex
 	running context.CancelFunc
@@ -69,6 +71,12 @@ type prepared struct {
 	paramOIDs []uint32
 	cols      []column
 	virtual   *virtualResult
+	// run computes a virtual result when the statement executes (DECLARE,
+	// FETCH, CLOSE), not when it is parsed.
+	run func(ctx context.Context) (*virtualResult, error)
+	// binary: results go out in binary unless Bind says otherwise (FETCH
+	// from a BINARY cursor).
+	binary bool
 }
 
 type column struct {
@@ -85,6 +93,12 @@ type portal struct {
 	p       *prepared
 	args    []any
 	formats []int16
+	// A portal run with a row limit holds the rest of its rows until
+	// executed again (then PortalSuspended is sent instead of
+	// CommandComplete).
+	started bool
+	rows    [][]driver.Value
+	sent    int64
 }
 
 func (p *prepared) close() {
@@ -102,6 +116,7 @@ func (s *Server) serve(ctx context.Context, nc net.Conn) {
 		logger:  s.logger.With("remote", nc.RemoteAddr().String()),
 		stmts:   map[string]*prepared{},
 		portals: map[string]*portal{},
+		cursors: map[string]*cursor{},
 	}
 	c.be.SetMaxBodyLen(maxMessageBytes)
 	_ = nc.SetDeadline(time.Now().Add(startupTimeout))
@@ -476,9 +491,39 @@ func (c *conn) executePortal(ctx context.Context, m *pgproto3.Execute) error {
 		c.be.Send(&pgproto3.EmptyQueryResponse{})
 		return nil
 	}
-	// MaxRows is not honoured: the whole result is sent and the portal is
-	// complete (clients that page with it get every row at once).
-	return c.execute(ctx, "", pt.p, pt.args, pt.formats, false)
+	if m.MaxRows == 0 && !pt.started {
+		return c.execute(ctx, "", pt.p, pt.args, pt.formats, false)
+	}
+	// A row limit: the result is computed once and handed out in pieces.
+	if !pt.started {
+		pt.started = true
+		rows, tag, err := c.collect(ctx, pt.p, pt.args)
+		if err != nil {
+			return err
+		}
+		if tag != "" && !strings.HasPrefix(tag, "SELECT") && !strings.HasPrefix(tag, "FETCH") && !strings.HasPrefix(tag, "SHOW") {
+			c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte(tag)})
+			return nil
+		}
+		pt.rows = rows
+	}
+	n := len(pt.rows)
+	if m.MaxRows > 0 && int(m.MaxRows) < n {
+		n = int(m.MaxRows)
+	}
+	for _, row := range pt.rows[:n] {
+		if err := c.sendRow(pt.p.cols, pt.formats, row); err != nil {
+			return err
+		}
+	}
+	pt.rows = pt.rows[n:]
+	pt.sent += int64(n)
+	if len(pt.rows) > 0 {
+		c.be.Send(&pgproto3.PortalSuspended{})
+		return nil
+	}
+	c.be.Send(&pgproto3.CommandComplete{CommandTag: fmt.Appendf(nil, "SELECT %d", pt.sent)})
+	return nil
 }
 
 func (c *conn) closeObject(m *pgproto3.Close) {
@@ -504,35 +549,34 @@ func (c *conn) closeObject(m *pgproto3.Close) {
 func (c *conn) execute(ctx context.Context, sql string, p *prepared, args []any, formats []int16, rowDesc bool) error {
 	if formats == nil {
 		formats = make([]int16, len(p.cols))
+		if p.binary {
+			for i := range formats {
+				formats[i] = 1
+			}
+		}
 	}
 	if rowDesc {
 		c.sendRowDescription(p, formats)
 	}
-	if p.virtual != nil {
-		for _, row := range p.virtual.rows {
+	v := p.virtual
+	if p.run != nil {
+		var err error
+		if v, err = p.run(ctx); err != nil {
+			return err
+		}
+	}
+	if v != nil {
+		for _, row := range v.rows {
 			if err := c.sendRow(p.cols, formats, row); err != nil {
 				return err
 			}
 		}
-		c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte(p.virtual.tag)})
+		c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte(v.tag)})
 		return nil
 	}
-	if args == nil && len(p.paramOIDs) > 0 {
-		return errorf("42P02", "there is no parameter $1")
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	c.runMu.Lock()
-	c.running = cancel
-	c.runMu.Unlock()
-	defer func() {
-		c.runMu.Lock()
-		c.running = nil
-		c.runMu.Unlock()
-	}()
 	start := time.Now()
 	var n int64
-	err := p.st.Query(ctx, args, func(row []driver.Value) error {
+	err := c.query(ctx, p, args, func(row []driver.Value) error {
 		n++
 		return c.sendRow(p.cols, formats, row)
 	})
@@ -547,6 +591,81 @@ func (c *conn) execute(ctx context.Context, sql string, p *prepared, args []any,
 	c.s.observe("ok", elapsed)
 	c.be.Send(&pgproto3.CommandComplete{CommandTag: fmt.Appendf(nil, "SELECT %d", n)})
 	return nil
+}
+
+// query runs an engine statement, cancellable by a CancelRequest.
+func (c *conn) query(ctx context.Context, p *prepared, args []any, fn func(row []driver.Value) error) error {
+	if args == nil && len(p.paramOIDs) > 0 {
+		return errorf("42P02", "there is no parameter $1")
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	c.runMu.Lock()
+	c.running = cancel
+	c.runMu.Unlock()
+	defer func() {
+		c.runMu.Lock()
+		c.running = nil
+		c.runMu.Unlock()
+	}()
+	return p.st.Query(ctx, args, fn)
+}
+
+// maxBufferedBytes bounds the result a cursor or a row-limited portal
+// keeps in memory.
+const maxBufferedBytes = 256 << 20
+
+// collect runs p to completion and keeps its rows (for cursors and
+// row-limited portals), with the command tag of a virtual result.
+func (c *conn) collect(ctx context.Context, p *prepared, args []any) ([][]driver.Value, string, error) {
+	if p.empty {
+		return nil, "", nil
+	}
+	v := p.virtual
+	if p.run != nil {
+		var err error
+		if v, err = p.run(ctx); err != nil {
+			return nil, "", err
+		}
+	}
+	if v != nil {
+		return v.rows, v.tag, nil
+	}
+	var rows [][]driver.Value
+	size := 0
+	start := time.Now()
+	err := c.query(ctx, p, args, func(row []driver.Value) error {
+		cp := make([]driver.Value, len(row))
+		for i, v := range row {
+			if b, ok := v.([]byte); ok {
+				v = bytes.Clone(b)
+			}
+			cp[i] = v
+			size += valueSize(v)
+		}
+		if size > maxBufferedBytes {
+			return errorf("54000", "result kept for a cursor or a row-limited portal exceeds %d MiB; add a LIMIT or fetch without a row limit", maxBufferedBytes>>20)
+		}
+		rows = append(rows, cp)
+		return nil
+	})
+	if err != nil {
+		c.s.observe("error", time.Since(start))
+		return nil, "", err
+	}
+	c.s.observe("ok", time.Since(start))
+	return rows, "", nil
+}
+
+func valueSize(v driver.Value) int {
+	switch x := v.(type) {
+	case string:
+		return 16 + len(x)
+	case []byte:
+		return 24 + len(x)
+	default:
+		return 16
+	}
 }
 
 func (c *conn) sendRow(cols []column, formats []int16, row []driver.Value) error {
@@ -583,7 +702,7 @@ func (c *conn) cancelRunning() {
 // prepare turns one statement into a prepared: session commands are
 // answered here, everything else goes to the engine.
 func (c *conn) prepare(ctx context.Context, q string) (*prepared, error) {
-	if v, err := c.sessionCommand(q); v != nil || err != nil {
+	if v, err := c.sessionCommand(ctx, q); v != nil || err != nil {
 		if err != nil {
 			c.s.observe("refused", 0)
 		}
@@ -647,7 +766,7 @@ var textCol = pgTypeOf(engine.Type{ID: duckdb.TYPE_VARCHAR})
 // sessionCommand answers the commands that configure a PostgreSQL session.
 // Settings are accepted and ignored: the engine runs in UTC, UTF-8 and ISO
 // dates whatever the client asks, and refusing SET would break drivers.
-func (c *conn) sessionCommand(q string) (*prepared, error) {
+func (c *conn) sessionCommand(ctx context.Context, q string) (*prepared, error) {
 	kw := engine.FirstKeyword(q)
 	tag := func(t string) *prepared { return &prepared{virtual: &virtualResult{tag: t}} }
 	switch kw {
@@ -663,9 +782,15 @@ func (c *conn) sessionCommand(q string) (*prepared, error) {
 	case "BEGIN", "START":
 		return tag("BEGIN"), nil
 	case "COMMIT", "END":
-		return tag("COMMIT"), nil
+		return c.endTransaction("COMMIT"), nil
 	case "ROLLBACK", "ABORT":
-		return tag("ROLLBACK"), nil
+		return c.endTransaction("ROLLBACK"), nil
+	case "DECLARE":
+		return c.declareCursor(ctx, q)
+	case "FETCH", "MOVE":
+		return c.fetchCursor(q)
+	case "CLOSE":
+		return c.closeCursor(q)
 	case "DISCARD":
 		return tag("DISCARD ALL"), nil
 	case "DEALLOCATE":
