@@ -77,6 +77,10 @@ type prepared struct {
 	// binary: results go out in binary unless Bind says otherwise (FETCH
 	// from a BINARY cursor).
 	binary bool
+	// args are bound by SQL EXECUTE; borrowed statements belong to another
+	// prepared (the one EXECUTE names) and are not closed with this one.
+	args     []any
+	borrowed bool
 }
 
 type column struct {
@@ -102,7 +106,7 @@ type portal struct {
 }
 
 func (p *prepared) close() {
-	if p.st != nil {
+	if p.st != nil && !p.borrowed {
 		p.st.Close()
 	}
 }
@@ -595,6 +599,9 @@ func (c *conn) execute(ctx context.Context, sql string, p *prepared, args []any,
 
 // query runs an engine statement, cancellable by a CancelRequest.
 func (c *conn) query(ctx context.Context, p *prepared, args []any, fn func(row []driver.Value) error) error {
+	if p.args != nil {
+		args = p.args // bound by SQL EXECUTE
+	}
 	if args == nil && len(p.paramOIDs) > 0 {
 		return errorf("42P02", "there is no parameter $1")
 	}
@@ -794,7 +801,11 @@ func (c *conn) sessionCommand(ctx context.Context, q string) (*prepared, error) 
 	case "DISCARD":
 		return tag("DISCARD ALL"), nil
 	case "DEALLOCATE":
-		return tag("DEALLOCATE"), nil
+		return c.deallocate(q)
+	case "PREPARE":
+		return c.prepareSQL(ctx, q)
+	case "EXECUTE":
+		return c.executeSQL(q)
 	case "SHOW":
 		m := showQuery.FindStringSubmatch(q)
 		if m == nil {

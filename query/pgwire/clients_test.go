@@ -1,0 +1,90 @@
+package pgwire
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// Real clients, each connecting with a SCRAM-SHA-256 password, listing the
+// tables, describing lab_results and running a parameterized query whose
+// rows are checked exactly. The expected results are golden files under
+// testdata/<client>/; the table's oid, which changes per run, reads <oid>.
+
+const (
+	clientUser     = "analyst"
+	clientPassword = "s3cret pw"
+)
+
+// clientServer starts a server with one configured (SCRAM) login and
+// returns its host, port and lab_results' oid.
+func clientServer(t *testing.T) (host, port, oid string, logs *logSink) {
+	t.Helper()
+	addr, _, logs := startServerLogged(t, Config{Users: []User{{Name: clientUser, Password: clientPassword}}})
+	host, port, _ = strings.Cut(addr, ":")
+	c := connect(t, dsn(addr, clientUser, "s3cret%20pw"), pgx.QueryExecModeCacheStatement)
+	var id int64
+	if err := c.QueryRow(context.Background(), `SELECT oid FROM pg_catalog.pg_class WHERE relname = 'lab_results'`).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	return host, port, fmt.Sprint(id), logs
+}
+
+// runClient runs a client program with a deadline and returns its output.
+func runClient(t *testing.T, stdin string, env []string, name string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+	}
+	return string(out)
+}
+
+// TestClientODBC drives psqlODBC, the driver PowerBI and Tableau use, through
+// unixODBC's isql: SQLTables (help), SQLColumns (help table) and a
+// parameterized query (PREPARE/EXECUTE; isql binds no parameters itself).
+func TestClientODBC(t *testing.T) {
+	requireClient(t, "isql", "unixodbc")
+	drivers, _ := filepath.Glob("/usr/lib/*/odbc/psqlodbcw.so")
+	if len(drivers) == 0 {
+		missingClient(t, "psqlODBC is not installed: it is one of the real clients under test (apt-get install odbc-postgresql; .ci/run does)")
+	}
+	host, port, oid, logs := clientServer(t)
+	dir := t.TempDir()
+	ini := func(name, body string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ini("odbcinst.ini", "[PostgreSQL Unicode]\nDriver="+drivers[0]+"\n")
+	ini("odbc.ini", fmt.Sprintf("[medlake]\nDriver=PostgreSQL Unicode\nServername=%s\nPort=%s\nDatabase=medlake\nSSLmode=disable\n", host, port))
+	script := strings.Join([]string{
+		`help`,
+		`help lab_results`,
+		`PREPARE labs AS SELECT lab_id, facility, result_value, collected_at, abnormal FROM lab_results WHERE lab_id <= $1 AND facility = $2 ORDER BY lab_id`,
+		`EXECUTE labs(7, 'fac0001')`,
+		`SELECT count(*) AS n, min(collected_at) AS first FROM lab_results WHERE facility = 'fac0002'`,
+	}, "\n") + "\n"
+	out := runClient(t, script, []string{"ODBCSYSINI=" + dir, "ODBCINI=" + filepath.Join(dir, "odbc.ini")},
+		"isql", "-b", "-c", "-d|", "medlake", clientUser, clientPassword)
+	out = strings.ReplaceAll(out, "|"+oid+"|", "|<oid>|")
+	if strings.Contains(out, "ERROR") {
+		t.Fatalf("isql reported an error:\n%s\nserver log:\n%s", out, logs)
+	}
+	golden(t, "odbc/isql.out", out)
+}
+
+var jdbcJar = regexp.MustCompile(`postgresql(-[0-9.]+)?\.jar$`)
