@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -87,4 +86,23 @@ func TestClientODBC(t *testing.T) {
 	golden(t, "odbc/isql.out", out)
 }
 
-var jdbcJar = regexp.MustCompile(`postgresql(-[0-9.]+)?\.jar$`)
+// TestClientJDBC compiles and runs testdata/jdbc/MedlakeClient.java against
+// Debian's pgJDBC (the driver Tableau, DBeaver and MicroStrategy use):
+// DatabaseMetaData.getTables and getColumns, and a PreparedStatement read
+// with a fetch size, which pages through a suspended portal.
+func TestClientJDBC(t *testing.T) {
+	requireClient(t, "javac", "openjdk-17-jdk-headless")
+	java := requireClient(t, "java", "openjdk-17-jdk-headless")
+	const jar = "/usr/share/java/postgresql.jar"
+	if _, err := os.Stat(jar); err != nil {
+		missingClient(t, "pgJDBC is not installed ("+jar+"): it is one of the real clients under test (apt-get install libpostgresql-jdbc-java; .ci/run does)")
+	}
+	host, port, _, logs := clientServer(t)
+	classes := t.TempDir()
+	runClient(t, "", nil, "javac", "-d", classes, "-cp", jar, filepath.Join("testdata", "jdbc", "MedlakeClient.java"))
+	out := runClient(t, "", nil, java, "-cp", classes+string(os.PathListSeparator)+jar, "MedlakeClient", host, port, clientUser, clientPassword)
+	if strings.Contains(out, "Exception") {
+		t.Fatalf("java client failed:\n%s\nserver log:\n%s", out, logs)
+	}
+	golden(t, "jdbc/client.out", out)
+}

@@ -57,7 +57,10 @@ type conn struct {
 	stmts   map[string]*prepared
 	portals map[string]*portal
 	cursors map[string]*cursor // DECLARE … CURSOR
-	pending int                // bytes sent since the last flush
+	// inTx is true between BEGIN and COMMIT/ROLLBACK: portals then outlive
+	// Sync, as in PostgreSQL (pgJDBC pages through them that way).
+	inTx    bool
+	pending int // bytes sent since the last flush
 
 	runMu   sync.Mutex
 	running context.CancelFunc
@@ -237,6 +240,15 @@ func (c *conn) login(ctx context.Context, m *pgproto3.StartupMessage) (bool, err
 	return true, c.be.Flush()
 }
 
+// txStatus is ReadyForQuery's transaction status: 'T' in a transaction
+// block, 'I' outside.
+func (c *conn) txStatus() byte {
+	if c.inTx {
+		return 'T'
+	}
+	return 'I'
+}
+
 func (c *conn) isTLS() bool {
 	_, ok := c.nc.(*tls.Conn)
 	return ok
@@ -290,9 +302,11 @@ func (c *conn) loop(ctx context.Context) error {
 		case *pgproto3.Close:
 			c.closeObject(m)
 		case *pgproto3.Sync:
-			// Each Sync ends the implicit transaction, which drops portals.
-			c.portals = map[string]*portal{}
-			c.be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+			// Sync ends an implicit transaction, which drops portals.
+			if !c.inTx {
+				c.portals = map[string]*portal{}
+			}
+			c.be.Send(&pgproto3.ReadyForQuery{TxStatus: c.txStatus()})
 			opErr = c.flush()
 		case *pgproto3.Flush:
 			opErr = c.flush()
@@ -348,7 +362,7 @@ func (c *conn) simpleQuery(ctx context.Context, sql string) {
 			break
 		}
 	}
-	c.be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	c.be.Send(&pgproto3.ReadyForQuery{TxStatus: c.txStatus()})
 	_ = c.flush()
 }
 
@@ -787,7 +801,10 @@ func (c *conn) sessionCommand(ctx context.Context, q string) (*prepared, error) 
 	case "RESET":
 		return tag("RESET"), nil
 	case "BEGIN", "START":
-		return tag("BEGIN"), nil
+		return &prepared{run: func(context.Context) (*virtualResult, error) {
+			c.inTx = true
+			return &virtualResult{tag: "BEGIN"}, nil
+		}}, nil
 	case "COMMIT", "END":
 		return c.endTransaction("COMMIT"), nil
 	case "ROLLBACK", "ABORT":

@@ -136,10 +136,12 @@ func (c *conn) closeCursor(q string) (*prepared, error) {
 	}}, nil
 }
 
-// endTransaction answers COMMIT or ROLLBACK: the transaction's cursors
-// (those without HOLD) close.
+// endTransaction answers COMMIT or ROLLBACK: the transaction's portals and
+// cursors (those without HOLD) close.
 func (c *conn) endTransaction(tag string) *prepared {
 	return &prepared{run: func(context.Context) (*virtualResult, error) {
+		c.inTx = false
+		clear(c.portals)
 		for name, cur := range c.cursors {
 			if !cur.hold || tag == "ROLLBACK" {
 				delete(c.cursors, name)
