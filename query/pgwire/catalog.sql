@@ -207,3 +207,38 @@ CREATE MACRO medlake_pg.pg_get_function_identity_arguments(obj) AS CAST(NULL AS 
 CREATE MACRO medlake_pg.pg_get_function_result(obj) AS CAST(NULL AS VARCHAR);
 CREATE MACRO medlake_pg.pg_relation_is_publishable(rel) AS false;
 CREATE MACRO medlake_pg."current_user"(name) AS name;
+
+-- information_schema, as PostgreSQL shows it: lake tables are base tables
+-- in public. The rewrite sends information_schema.X to
+-- medlake_pg.information_schema_X.
+CREATE VIEW medlake_pg.information_schema_tables AS
+SELECT 'medlake' AS table_catalog, 'public' AS table_schema, relname AS table_name, 'BASE TABLE' AS table_type,
+       CAST(NULL AS VARCHAR) AS self_referencing_column_name, CAST(NULL AS VARCHAR) AS reference_generation,
+       CAST(NULL AS VARCHAR) AS user_defined_type_catalog, CAST(NULL AS VARCHAR) AS user_defined_type_schema,
+       CAST(NULL AS VARCHAR) AS user_defined_type_name, 'NO' AS is_insertable_into, 'NO' AS is_typed,
+       CAST(NULL AS VARCHAR) AS commit_action
+FROM medlake_pg.pg_class;
+
+CREATE VIEW medlake_pg.information_schema_columns AS
+SELECT 'medlake' AS table_catalog, 'public' AS table_schema, c.relname AS table_name, a.attname AS column_name,
+       CAST(a.attnum AS INTEGER) AS ordinal_position, CAST(NULL AS VARCHAR) AS column_default,
+       CASE WHEN a.attnotnull THEN 'NO' ELSE 'YES' END AS is_nullable,
+       CASE WHEN a.atttypid = 1700 THEN 'numeric' ELSE medlake_pg.format_type(a.atttypid, NULL) END AS data_type,
+       CAST(NULL AS INTEGER) AS character_maximum_length, CAST(NULL AS INTEGER) AS character_octet_length,
+       CAST(CASE a.atttypid WHEN 21 THEN 16 WHEN 23 THEN 32 WHEN 20 THEN 64 WHEN 700 THEN 24 WHEN 701 THEN 53
+            WHEN 1700 THEN CASE WHEN a.atttypmod >= 4 THEN (a.atttypmod - 4) // 65536 END END AS INTEGER) AS numeric_precision,
+       CAST(CASE WHEN a.atttypid IN (21, 23, 20, 1700) THEN 2 WHEN a.atttypid IN (700, 701) THEN 2 END AS INTEGER) AS numeric_precision_radix,
+       CAST(CASE WHEN a.atttypid IN (21, 23, 20) THEN 0
+            WHEN a.atttypid = 1700 AND a.atttypmod >= 4 THEN (a.atttypmod - 4) % 65536 END AS INTEGER) AS numeric_scale,
+       CAST(CASE WHEN a.atttypid IN (1082) THEN 0 WHEN a.atttypid IN (1083, 1114, 1184, 1186) THEN 6 END AS INTEGER) AS datetime_precision,
+       'medlake' AS udt_catalog, 'pg_catalog' AS udt_schema, t.typname AS udt_name,
+       'NO' AS is_identity, 'NEVER' AS is_generated, 'NO' AS is_updatable
+FROM medlake_pg.pg_attribute a
+JOIN medlake_pg.pg_class c ON c.oid = a.attrelid
+LEFT JOIN medlake_pg.pg_type t ON t.oid = a.atttypid;
+
+CREATE VIEW medlake_pg.information_schema_schemata AS
+SELECT 'medlake' AS catalog_name, nspname AS schema_name, 'medlake' AS schema_owner,
+       CAST(NULL AS VARCHAR) AS default_character_set_catalog, CAST(NULL AS VARCHAR) AS default_character_set_schema,
+       CAST(NULL AS VARCHAR) AS default_character_set_name, CAST(NULL AS VARCHAR) AS sql_path
+FROM medlake_pg.pg_namespace;

@@ -109,6 +109,8 @@ func TestRewriteSQL(t *testing.T) {
 		{`SELECT 'pg_class', "pg_class", t.pg_class, version FROM t`, `SELECT 'pg_class', "pg_class", t.pg_class, version FROM t`},
 		{`SELECT a AS version FROM t -- pg_class`, `SELECT a AS version FROM t -- pg_class`},
 		{`SELECT $1::int4`, `SELECT $1::INTEGER`},
+		{`SELECT * FROM information_schema.tables t JOIN information_schema.views v`,
+			`SELECT * FROM medlake_pg.information_schema_tables t JOIN information_schema.views v`},
 	} {
 		if got := rewriteSQL(tc.in, "ana"); got != tc.want {
 			t.Errorf("rewriteSQL(%q)\n got %q\nwant %q", tc.in, got, tc.want)

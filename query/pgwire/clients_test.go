@@ -106,3 +106,45 @@ func TestClientJDBC(t *testing.T) {
 	}
 	golden(t, "jdbc/client.out", out)
 }
+
+// nodePgVersion is the node-postgres release the tests run (.ci/run
+// installs the same one).
+const nodePgVersion = "8.23.1"
+
+// nodeModules returns a node_modules holding pg@nodePgVersion: the one in
+// $MEDLAKE_NODE_MODULES, or one installed once with npm into the user's
+// cache (~/.cache/medlake/node-pg-<version>), as .ci/run does.
+func nodeModules(t *testing.T) string {
+	t.Helper()
+	if dir := os.Getenv("MEDLAKE_NODE_MODULES"); dir != "" {
+		return dir
+	}
+	cache, err := os.UserCacheDir()
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix := filepath.Join(cache, "medlake", "node-pg-"+nodePgVersion)
+	mods := filepath.Join(prefix, "node_modules")
+	if _, err := os.Stat(filepath.Join(mods, "pg", "package.json")); err == nil {
+		return mods
+	}
+	npm := requireClient(t, "npm", "nodejs")
+	if err := os.MkdirAll(prefix, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	runClient(t, "", nil, npm, "install", "--prefix", prefix, "--no-audit", "--no-fund", "--no-save", "pg@"+nodePgVersion)
+	return mods
+}
+
+// TestClientNode runs testdata/node/client.js with node-postgres: tables and
+// columns through information_schema, and a parameterized query.
+func TestClientNode(t *testing.T) {
+	node := requireClient(t, "node", "nodejs")
+	mods := nodeModules(t)
+	host, port, _, logs := clientServer(t)
+	out := runClient(t, "", []string{"NODE_PATH=" + mods}, node, filepath.Join("testdata", "node", "client.js"), host, port, clientUser, clientPassword)
+	if strings.Contains(out, "failed") {
+		t.Fatalf("node client failed:\n%s\nserver log:\n%s", out, logs)
+	}
+	golden(t, "node/client.out", out)
+}

@@ -181,7 +181,8 @@ var castTypes = map[string]string{
 //   - pg_catalog.X and unqualified X for the emulated relations and
 //     functions become medlake_pg.X; pg_catalog.X for anything else becomes
 //     X (DuckDB's own functions are not in a pg_catalog schema);
-//   - public.X becomes main.X (the lake tables' schema in DuckDB);
+//   - public.X becomes main.X (the lake tables' schema in DuckDB), and
+//     information_schema.tables, columns and schemata their emulation;
 //   - OPERATOR(pg_catalog.op) becomes op; COLLATE pg_catalog.default and
 //     COLLATE "C" are dropped;
 //   - 'name'::regclass and 'name'::regtype look the name up; other casts to
@@ -304,6 +305,15 @@ func rewriteSQL(sql, user string) string {
 					continue
 				}
 				emit(t.text)
+			case name == "information_schema" && beforeDot && !afterDot:
+				// information_schema.X for the emulated views.
+				x := next(n + 1)
+				if x < len(toks) && infoSchemaViews[identName(toks[x])] && !is(next(x+1), "(") {
+					emit(catalogSchema + ".information_schema_" + identName(toks[x]))
+					i = x
+					continue
+				}
+				emit(t.text)
 			case name == "public" && beforeDot && !afterDot:
 				emit("main")
 			case !afterDot && !beforeDot && t.kind == tIdent && (name == "current_user" || name == "session_user") && !is(n, "("):
@@ -319,6 +329,9 @@ func rewriteSQL(sql, user string) string {
 	}
 	return out.String()
 }
+
+// infoSchemaViews are the information_schema views emulated in medlake_pg.
+var infoSchemaViews = setOf("tables", "columns", "schemata")
 
 func emulated(name string, call bool) bool {
 	if call {
