@@ -97,6 +97,7 @@ func TestRewriteSQL(t *testing.T) {
 			`WHERE c.relname ~ '(?s).*(?:^(lab)$).*' `},
 		{`WHERE n.nspname !~ '^pg_'`, `WHERE n.nspname !~ '(?s).*(?:^pg_).*'`},
 		{`SELECT 'lab_results'::regclass`, `SELECT medlake_pg.to_regclass('lab_results')`},
+		{`WHERE a.attrelid = $1::regclass`, `WHERE a.attrelid = medlake_pg.to_regclass(CAST($1 AS VARCHAR))`},
 		{`SELECT c.oid::pg_catalog.regclass::pg_catalog.text`, `SELECT c.oid::BIGINT::VARCHAR`},
 		{`SELECT x::oid, y::name, z::"char"`, `SELECT x::BIGINT, y::VARCHAR, z::VARCHAR`},
 		{`SELECT * FROM public.lab_results`, `SELECT * FROM main.lab_results`},

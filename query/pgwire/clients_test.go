@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/medlake/medlake/query/internal/testlake"
 )
 
 // Real clients, each connecting with a SCRAM-SHA-256 password, listing the
@@ -147,4 +149,83 @@ func TestClientNode(t *testing.T) {
 		t.Fatalf("node client failed:\n%s\nserver log:\n%s", out, logs)
 	}
 	golden(t, "node/client.out", out)
+}
+
+// TestClientPgx lists, describes and queries with pgx in each of its query
+// modes (binary results through the prepared-statement cache, text through
+// describe-exec and the simple protocol).
+func TestClientPgx(t *testing.T) {
+	host, port, _, _ := clientServer(t)
+	ctx := context.Background()
+	type lab struct {
+		id       int64
+		facility string
+		value    *float64
+		abnormal bool
+		at       time.Time
+	}
+	var want []lab
+	for i := range labRows {
+		id, fac, _, v, null, abn, at := testlake.LabRow(i)
+		if id <= 13 && fac == "fac0001" {
+			l := lab{id: id, facility: fac, abnormal: abn, at: at}
+			if !null {
+				l.value = &v
+			}
+			want = append(want, l)
+		}
+	}
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			c := connect(t, fmt.Sprintf("postgres://%s:%s@%s:%s/medlake?sslmode=disable", clientUser, "s3cret%20pw", host, port), m.mode)
+			var tables []string
+			rows, err := c.Query(ctx, `SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+				WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 1`)
+			if err == nil {
+				tables, err = pgx.CollectRows(rows, pgx.RowTo[string])
+			}
+			if err != nil || strings.Join(tables, ",") != "lab_results" {
+				t.Fatalf("tables = %v, %v", tables, err)
+			}
+			rows, err = c.Query(ctx, `SELECT a.attname, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull
+				FROM pg_catalog.pg_attribute a WHERE a.attrelid = $1::regclass AND a.attnum > 0 ORDER BY a.attnum`, "public.lab_results")
+			var cols []string
+			if err == nil {
+				cols, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
+					var name, typ string
+					var notNull bool
+					err := r.Scan(&name, &typ, &notNull)
+					return fmt.Sprintf("%s %s %v", name, typ, notNull), err
+				})
+			}
+			wantCols := "lab_id bigint false,facility text false,patient_id text false,result_value double precision false," +
+				"abnormal boolean false,collected_at timestamp with time zone false"
+			if err != nil || strings.Join(cols, ",") != wantCols {
+				t.Fatalf("columns = %v, %v\nwant %s", cols, err, wantCols)
+			}
+			rows, err = c.Query(ctx, `SELECT lab_id, facility, result_value, abnormal, collected_at FROM lab_results
+				WHERE lab_id <= $1 AND facility = $2 ORDER BY lab_id`, 13, "fac0001")
+			var got []lab
+			if err == nil {
+				got, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (lab, error) {
+					var l lab
+					err := r.Scan(&l.id, &l.facility, &l.value, &l.abnormal, &l.at)
+					return l, err
+				})
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != len(want) {
+				t.Fatalf("got %d rows, want %d", len(got), len(want))
+			}
+			for i := range got {
+				g, w := got[i], want[i]
+				if g.id != w.id || g.facility != w.facility || g.abnormal != w.abnormal || !g.at.Equal(w.at) ||
+					(g.value == nil) != (w.value == nil) || (g.value != nil && *g.value != *w.value) {
+					t.Errorf("row %d = %+v, want %+v", i, g, w)
+				}
+			}
+		})
+	}
 }

@@ -256,19 +256,21 @@ func rewriteSQL(sql, user string) string {
 			switch name {
 			case "regclass", "regtype":
 				// 'name'::regclass: look the name up; x::regclass: the oid.
-				if p := prev(i); p >= 0 {
-					if _, ok := stringValue(toks[p]); ok {
-						s := out.String()
-						lit := toks[p].text
-						// Drop the literal (and spaces after it) already written.
-						trimmed := strings.TrimRight(s, " \t\r\n")
-						if strings.HasSuffix(trimmed, lit) {
-							out.Reset()
-							out.WriteString(trimmed[:len(trimmed)-len(lit)])
-							emit(catalogSchema + ".to_" + name + "(" + lit + ")")
-							i = j
-							continue
+				// A literal or parameter is a name: 'lab_results'::regclass
+				// and $1::regclass look it up.
+				if p := prev(i); p >= 0 && (toks[p].kind == tString || toks[p].kind == tParam) {
+					lit := toks[p].text
+					// Drop the operand (and spaces after it) already written.
+					trimmed := strings.TrimRight(out.String(), " \t\r\n")
+					if strings.HasSuffix(trimmed, lit) {
+						if toks[p].kind == tParam {
+							lit = "CAST(" + lit + " AS VARCHAR)"
 						}
+						out.Reset()
+						out.WriteString(trimmed[:len(trimmed)-len(toks[p].text)])
+						emit(catalogSchema + ".to_" + name + "(" + lit + ")")
+						i = j
+						continue
 					}
 				}
 				emit("::BIGINT")
