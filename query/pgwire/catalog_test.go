@@ -58,8 +58,7 @@ func missingClient(tb testing.TB, msg string) {
 // server must answer, and compares their output with golden files.
 func TestPsqlCatalog(t *testing.T) {
 	requireClient(t, "psql", "postgresql-client-15")
-	addr, _, logs := startServerLogged(t, Config{Users: []User{{Name: "analyst", Password: "s3cret"}}})
-	host, port, _ := strings.Cut(addr, ":")
+	host, port, oid, logs := clientServer(t)
 	for _, tc := range []struct{ name, cmd string }{
 		{"dt", `\dt`},
 		{"d", `\d`},
@@ -73,10 +72,12 @@ func TestPsqlCatalog(t *testing.T) {
 		{"dv", `\dv`},
 		{"di", `\di`},
 		{"conninfo_version", `SELECT current_user, current_database(), current_schema(), current_setting('server_version_num')`},
+		{"prepare_execute", `PREPARE labs AS SELECT lab_id, facility, result_value, collected_at FROM lab_results ` +
+			`WHERE lab_id <= $1 AND facility = $2 ORDER BY lab_id; EXECUTE labs(7, 'fac0001')`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cmd := exec.Command("psql", "-X", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", port, "-U", "analyst", "-d", "medlake", "-c", tc.cmd)
-			cmd.Env = append(os.Environ(), "PGPASSWORD=s3cret", "PGCONNECT_TIMEOUT=10", "PAGER=", "COLUMNS=200")
+			cmd := exec.Command("psql", "-X", "-v", "ON_ERROR_STOP=1", "-h", host, "-p", port, "-U", clientUser, "-d", "medlake", "-c", tc.cmd)
+			cmd.Env = append(os.Environ(), "PGPASSWORD="+clientPassword, "PGCONNECT_TIMEOUT=10", "PAGER=", "COLUMNS=200")
 			out, err := cmd.CombinedOutput()
 			if err != nil {
 				t.Fatalf("psql -c %q: %v\n%s\nserver log:\n%s", tc.cmd, err, out, logs)
@@ -84,6 +85,7 @@ func TestPsqlCatalog(t *testing.T) {
 			golden(t, filepath.Join("psql", tc.name+".out"), string(out))
 		})
 	}
+	captureProbes(t, "psql", logs, oid)
 }
 
 func TestRewriteSQL(t *testing.T) {

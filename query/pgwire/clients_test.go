@@ -86,6 +86,7 @@ func TestClientODBC(t *testing.T) {
 		t.Fatalf("isql reported an error:\n%s\nserver log:\n%s", out, logs)
 	}
 	golden(t, "odbc/isql.out", out)
+	captureProbes(t, "psqlodbc", logs, oid)
 }
 
 // TestClientJDBC compiles and runs testdata/jdbc/MedlakeClient.java against
@@ -99,7 +100,7 @@ func TestClientJDBC(t *testing.T) {
 	if _, err := os.Stat(jar); err != nil {
 		missingClient(t, "pgJDBC is not installed ("+jar+"): it is one of the real clients under test (apt-get install libpostgresql-jdbc-java; .ci/run does)")
 	}
-	host, port, _, logs := clientServer(t)
+	host, port, oid, logs := clientServer(t)
 	classes := t.TempDir()
 	runClient(t, "", nil, "javac", "-d", classes, "-cp", jar, filepath.Join("testdata", "jdbc", "MedlakeClient.java"))
 	out := runClient(t, "", nil, java, "-cp", classes+string(os.PathListSeparator)+jar, "MedlakeClient", host, port, clientUser, clientPassword)
@@ -107,6 +108,7 @@ func TestClientJDBC(t *testing.T) {
 		t.Fatalf("java client failed:\n%s\nserver log:\n%s", out, logs)
 	}
 	golden(t, "jdbc/client.out", out)
+	captureProbes(t, "pgjdbc", logs, oid)
 }
 
 // nodePgVersion is the node-postgres release the tests run (.ci/run
@@ -143,12 +145,13 @@ func nodeModules(t *testing.T) string {
 func TestClientNode(t *testing.T) {
 	node := requireClient(t, "node", "nodejs")
 	mods := nodeModules(t)
-	host, port, _, logs := clientServer(t)
+	host, port, oid, logs := clientServer(t)
 	out := runClient(t, "", []string{"NODE_PATH=" + mods}, node, filepath.Join("testdata", "node", "client.js"), host, port, clientUser, clientPassword)
 	if strings.Contains(out, "failed") {
 		t.Fatalf("node client failed:\n%s\nserver log:\n%s", out, logs)
 	}
 	golden(t, "node/client.out", out)
+	captureProbes(t, "node-postgres", logs, oid)
 }
 
 // TestClientPgx lists, describes and queries with pgx in each of its query

@@ -723,6 +723,7 @@ func (c *conn) cancelRunning() {
 // prepare turns one statement into a prepared: session commands are
 // answered here, everything else goes to the engine.
 func (c *conn) prepare(ctx context.Context, q string) (*prepared, error) {
+	c.logger.Debug("pgwire statement", "query", q)
 	if v, err := c.sessionCommand(ctx, q); v != nil || err != nil {
 		if err != nil {
 			c.s.observe("refused", 0)

@@ -86,7 +86,7 @@ func TestSCRAMLogin(t *testing.T) {
 			}
 			var logged bool
 			for line := range strings.Lines(logs.String()) {
-				if strings.Contains(line, "pgwire authentication failed") && strings.Contains(line, "user="+tc.user) && strings.Contains(line, tc.reason) {
+				if strings.Contains(line, "pgwire authentication failed") && strings.Contains(line, `"user":"`+tc.user+`"`) && strings.Contains(line, tc.reason) {
 					logged = true
 				}
 			}

@@ -59,7 +59,7 @@ func startServerLogged(tb testing.TB, cfg Config, opts ...Option) (string, *Serv
 	for i := range 3 {
 		testlake.AppendLabRows(tb, cat, "lab_results", i*labRows/3, (i+1)*labRows/3)
 	}
-	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx := context.Background()
 	eng, err := engine.New(ctx, engine.Config{CacheDir: filepath.Join(tb.TempDir(), "cache"), Setup: CatalogSetup()}, cat, testlake.Namespace, logger)
 	if err != nil {
