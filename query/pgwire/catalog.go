@@ -134,7 +134,8 @@ func CatalogSetup() []string {
 		fmt.Fprintf(&cases, " WHEN %s THEN %s", quoteLiteral(k), quoteLiteral(showValues[k]))
 	}
 	body := fmt.Sprintf("CASE lower(name)%s ELSE CAST(NULL AS VARCHAR) END", cases.String())
-	stmts = append(stmts, fmt.Sprintf("CREATE MACRO %s.current_setting(name) AS %s, (name, missing_ok) AS %s", catalogSchema, body, body))
+	stmts = append(stmts, fmt.Sprintf("CREATE MACRO %s.current_setting(name) AS %s, (name, missing_ok) AS %s, "+
+		"(name, missing_ok, session_value) AS session_value", catalogSchema, body, body))
 	return stmts
 }
 

@@ -88,6 +88,13 @@ func TestPsqlCatalog(t *testing.T) {
 	captureProbes(t, "psql", logs, oid)
 }
 
+func testSetting(name string) (string, bool) {
+	if strings.EqualFold(name, "timezone") {
+		return "UTC", true
+	}
+	return "", false
+}
+
 func TestRewriteSQL(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{`SELECT 1`, `SELECT 1`},
@@ -105,7 +112,9 @@ func TestRewriteSQL(t *testing.T) {
 		{`SELECT * FROM public.lab_results`, `SELECT * FROM main.lab_results`},
 		{`SELECT * FROM "public"."lab_results"`, `SELECT * FROM main."lab_results"`},
 		{`SELECT current_user, session_user`, `SELECT medlake_pg."current_user"('ana'), medlake_pg."current_user"('ana')`},
-		{`SELECT version(), current_setting('x')`, `SELECT medlake_pg.version(), medlake_pg.current_setting('x')`},
+		{`SELECT version(), current_setting('x')`, `SELECT medlake_pg.version(), medlake_pg.current_setting('x', false, CAST(NULL AS VARCHAR))`},
+		{`SELECT pg_catalog.current_setting('TimeZone', true)`, `SELECT medlake_pg.current_setting('TimeZone', true, 'UTC')`},
+		{`SELECT current_setting(name) FROM t`, `SELECT medlake_pg.current_setting(name) FROM t`},
 		{`SELECT s FROM generate_series(1, 3) s`, `SELECT s FROM generate_series(1, 3) s(s)`},
 		{`SELECT s FROM generate_series(1, 3) AS s(i)`, `SELECT s FROM generate_series(1, 3) AS s(i)`},
 		// Literals, quoted identifiers, columns and aliases are left alone.
@@ -115,7 +124,7 @@ func TestRewriteSQL(t *testing.T) {
 		{`SELECT * FROM information_schema.tables t JOIN information_schema.views v`,
 			`SELECT * FROM medlake_pg.information_schema_tables t JOIN information_schema.views v`},
 	} {
-		if got := rewriteSQL(tc.in, "ana"); got != tc.want {
+		if got := rewriteSQL(tc.in, "ana", testSetting); got != tc.want {
 			t.Errorf("rewriteSQL(%q)\n got %q\nwant %q", tc.in, got, tc.want)
 		}
 	}
@@ -148,6 +157,6 @@ func FuzzRewriteSQL(f *testing.F) {
 		if b.String() != sql {
 			t.Fatalf("tokens of %q concatenate to %q", sql, b.String())
 		}
-		_ = rewriteSQL(sql, "u")
+		_ = rewriteSQL(sql, "u", testSetting)
 	})
 }

@@ -57,6 +57,9 @@ type conn struct {
 	stmts   map[string]*prepared
 	portals map[string]*portal
 	cursors map[string]*cursor // DECLARE … CURSOR
+	// settings are the session's values of sessionSettings (SET); startupSettings
+	// those of the startup message, which RESET returns to.
+	settings, startupSettings map[string]string
 	// inTx is true between BEGIN and COMMIT/ROLLBACK: portals then outlive
 	// Sync, as in PostgreSQL (pgJDBC pages through them that way).
 	inTx    bool
@@ -120,10 +123,12 @@ func (s *Server) serve(ctx context.Context, nc net.Conn) {
 	defer stop()
 	c := &conn{
 		s: s, nc: nc, be: pgproto3.NewBackend(nc, nc),
-		logger:  s.logger.With("remote", nc.RemoteAddr().String()),
-		stmts:   map[string]*prepared{},
-		portals: map[string]*portal{},
-		cursors: map[string]*cursor{},
+		logger:          s.logger.With("remote", nc.RemoteAddr().String()),
+		stmts:           map[string]*prepared{},
+		portals:         map[string]*portal{},
+		cursors:         map[string]*cursor{},
+		settings:        map[string]string{},
+		startupSettings: map[string]string{},
 	}
 	c.be.SetMaxBodyLen(maxMessageBytes)
 	_ = nc.SetDeadline(time.Now().Add(startupTimeout))
@@ -191,6 +196,11 @@ func (c *conn) startup(ctx context.Context) (bool, error) {
 func (c *conn) login(ctx context.Context, m *pgproto3.StartupMessage) (bool, error) {
 	user := m.Parameters["user"]
 	c.app = m.Parameters["application_name"]
+	for name, v := range m.Parameters {
+		if name = strings.ToLower(name); sessionSettings[name] {
+			c.startupSettings[name] = v
+		}
+	}
 	c.logger = c.logger.With("user", user, "tls", c.isTLS())
 	if c.s.cfg.RequireTLS && !c.isTLS() && !isLoopback(c.nc.RemoteAddr()) {
 		c.logger.Warn("pgwire login refused", "reason", "tls required")
@@ -730,7 +740,7 @@ func (c *conn) prepare(ctx context.Context, q string) (*prepared, error) {
 		}
 		return v, err
 	}
-	st, err := c.sess.Prepare(ctx, rewriteSQL(q, c.principal.User))
+	st, err := c.sess.Prepare(ctx, rewriteSQL(q, c.principal.User, c.setting))
 	if err != nil {
 		outcome := "error"
 		if errors.Is(err, engine.ErrNotReadOnly) {
@@ -765,22 +775,37 @@ var versionQuery = regexp.MustCompile(`(?i)^select\s+(pg_catalog\.)?version\(\s*
 
 // showValues are the settings SHOW answers.
 var showValues = map[string]string{
-	"server_version":                serverVersion,
-	"server_version_num":            "150000",
-	"server_encoding":               "UTF8",
-	"client_encoding":               "UTF8",
-	"datestyle":                     "ISO, MDY",
-	"intervalstyle":                 "postgres",
-	"integer_datetimes":             "on",
-	"standard_conforming_strings":   "on",
-	"timezone":                      "UTC",
-	"transaction_isolation":         "read committed",
-	"default_transaction_isolation": "read committed",
-	"transaction_read_only":         "on",
-	"default_transaction_read_only": "on",
-	"is_superuser":                  "off",
-	"max_identifier_length":         "63",
-	"search_path":                   `"$user", public`,
+	"server_version":                      serverVersion,
+	"server_version_num":                  "150000",
+	"server_encoding":                     "UTF8",
+	"client_encoding":                     "UTF8",
+	"datestyle":                           "ISO, MDY",
+	"intervalstyle":                       "postgres",
+	"integer_datetimes":                   "on",
+	"standard_conforming_strings":         "on",
+	"extra_float_digits":                  "1",
+	"statement_timeout":                   "0",
+	"lock_timeout":                        "0",
+	"idle_in_transaction_session_timeout": "0",
+	"bytea_output":                        "hex",
+	"lc_collate":                          "C.UTF-8",
+	"lc_ctype":                            "C.UTF-8",
+	"lc_messages":                         "C.UTF-8",
+	"lc_monetary":                         "C.UTF-8",
+	"lc_numeric":                          "C.UTF-8",
+	"lc_time":                             "C.UTF-8",
+	"transaction_deferrable":              "off",
+	"default_transaction_deferrable":      "off",
+	"max_index_keys":                      "32",
+	"application_name":                    "",
+	"timezone":                            "UTC",
+	"transaction_isolation":               "read committed",
+	"default_transaction_isolation":       "read committed",
+	"transaction_read_only":               "on",
+	"default_transaction_read_only":       "on",
+	"is_superuser":                        "off",
+	"max_identifier_length":               "63",
+	"search_path":                         `"$user", public`,
 }
 
 var textCol = pgTypeOf(engine.Type{ID: duckdb.TYPE_VARCHAR})
@@ -793,14 +818,9 @@ func (c *conn) sessionCommand(ctx context.Context, q string) (*prepared, error) 
 	tag := func(t string) *prepared { return &prepared{virtual: &virtualResult{tag: t}} }
 	switch kw {
 	case "SET":
-		lower := strings.ToLower(q)
-		if strings.Contains(lower, "client_encoding") && !strings.Contains(lower, "utf8") &&
-			!strings.Contains(lower, "utf-8") && !strings.Contains(lower, "unicode") && !strings.Contains(lower, "default") {
-			return nil, errorf("0A000", "only client_encoding UTF8 is supported")
-		}
-		return tag("SET"), nil
+		return c.set(q)
 	case "RESET":
-		return tag("RESET"), nil
+		return c.reset(q)
 	case "BEGIN", "START":
 		return &prepared{run: func(context.Context) (*virtualResult, error) {
 			c.inTx = true
@@ -833,10 +853,7 @@ func (c *conn) sessionCommand(ctx context.Context, q string) (*prepared, error) 
 		if name == "all" {
 			return nil, errorf("0A000", "SHOW ALL is not supported")
 		}
-		val, ok := showValues[name]
-		if name == "application_name" {
-			val, ok = c.app, true
-		}
+		val, ok := c.setting(name)
 		if !ok {
 			return nil, errorf("42704", "unrecognized configuration parameter %q", name)
 		}

@@ -189,13 +189,14 @@ var castTypes = map[string]string{
 //     catalog types (oid, name, regproc…) become their DuckDB stand-ins;
 //   - x ~ 'pattern' keeps PostgreSQL's meaning (a match anywhere) although
 //     DuckDB's ~ must match the whole string;
-//   - current_user and session_user become the login's name.
+//   - current_user and session_user become the login's name, and
+//     current_setting('name') carries the session's value of the setting.
 //
 // Result columns named after a rewritten call are renamed by pgColumnName.
 //
 // Everything else, including string literals and quoted identifiers, is
 // left as it is.
-func rewriteSQL(sql, user string) string {
+func rewriteSQL(sql, user string, setting func(string) (string, bool)) string {
 	toks := lex(sql)
 	// next returns the index of the first non-space token at or after i.
 	next := func(i int) int {
@@ -298,6 +299,13 @@ func rewriteSQL(sql, user string) string {
 				x := next(n + 1)
 				if x < len(toks) {
 					xname := identName(toks[x])
+					if xname == "current_setting" {
+						if repl, last, ok := currentSetting(toks, x, next, setting); ok {
+							emit(repl)
+							i = last
+							continue
+						}
+					}
 					if emulated(xname, is(next(x+1), "(")) {
 						emit(catalogSchema + "." + toks[x].text)
 					} else {
@@ -320,6 +328,13 @@ func rewriteSQL(sql, user string) string {
 				emit("main")
 			case !afterDot && !beforeDot && t.kind == tIdent && (name == "current_user" || name == "session_user") && !is(n, "("):
 				emit(catalogSchema + `."current_user"(` + quoteLiteral(user) + ")")
+			case !afterDot && !beforeDot && t.kind == tIdent && name == "current_setting" && is(n, "("):
+				if repl, last, ok := currentSetting(toks, i, next, setting); ok {
+					emit(repl)
+					i = last
+					continue
+				}
+				emit(catalogSchema + "." + t.text)
 			case !afterDot && !beforeDot && t.kind == tIdent && emulated(name, is(n, "(")) && !is(p, "AS"):
 				emit(catalogSchema + "." + t.text)
 			default:
@@ -420,4 +435,42 @@ func pgColumnName(name string) string {
 		return "count"
 	}
 	return m[1]
+}
+
+// currentSetting rewrites current_setting('name' [, missing_ok]) at toks[i]
+// to pass the session's value of the setting, which the catalog macro
+// returns. It reports false for other forms (a non-literal name).
+func currentSetting(toks []token, i int, next func(int) int, setting func(string) (string, bool)) (string, int, bool) {
+	open := next(i + 1)
+	lit := next(open + 1)
+	if lit >= len(toks) {
+		return "", 0, false
+	}
+	name, ok := stringValue(toks[lit])
+	if !ok {
+		return "", 0, false
+	}
+	end := next(lit + 1)
+	missingOK := "false"
+	if end < len(toks) && toks[end].text == "," {
+		b := next(end + 1)
+		if b >= len(toks) || (!strings.EqualFold(toks[b].text, "true") && !strings.EqualFold(toks[b].text, "false")) {
+			return "", 0, false
+		}
+		missingOK = strings.ToLower(toks[b].text)
+		end = next(b + 1)
+	}
+	if end >= len(toks) || toks[end].text != ")" {
+		return "", 0, false
+	}
+	value, known := setting(name)
+	v := "CAST(NULL AS VARCHAR)"
+	if known {
+		v = quoteLiteral(value)
+	} else if missingOK == "false" {
+		// Unknown and not missing_ok: the macro's two-argument form
+		// answers NULL; PostgreSQL would raise 42704.
+		v = "CAST(NULL AS VARCHAR)"
+	}
+	return catalogSchema + ".current_setting(" + toks[lit].text + ", " + missingOK + ", " + v + ")", end, true
 }
