@@ -158,5 +158,7 @@ func FuzzRewriteSQL(f *testing.F) {
 			t.Fatalf("tokens of %q concatenate to %q", sql, b.String())
 		}
 		_ = rewriteSQL(sql, "u", testSetting)
+		_, _ = splitLiterals(sql)
+		_ = settingValue(sql)
 	})
 }
