@@ -34,9 +34,22 @@ type Config struct {
 	CacheMaxBytes int64 `yaml:"cache_max_bytes"`
 	// RefreshInterval is how often table snapshots are polled. Default 2s.
 	RefreshInterval time.Duration `yaml:"refresh_interval"`
-	// Users are the pgwire logins (cleartext password). With none, any user
-	// is trusted on loopback connections only.
+	// Users are the pgwire logins (SCRAM-SHA-256; only the verifier of the
+	// password is kept in memory). With none, any user is trusted on
+	// loopback connections only.
 	Users []pgwire.User `yaml:"users"`
+	// TLSCertFile and TLSKeyFile (PEM) enable TLS on pgwire.
+	TLSCertFile string `yaml:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file"`
+	// RequireTLS refuses pgwire clients on other hosts that do not use TLS.
+	RequireTLS bool `yaml:"require_tls"`
+}
+
+func (c Config) pgwire() pgwire.Config {
+	return pgwire.Config{
+		Listen: c.Listen, Users: c.Users,
+		TLSCertFile: c.TLSCertFile, TLSKeyFile: c.TLSKeyFile, RequireTLS: c.RequireTLS,
+	}
 }
 
 // Default returns a Config with every default filled in.
@@ -61,10 +74,8 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("query: listen %q: %w", c.Listen, err))
 		}
 	}
-	for i, u := range c.Users {
-		if u.Name == "" || u.Password == "" {
-			errs = append(errs, fmt.Errorf("query: users[%d] needs a name and a password", i))
-		}
+	if err := c.pgwire().Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("query: %w", err))
 	}
 	return errors.Join(errs...)
 }
@@ -115,11 +126,12 @@ func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace stri
 	}
 	eng, err := engine.New(ctx, engine.Config{
 		CacheDir: cfg.CacheDir, CacheMaxBytes: cfg.CacheMaxBytes, RefreshInterval: cfg.RefreshInterval,
+		Setup: pgwire.CatalogSetup(),
 	}, cat, namespace, base)
 	if err != nil {
 		return nil, err
 	}
-	srv, err := pgwire.New(pgwire.Config{Listen: cfg.Listen, Users: cfg.Users}, eng, base,
+	srv, err := pgwire.New(cfg.pgwire(), eng, base,
 		pgwire.WithQueryObserver(s.observe))
 	if err != nil {
 		eng.Close()

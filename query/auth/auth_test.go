@@ -2,10 +2,12 @@ package auth
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/pbkdf2"
 	"crypto/sha256"
 	"encoding/base64"
+	"errors"
 	"strings"
 	"testing"
 
@@ -115,5 +117,26 @@ func TestVerifierServesSCRAM(t *testing.T) {
 		if ok := err == nil && sc.Valid(); ok != tc.ok {
 			t.Errorf("password %q: exchange ok=%v (err %v), want %v", tc.password, ok, err, tc.ok)
 		}
+	}
+}
+
+func TestStaticStore(t *testing.T) {
+	l, err := PasswordLogin(Principal{User: "ana", Tenant: "t1"}, "pw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewStaticStore(map[string]Login{"ana": l, "bob": {Disabled: true}})
+	got, err := s.Login(context.Background(), "ana")
+	if err != nil || got.Principal.Tenant != "t1" || !got.Verifier.Check("pw") || got.Verifier.Check("px") {
+		t.Errorf("Login(ana) = %+v, %v", got, err)
+	}
+	if got, err := s.Login(context.Background(), "bob"); err != nil || got.Principal.User != "bob" || !got.Disabled {
+		t.Errorf("Login(bob) = %+v, %v; want the name filled in and disabled", got, err)
+	}
+	if _, err := s.Login(context.Background(), "eve"); !errors.Is(err, ErrUnknownUser) {
+		t.Errorf("Login(eve) err = %v, want ErrUnknownUser", err)
+	}
+	if _, err := PasswordLogin(Principal{User: "x"}, ""); err == nil {
+		t.Error("empty password accepted")
 	}
 }

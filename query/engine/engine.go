@@ -34,6 +34,11 @@ type Config struct {
 	// Threads and MemoryLimit tune DuckDB; zero/empty keep its defaults.
 	Threads     int    `yaml:"threads"`
 	MemoryLimit string `yaml:"memory_limit"`
+	// Setup are statements run once when the database is opened, after the
+	// lockdown and before the first views: schemas, macros and views that
+	// the protocols add (pgwire's PostgreSQL catalog emulation). They are
+	// code, never user input.
+	Setup []string `yaml:"-"`
 }
 
 // ErrNotReadOnly is returned for any statement that is not a single SELECT:
@@ -123,6 +128,12 @@ func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace stri
 		return nil, fmt.Errorf("opening duckdb admin connection: %w", err)
 	}
 	e.admin = admin
+	for _, q := range cfg.Setup {
+		if _, err := admin.ExecContext(ctx, q); err != nil {
+			e.Close()
+			return nil, fmt.Errorf("engine setup statement %.60q: %w", q, err)
+		}
+	}
 	if err := e.Refresh(ctx); err != nil {
 		e.Close()
 		return nil, err

@@ -1,7 +1,9 @@
 package pgwire
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"database/sql/driver"
 	"errors"
 	"fmt"
@@ -49,11 +51,18 @@ type conn struct {
 	secret []byte
 	sess   *engine.Session
 	app    string
-	// principal is who the client logged in as; set by login.
+	// principal is who logged in; every statement runs on its behalf.
 	principal auth.Principal
 
 	stmts   map[string]*prepared
 	portals map[string]*portal
+	cursors map[string]*cursor // DECLARE … CURSOR
+	// settings are the session's values of sessionSettings (SET); startupSettings
+	// those of the startup message, which RESET returns to.
+	settings, startupSettings map[string]string
+	// inTx is true between BEGIN and COMMIT/ROLLBACK: portals then outlive
+	// Sync, as in PostgreSQL (pgJDBC pages through them that way).
+	inTx    bool
 	pending int // bytes sent since the last flush
 
 	runMu   sync.Mutex
@@ -68,6 +77,16 @@ type prepared struct {
 	paramOIDs []uint32
 	cols      []column
 	virtual   *virtualResult
+	// run computes a virtual result when the statement executes (DECLARE,
+	// FETCH, CLOSE), not when it is parsed.
+	run func(ctx context.Context) (*virtualResult, error)
+	// binary: results go out in binary unless Bind says otherwise (FETCH
+	// from a BINARY cursor).
+	binary bool
+	// args are bound by SQL EXECUTE; borrowed statements belong to another
+	// prepared (the one EXECUTE names) and are not closed with this one.
+	args     []any
+	borrowed bool
 }
 
 type column struct {
@@ -84,10 +103,16 @@ type portal struct {
 	p       *prepared
 	args    []any
 	formats []int16
+	// A portal run with a row limit holds the rest of its rows until
+	// executed again (then PortalSuspended is sent instead of
+	// CommandComplete).
+	started bool
+	rows    [][]driver.Value
+	sent    int64
 }
 
 func (p *prepared) close() {
-	if p.st != nil {
+	if p.st != nil && !p.borrowed {
 		p.st.Close()
 	}
 }
@@ -98,9 +123,12 @@ func (s *Server) serve(ctx context.Context, nc net.Conn) {
 	defer stop()
 	c := &conn{
 		s: s, nc: nc, be: pgproto3.NewBackend(nc, nc),
-		logger:  s.logger.With("remote", nc.RemoteAddr().String()),
-		stmts:   map[string]*prepared{},
-		portals: map[string]*portal{},
+		logger:          s.logger.With("remote", nc.RemoteAddr().String()),
+		stmts:           map[string]*prepared{},
+		portals:         map[string]*portal{},
+		cursors:         map[string]*cursor{},
+		settings:        map[string]string{},
+		startupSettings: map[string]string{},
 	}
 	c.be.SetMaxBodyLen(maxMessageBytes)
 	_ = nc.SetDeadline(time.Now().Add(startupTimeout))
@@ -131,9 +159,26 @@ func (c *conn) startup(ctx context.Context) (bool, error) {
 			return false, err
 		}
 		switch m := msg.(type) {
-		case *pgproto3.SSLRequest, *pgproto3.GSSEncRequest:
-			// TLS is not offered yet; clients then continue in plain text
-			// (or give up when they require TLS).
+		case *pgproto3.SSLRequest:
+			if c.s.tls == nil || c.isTLS() {
+				// Clients then continue in plain text, or give up when
+				// they require TLS.
+				if _, err := c.nc.Write([]byte{'N'}); err != nil {
+					return false, err
+				}
+				continue
+			}
+			if _, err := c.nc.Write([]byte{'S'}); err != nil {
+				return false, err
+			}
+			tc := tls.Server(c.nc, c.s.tls)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				return false, fmt.Errorf("tls handshake: %w", err)
+			}
+			c.nc = tc
+			c.be = pgproto3.NewBackend(tc, tc)
+			c.be.SetMaxBodyLen(maxMessageBytes)
+		case *pgproto3.GSSEncRequest:
 			if _, err := c.nc.Write([]byte{'N'}); err != nil {
 				return false, err
 			}
@@ -151,32 +196,33 @@ func (c *conn) startup(ctx context.Context) (bool, error) {
 func (c *conn) login(ctx context.Context, m *pgproto3.StartupMessage) (bool, error) {
 	user := m.Parameters["user"]
 	c.app = m.Parameters["application_name"]
-	c.logger = c.logger.With("user", user)
-	if len(c.s.cfg.Users) == 0 {
+	for name, v := range m.Parameters {
+		if name = strings.ToLower(name); sessionSettings[name] {
+			c.startupSettings[name] = v
+		}
+	}
+	c.logger = c.logger.With("user", user, "tls", c.isTLS())
+	if c.s.cfg.RequireTLS && !c.isTLS() && !isLoopback(c.nc.RemoteAddr()) {
+		c.logger.Warn("pgwire login refused", "reason", "tls required")
+		return false, c.fatal("28000", "TLS is required for connections from other hosts (sslmode=require)")
+	}
+	if c.s.store == nil {
 		if !isLoopback(c.nc.RemoteAddr()) {
 			return false, c.fatal("28000", "no users are configured: only loopback connections are trusted")
 		}
+		// The demo's trust mode: whoever connects on loopback reads all.
+		c.principal = auth.Principal{User: user, Admin: true}
 	} else {
-		c.be.Send(&pgproto3.AuthenticationCleartextPassword{})
-		if err := c.be.Flush(); err != nil {
-			return false, err
+		p, err := c.authenticateSCRAM(ctx, user)
+		if errors.Is(err, errLoginRefused) {
+			c.logger.Warn("pgwire authentication failed", "reason", err.Error())
+			return false, c.fatal("28P01", fmt.Sprintf("password authentication failed for user %q", user))
 		}
-		if err := c.be.SetAuthType(pgproto3.AuthTypeCleartextPassword); err != nil {
-			return false, err
-		}
-		msg, err := c.be.Receive()
 		if err != nil {
 			return false, err
 		}
-		pw, ok := msg.(*pgproto3.PasswordMessage)
-		if !ok || !c.s.authenticate(user, pw.Password) {
-			c.logger.Warn("pgwire authentication failed")
-			return false, c.fatal("28P01", fmt.Sprintf("password authentication failed for user %q", user))
-		}
+		c.principal = p
 	}
-	// Logins configured in the server's config (and trusted loopback users) read as
-	// admins; catalog logins carry their own principal.
-	c.principal = auth.Principal{User: user, Admin: true}
 	sess, err := c.s.eng.Session(ctx, c.principal)
 	if err != nil {
 		return false, c.fatal("57P03", "query engine unavailable")
@@ -202,6 +248,20 @@ func (c *conn) login(ctx context.Context, m *pgproto3.StartupMessage) (bool, err
 	c.be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 	c.logger.Debug("pgwire session started")
 	return true, c.be.Flush()
+}
+
+// txStatus is ReadyForQuery's transaction status: 'T' in a transaction
+// block, 'I' outside.
+func (c *conn) txStatus() byte {
+	if c.inTx {
+		return 'T'
+	}
+	return 'I'
+}
+
+func (c *conn) isTLS() bool {
+	_, ok := c.nc.(*tls.Conn)
+	return ok
 }
 
 func (c *conn) fatal(code, msg string) error {
@@ -252,9 +312,11 @@ func (c *conn) loop(ctx context.Context) error {
 		case *pgproto3.Close:
 			c.closeObject(m)
 		case *pgproto3.Sync:
-			// Each Sync ends the implicit transaction, which drops portals.
-			c.portals = map[string]*portal{}
-			c.be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+			// Sync ends an implicit transaction, which drops portals.
+			if !c.inTx {
+				c.portals = map[string]*portal{}
+			}
+			c.be.Send(&pgproto3.ReadyForQuery{TxStatus: c.txStatus()})
 			opErr = c.flush()
 		case *pgproto3.Flush:
 			opErr = c.flush()
@@ -310,7 +372,7 @@ func (c *conn) simpleQuery(ctx context.Context, sql string) {
 			break
 		}
 	}
-	c.be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	c.be.Send(&pgproto3.ReadyForQuery{TxStatus: c.txStatus()})
 	_ = c.flush()
 }
 
@@ -457,9 +519,39 @@ func (c *conn) executePortal(ctx context.Context, m *pgproto3.Execute) error {
 		c.be.Send(&pgproto3.EmptyQueryResponse{})
 		return nil
 	}
-	// MaxRows is not honoured: the whole result is sent and the portal is
-	// complete (clients that page with it get every row at once).
-	return c.execute(ctx, "", pt.p, pt.args, pt.formats, false)
+	if m.MaxRows == 0 && !pt.started {
+		return c.execute(ctx, "", pt.p, pt.args, pt.formats, false)
+	}
+	// A row limit: the result is computed once and handed out in pieces.
+	if !pt.started {
+		pt.started = true
+		rows, tag, err := c.collect(ctx, pt.p, pt.args)
+		if err != nil {
+			return err
+		}
+		if tag != "" && !strings.HasPrefix(tag, "SELECT") && !strings.HasPrefix(tag, "FETCH") && !strings.HasPrefix(tag, "SHOW") {
+			c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte(tag)})
+			return nil
+		}
+		pt.rows = rows
+	}
+	n := len(pt.rows)
+	if m.MaxRows > 0 && int(m.MaxRows) < n {
+		n = int(m.MaxRows)
+	}
+	for _, row := range pt.rows[:n] {
+		if err := c.sendRow(pt.p.cols, pt.formats, row); err != nil {
+			return err
+		}
+	}
+	pt.rows = pt.rows[n:]
+	pt.sent += int64(n)
+	if len(pt.rows) > 0 {
+		c.be.Send(&pgproto3.PortalSuspended{})
+		return nil
+	}
+	c.be.Send(&pgproto3.CommandComplete{CommandTag: fmt.Appendf(nil, "SELECT %d", pt.sent)})
+	return nil
 }
 
 func (c *conn) closeObject(m *pgproto3.Close) {
@@ -485,18 +577,54 @@ func (c *conn) closeObject(m *pgproto3.Close) {
 func (c *conn) execute(ctx context.Context, sql string, p *prepared, args []any, formats []int16, rowDesc bool) error {
 	if formats == nil {
 		formats = make([]int16, len(p.cols))
+		if p.binary {
+			for i := range formats {
+				formats[i] = 1
+			}
+		}
 	}
 	if rowDesc {
 		c.sendRowDescription(p, formats)
 	}
-	if p.virtual != nil {
-		for _, row := range p.virtual.rows {
+	v := p.virtual
+	if p.run != nil {
+		var err error
+		if v, err = p.run(ctx); err != nil {
+			return err
+		}
+	}
+	if v != nil {
+		for _, row := range v.rows {
 			if err := c.sendRow(p.cols, formats, row); err != nil {
 				return err
 			}
 		}
-		c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte(p.virtual.tag)})
+		c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte(v.tag)})
 		return nil
+	}
+	start := time.Now()
+	var n int64
+	err := c.query(ctx, p, args, func(row []driver.Value) error {
+		n++
+		return c.sendRow(p.cols, formats, row)
+	})
+	elapsed := time.Since(start)
+	if err != nil {
+		c.s.observe("error", elapsed)
+		if sql != "" && looksLikeCatalogProbe(sql) {
+			c.logger.Warn("unhandled catalog probe", "query", truncate(sql, 2000), "err", err)
+		}
+		return err
+	}
+	c.s.observe("ok", elapsed)
+	c.be.Send(&pgproto3.CommandComplete{CommandTag: fmt.Appendf(nil, "SELECT %d", n)})
+	return nil
+}
+
+// query runs an engine statement, cancellable by a CancelRequest.
+func (c *conn) query(ctx context.Context, p *prepared, args []any, fn func(row []driver.Value) error) error {
+	if p.args != nil {
+		args = p.args // bound by SQL EXECUTE
 	}
 	if args == nil && len(p.paramOIDs) > 0 {
 		return errorf("42P02", "there is no parameter $1")
@@ -511,23 +639,64 @@ func (c *conn) execute(ctx context.Context, sql string, p *prepared, args []any,
 		c.running = nil
 		c.runMu.Unlock()
 	}()
-	start := time.Now()
-	var n int64
-	err := p.st.Query(ctx, args, func(row []driver.Value) error {
-		n++
-		return c.sendRow(p.cols, formats, row)
-	})
-	elapsed := time.Since(start)
-	if err != nil {
-		c.s.observe("error", elapsed)
-		if sql != "" && looksLikeCatalogProbe(sql) {
-			c.logger.Info("unhandled catalog probe", "query", truncate(sql, 300), "err", err)
-		}
-		return err
+	return p.st.Query(ctx, args, fn)
+}
+
+// maxBufferedBytes bounds the result a cursor or a row-limited portal
+// keeps in memory.
+const maxBufferedBytes = 256 << 20
+
+// collect runs p to completion and keeps its rows (for cursors and
+// row-limited portals), with the command tag of a virtual result.
+func (c *conn) collect(ctx context.Context, p *prepared, args []any) ([][]driver.Value, string, error) {
+	if p.empty {
+		return nil, "", nil
 	}
-	c.s.observe("ok", elapsed)
-	c.be.Send(&pgproto3.CommandComplete{CommandTag: fmt.Appendf(nil, "SELECT %d", n)})
-	return nil
+	v := p.virtual
+	if p.run != nil {
+		var err error
+		if v, err = p.run(ctx); err != nil {
+			return nil, "", err
+		}
+	}
+	if v != nil {
+		return v.rows, v.tag, nil
+	}
+	var rows [][]driver.Value
+	size := 0
+	start := time.Now()
+	err := c.query(ctx, p, args, func(row []driver.Value) error {
+		cp := make([]driver.Value, len(row))
+		for i, v := range row {
+			if b, ok := v.([]byte); ok {
+				v = bytes.Clone(b)
+			}
+			cp[i] = v
+			size += valueSize(v)
+		}
+		if size > maxBufferedBytes {
+			return errorf("54000", "result kept for a cursor or a row-limited portal exceeds %d MiB; add a LIMIT or fetch without a row limit", maxBufferedBytes>>20)
+		}
+		rows = append(rows, cp)
+		return nil
+	})
+	if err != nil {
+		c.s.observe("error", time.Since(start))
+		return nil, "", err
+	}
+	c.s.observe("ok", time.Since(start))
+	return rows, "", nil
+}
+
+func valueSize(v driver.Value) int {
+	switch x := v.(type) {
+	case string:
+		return 16 + len(x)
+	case []byte:
+		return 24 + len(x)
+	default:
+		return 16
+	}
 }
 
 func (c *conn) sendRow(cols []column, formats []int16, row []driver.Value) error {
@@ -564,13 +733,14 @@ func (c *conn) cancelRunning() {
 // prepare turns one statement into a prepared: session commands are
 // answered here, everything else goes to the engine.
 func (c *conn) prepare(ctx context.Context, q string) (*prepared, error) {
-	if v, err := c.sessionCommand(q); v != nil || err != nil {
+	c.logger.Debug("pgwire statement", "query", q)
+	if v, err := c.sessionCommand(ctx, q); v != nil || err != nil {
 		if err != nil {
 			c.s.observe("refused", 0)
 		}
 		return v, err
 	}
-	st, err := c.sess.Prepare(ctx, q)
+	st, err := c.sess.Prepare(ctx, rewriteSQL(q, c.principal.User, c.setting))
 	if err != nil {
 		outcome := "error"
 		var se *engine.Error
@@ -579,7 +749,7 @@ func (c *conn) prepare(ctx context.Context, q string) (*prepared, error) {
 		}
 		c.s.observe(outcome, 0)
 		if looksLikeCatalogProbe(q) {
-			c.logger.Info("unhandled catalog probe", "query", truncate(q, 300), "err", err)
+			c.logger.Warn("unhandled catalog probe", "query", truncate(q, 2000), "err", err)
 		}
 		return nil, err
 	}
@@ -589,12 +759,16 @@ func (c *conn) prepare(ctx context.Context, q string) (*prepared, error) {
 		p.paramOIDs = append(p.paramOIDs, oid)
 	}
 	for _, col := range st.Columns {
-		p.cols = append(p.cols, column{name: col.Name, t: pgTypeOf(col.Type)})
+		p.cols = append(p.cols, column{name: pgColumnName(col.Name), t: pgTypeOf(col.Type)})
 	}
 	return p, nil
 }
 
 const serverVersion = "15.0 (medlake)"
+
+// versionString is what version() returns; clients parse the
+// "PostgreSQL major.minor" at its start.
+const versionString = "PostgreSQL " + serverVersion + " on x86_64-pc-linux-gnu, compiled by DuckDB, 64-bit"
 
 var showQuery = regexp.MustCompile(`(?i)\bshow\s+"?([a-z_.]+)"?`)
 
@@ -602,22 +776,37 @@ var versionQuery = regexp.MustCompile(`(?i)^select\s+(pg_catalog\.)?version\(\s*
 
 // showValues are the settings SHOW answers.
 var showValues = map[string]string{
-	"server_version":                serverVersion,
-	"server_version_num":            "150000",
-	"server_encoding":               "UTF8",
-	"client_encoding":               "UTF8",
-	"datestyle":                     "ISO, MDY",
-	"intervalstyle":                 "postgres",
-	"integer_datetimes":             "on",
-	"standard_conforming_strings":   "on",
-	"timezone":                      "UTC",
-	"transaction_isolation":         "read committed",
-	"default_transaction_isolation": "read committed",
-	"transaction_read_only":         "on",
-	"default_transaction_read_only": "on",
-	"is_superuser":                  "off",
-	"max_identifier_length":         "63",
-	"search_path":                   `"$user", public`,
+	"server_version":                      serverVersion,
+	"server_version_num":                  "150000",
+	"server_encoding":                     "UTF8",
+	"client_encoding":                     "UTF8",
+	"datestyle":                           "ISO, MDY",
+	"intervalstyle":                       "postgres",
+	"integer_datetimes":                   "on",
+	"standard_conforming_strings":         "on",
+	"extra_float_digits":                  "1",
+	"statement_timeout":                   "0",
+	"lock_timeout":                        "0",
+	"idle_in_transaction_session_timeout": "0",
+	"bytea_output":                        "hex",
+	"lc_collate":                          "C.UTF-8",
+	"lc_ctype":                            "C.UTF-8",
+	"lc_messages":                         "C.UTF-8",
+	"lc_monetary":                         "C.UTF-8",
+	"lc_numeric":                          "C.UTF-8",
+	"lc_time":                             "C.UTF-8",
+	"transaction_deferrable":              "off",
+	"default_transaction_deferrable":      "off",
+	"max_index_keys":                      "32",
+	"application_name":                    "",
+	"timezone":                            "UTC",
+	"transaction_isolation":               "read committed",
+	"default_transaction_isolation":       "read committed",
+	"transaction_read_only":               "on",
+	"default_transaction_read_only":       "on",
+	"is_superuser":                        "off",
+	"max_identifier_length":               "63",
+	"search_path":                         `"$user", public`,
 }
 
 var textCol = pgTypeOf(engine.Type{ID: duckdb.TYPE_VARCHAR})
@@ -625,29 +814,37 @@ var textCol = pgTypeOf(engine.Type{ID: duckdb.TYPE_VARCHAR})
 // sessionCommand answers the commands that configure a PostgreSQL session.
 // Settings are accepted and ignored: the engine runs in UTC, UTF-8 and ISO
 // dates whatever the client asks, and refusing SET would break drivers.
-func (c *conn) sessionCommand(q string) (*prepared, error) {
+func (c *conn) sessionCommand(ctx context.Context, q string) (*prepared, error) {
 	kw := engine.FirstKeyword(q)
 	tag := func(t string) *prepared { return &prepared{virtual: &virtualResult{tag: t}} }
 	switch kw {
 	case "SET":
-		lower := strings.ToLower(q)
-		if strings.Contains(lower, "client_encoding") && !strings.Contains(lower, "utf8") &&
-			!strings.Contains(lower, "utf-8") && !strings.Contains(lower, "unicode") && !strings.Contains(lower, "default") {
-			return nil, errorf("0A000", "only client_encoding UTF8 is supported")
-		}
-		return tag("SET"), nil
+		return c.set(q)
 	case "RESET":
-		return tag("RESET"), nil
+		return c.reset(q)
 	case "BEGIN", "START":
-		return tag("BEGIN"), nil
+		return &prepared{run: func(context.Context) (*virtualResult, error) {
+			c.inTx = true
+			return &virtualResult{tag: "BEGIN"}, nil
+		}}, nil
 	case "COMMIT", "END":
-		return tag("COMMIT"), nil
+		return c.endTransaction("COMMIT"), nil
 	case "ROLLBACK", "ABORT":
-		return tag("ROLLBACK"), nil
+		return c.endTransaction("ROLLBACK"), nil
+	case "DECLARE":
+		return c.declareCursor(ctx, q)
+	case "FETCH", "MOVE":
+		return c.fetchCursor(q)
+	case "CLOSE":
+		return c.closeCursor(q)
 	case "DISCARD":
 		return tag("DISCARD ALL"), nil
 	case "DEALLOCATE":
-		return tag("DEALLOCATE"), nil
+		return c.deallocate(q)
+	case "PREPARE":
+		return c.prepareSQL(ctx, q)
+	case "EXECUTE":
+		return c.executeSQL(q)
 	case "SHOW":
 		m := showQuery.FindStringSubmatch(q)
 		if m == nil {
@@ -657,10 +854,7 @@ func (c *conn) sessionCommand(q string) (*prepared, error) {
 		if name == "all" {
 			return nil, errorf("0A000", "SHOW ALL is not supported")
 		}
-		val, ok := showValues[name]
-		if name == "application_name" {
-			val, ok = c.app, true
-		}
+		val, ok := c.setting(name)
 		if !ok {
 			return nil, errorf("42704", "unrecognized configuration parameter %q", name)
 		}
@@ -670,7 +864,7 @@ func (c *conn) sessionCommand(q string) (*prepared, error) {
 		}, nil
 	case "SELECT":
 		if versionQuery.MatchString(strings.TrimSpace(q)) {
-			v := "PostgreSQL " + serverVersion + " on DuckDB"
+			v := versionString
 			return &prepared{
 				cols:    []column{{name: "version", t: textCol}},
 				virtual: &virtualResult{rows: [][]driver.Value{{v}}, tag: "SELECT 1"},

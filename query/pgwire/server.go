@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/subtle"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -18,7 +19,8 @@ import (
 // DefaultListen is the default listen address.
 const DefaultListen = "127.0.0.1:5433"
 
-// User is a login accepted with a cleartext password.
+// User is a login configured with its password. The server keeps only its
+// SCRAM-SHA-256 verifier; configured users read every tenant's rows.
 type User struct {
 	Name     string `yaml:"name"`
 	Password string `yaml:"password"`
@@ -28,9 +30,39 @@ type User struct {
 type Config struct {
 	// Listen is the TCP address (default 127.0.0.1:5433).
 	Listen string `yaml:"listen"`
-	// Users are the accepted logins. With none, any user name is trusted,
-	// but only on loopback connections.
+	// Users are logins from the configuration. With none and no login store
+	// (WithAuthStore), any user name is trusted, but only on loopback
+	// connections.
 	Users []User `yaml:"users"`
+	// TLSCertFile and TLSKeyFile (PEM) enable TLS: SSLRequest is answered
+	// 'S'. Without them it is answered 'N'.
+	TLSCertFile string `yaml:"tls_cert_file"`
+	TLSKeyFile  string `yaml:"tls_key_file"`
+	// RequireTLS refuses clients on non-loopback addresses that do not use
+	// TLS. It needs TLSCertFile and TLSKeyFile.
+	RequireTLS bool `yaml:"require_tls"`
+}
+
+// Validate reports configuration errors.
+func (c Config) Validate() error {
+	var errs []error
+	seen := map[string]bool{}
+	for i, u := range c.Users {
+		if u.Name == "" || u.Password == "" {
+			errs = append(errs, fmt.Errorf("pgwire: users[%d] needs a name and a password", i))
+		}
+		if seen[u.Name] {
+			errs = append(errs, fmt.Errorf("pgwire: user %s configured twice", u.Name))
+		}
+		seen[u.Name] = true
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		errs = append(errs, errors.New("pgwire: tls_cert_file and tls_key_file go together"))
+	}
+	if c.RequireTLS && c.TLSCertFile == "" {
+		errs = append(errs, errors.New("pgwire: require_tls needs tls_cert_file and tls_key_file"))
+	}
+	return errors.Join(errs...)
 }
 
 // SessionOpener opens engine sessions reading as a principal; *engine.Engine
@@ -49,6 +81,10 @@ type Option func(*Server)
 // WithQueryObserver sets the statement observer (for metrics).
 func WithQueryObserver(o QueryObserver) Option { return func(s *Server) { s.observe = o } }
 
+// WithAuthStore checks logins against store (SCRAM-SHA-256) instead of
+// Config.Users; configuring both is an error.
+func WithAuthStore(store auth.Store) Option { return func(s *Server) { s.store = store } }
+
 // Server is a PostgreSQL wire protocol server over the engine.
 //
 // Concurrency: Run owns the listener and one goroutine per connection, and
@@ -58,6 +94,9 @@ type Server struct {
 	eng     SessionOpener
 	logger  *slog.Logger
 	observe QueryObserver
+	store   auth.Store    // nil: trust on loopback
+	tls     *tls.Config   // nil: no TLS
+	mockKey []byte        // salts the verifiers of unknown users
 	ready   chan struct{} // closed once ln is set
 
 	mu      sync.Mutex
@@ -71,25 +110,52 @@ func New(cfg Config, eng SessionOpener, logger *slog.Logger, opts ...Option) (*S
 	if cfg.Listen == "" {
 		cfg.Listen = DefaultListen
 	}
-	seen := map[string]bool{}
-	for _, u := range cfg.Users {
-		if u.Name == "" || u.Password == "" {
-			return nil, errors.New("pgwire: users need a name and a password")
-		}
-		if seen[u.Name] {
-			return nil, fmt.Errorf("pgwire: user %s configured twice", u.Name)
-		}
-		seen[u.Name] = true
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	s := &Server{
 		cfg: cfg, eng: eng, logger: logger.With("component", "query/pgwire"),
 		observe: func(string, time.Duration) {}, ready: make(chan struct{}),
-		conns: map[uint32]*conn{},
+		conns: map[uint32]*conn{}, mockKey: make([]byte, 32),
+	}
+	if _, err := rand.Read(s.mockKey); err != nil {
+		return nil, fmt.Errorf("pgwire: %w", err)
 	}
 	for _, o := range opts {
 		o(s)
 	}
+	if len(cfg.Users) > 0 {
+		if s.store != nil {
+			return nil, errors.New("pgwire: configure users or a login store, not both")
+		}
+		store, err := configStore(cfg.Users)
+		if err != nil {
+			return nil, err
+		}
+		s.store = store
+	}
+	if cfg.TLSCertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("pgwire: loading TLS certificate %s: %w", cfg.TLSCertFile, err)
+		}
+		s.tls = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	}
 	return s, nil
+}
+
+// configStore turns the configured users into a login store. Configured
+// users predate tenants: each reads every tenant's rows.
+func configStore(users []User) (*auth.StaticStore, error) {
+	logins := make(map[string]auth.Login, len(users))
+	for _, u := range users {
+		l, err := auth.PasswordLogin(auth.Principal{User: u.Name, Admin: true}, u.Password)
+		if err != nil {
+			return nil, fmt.Errorf("pgwire: user %s: %w", u.Name, err)
+		}
+		logins[u.Name] = l
+	}
+	return auth.NewStaticStore(logins), nil
 }
 
 // Run listens on cfg.Listen and serves until ctx is done; it then closes the
@@ -170,19 +236,6 @@ func (s *Server) cancelQuery(pid uint32, secret []byte) {
 		return
 	}
 	c.cancelRunning()
-}
-
-func (s *Server) authenticate(user, password string) bool {
-	ok := false
-	for _, u := range s.cfg.Users {
-		// Compare every entry so timing does not reveal which names exist.
-		nameOK := subtle.ConstantTimeCompare([]byte(u.Name), []byte(user))
-		passOK := subtle.ConstantTimeCompare([]byte(u.Password), []byte(password))
-		if nameOK&passOK == 1 {
-			ok = true
-		}
-	}
-	return ok
 }
 
 func isLoopback(a net.Addr) bool {

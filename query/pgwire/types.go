@@ -459,11 +459,12 @@ func formatAny(v driver.Value) string {
 	case time.Time:
 		return x.Format("2006-01-02 15:04:05.999999")
 	case []any:
+		// Lists look like PostgreSQL arrays: {1,2}, {"a b",NULL}.
 		parts := make([]string, len(x))
 		for i, e := range x {
-			parts[i] = formatNested(e)
+			parts[i] = arrayElement(e)
 		}
-		return "[" + strings.Join(parts, ", ") + "]"
+		return "{" + strings.Join(parts, ",") + "}"
 	case map[string]any:
 		keys := make([]string, 0, len(x))
 		for k := range x {
@@ -480,6 +481,22 @@ func formatAny(v driver.Value) string {
 	default:
 		return fmt.Sprint(x)
 	}
+}
+
+// arrayElement renders one element of a PostgreSQL array literal, quoted
+// when it would otherwise be read differently.
+func arrayElement(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "NULL"
+	case []any:
+		return formatAny(x)
+	}
+	s := formatAny(v)
+	if s == "" || strings.EqualFold(s, "NULL") || strings.ContainsAny(s, "{}\",\\ \t\n\r") {
+		return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
+	}
+	return s
 }
 
 func formatNested(v any) string {

@@ -44,7 +44,9 @@ func TestEncodeText(t *testing.T) {
 		{pgType{oid: OIDTimestamptz}, ts.In(time.FixedZone("x", 3600)), "2026-01-02 03:04:05.6+00"},
 		{pgType{oid: OIDDate}, time.Date(0, 3, 1, 0, 0, 0, 0, time.UTC), "0001-03-01 BC"},
 		{pgType{oid: OIDInterval}, duckdb.Interval{Months: 14, Days: 3, Micros: 3723500000}, "1 year 2 mons 3 days 01:02:03.5"},
-		{pgType{oid: OIDText}, []any{int32(1), "a"}, "[1, 'a']"},
+		{pgType{oid: OIDText}, []any{int32(1), "a"}, "{1,a}"},
+		{pgType{oid: OIDText}, []any{"a b", nil, "", "x\"y", []any{"NULL"}}, `{"a b",NULL,"","x\"y",{"NULL"}}`},
+		{pgType{oid: OIDText}, []any{}, "{}"},
 		{pgType{oid: OIDText}, map[string]any{"b": int32(2), "a": nil}, "{'a': NULL, 'b': 2}"},
 	}
 	for _, tt := range tests {

@@ -1,0 +1,95 @@
+package pgwire
+
+import (
+	"context"
+	"regexp"
+	"strings"
+)
+
+// sessionSettings are the settings a session may change with SET (or its
+// startup message): SHOW and current_setting report the value set. They
+// change nothing in the engine. Every other setting in showValues is fixed
+// (the engine runs in UTC, UTF-8 and ISO dates): SET accepts it and SHOW
+// keeps reporting the fixed value. Custom settings (with a dot, such as
+// myapp.tenant) are kept as set.
+var sessionSettings = setOf("application_name", "extra_float_digits", "search_path", "statement_timeout",
+	"lock_timeout", "idle_in_transaction_session_timeout", "bytea_output")
+
+var setRe = regexp.MustCompile(`(?is)^SET\s+(?:SESSION\s+|LOCAL\s+)?("[^"]+"|[\w.]+)\s*(?:=|\s+TO\s+)\s*(.+?)\s*$`)
+
+// setting returns a setting's value for SHOW and current_setting.
+func (c *conn) setting(name string) (string, bool) {
+	name = strings.ToLower(name)
+	if v, ok := c.settings[name]; ok {
+		return v, true
+	}
+	if v, ok := c.startupSettings[name]; ok {
+		return v, true
+	}
+	v, ok := showValues[name]
+	return v, ok
+}
+
+// set answers SET name {=|TO} value. Forms that set nothing this server
+// reports (SET TIME ZONE, SET TRANSACTION …, SET SESSION CHARACTERISTICS …)
+// are accepted.
+func (c *conn) set(q string) (*prepared, error) {
+	done := &prepared{virtual: &virtualResult{tag: "SET"}}
+	m := setRe.FindStringSubmatch(strings.TrimSpace(q))
+	if m == nil {
+		return done, nil
+	}
+	name := strings.ToLower(strings.Trim(m[1], `"`))
+	value := settingValue(m[2])
+	if name == "client_encoding" {
+		switch strings.ToUpper(strings.ReplaceAll(value, "-", "")) {
+		case "UTF8", "UNICODE", "DEFAULT":
+		default:
+			return nil, errorf("0A000", "only client_encoding UTF8 is supported")
+		}
+	}
+	if !sessionSettings[name] && !strings.Contains(name, ".") {
+		return done, nil
+	}
+	return &prepared{run: func(context.Context) (*virtualResult, error) {
+		if strings.EqualFold(value, "DEFAULT") {
+			delete(c.settings, name)
+		} else {
+			c.settings[name] = value
+		}
+		return &virtualResult{tag: "SET"}, nil
+	}}, nil
+}
+
+// settingValue is the value of SET's right-hand side: a quoted string
+// loses its quotes; a list (search_path) is kept as written.
+func settingValue(v string) string {
+	toks := lex(v)
+	var vals []token
+	for _, t := range toks {
+		if t.kind != tSpace {
+			vals = append(vals, t)
+		}
+	}
+	if len(vals) == 1 {
+		if s, ok := stringValue(vals[0]); ok {
+			return s
+		}
+	}
+	return v
+}
+
+// reset answers RESET name | RESET ALL.
+func (c *conn) reset(q string) (*prepared, error) {
+	f := strings.Fields(q)
+	return &prepared{run: func(context.Context) (*virtualResult, error) {
+		if len(f) == 2 {
+			if name := strings.ToLower(strings.Trim(f[1], `";`)); name == "all" {
+				clear(c.settings)
+			} else {
+				delete(c.settings, name)
+			}
+		}
+		return &virtualResult{tag: "RESET"}, nil
+	}}, nil
+}

@@ -1,0 +1,61 @@
+package pgwire
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// TestSettings sets what drivers set at connect time and reads it back with
+// SHOW and current_setting; fixed settings keep the engine's value.
+func TestSettings(t *testing.T) {
+	addr, _ := startServer(t, Config{})
+	ctx := context.Background()
+	c := connect(t, dsn(addr, "analyst", "")+"&application_name=startup-app", pgx.QueryExecModeSimpleProtocol)
+	show := func(name string) (string, string) {
+		t.Helper()
+		var shown, cur string
+		if err := c.QueryRow(ctx, "SHOW "+name).Scan(&shown); err != nil {
+			t.Fatalf("SHOW %s: %v", name, err)
+		}
+		if err := c.QueryRow(ctx, "SELECT current_setting('"+name+"')").Scan(&cur); err != nil {
+			t.Fatalf("current_setting(%s): %v", name, err)
+		}
+		return shown, cur
+	}
+	if s, cs := show("application_name"); s != "startup-app" || cs != "startup-app" {
+		t.Errorf("application_name from startup = %q, %q", s, cs)
+	}
+	for _, tc := range []struct{ set, name, want string }{
+		{`SET application_name = 'Power BI'`, "application_name", "Power BI"},
+		{`SET extra_float_digits = 3`, "extra_float_digits", "3"},
+		{`SET search_path TO "$user", public`, "search_path", `"$user", public`},
+		{`SET SESSION statement_timeout TO '30s'`, "statement_timeout", "30s"},
+		{`SET myapp.region = 'north'`, "myapp.region", "north"},
+		{`SET TimeZone = 'America/New_York'`, "TimeZone", "UTC"},
+		{`SET DateStyle = 'SQL, DMY'`, "DateStyle", "ISO, MDY"},
+		{`SET client_encoding = 'UTF8'`, "client_encoding", "UTF8"},
+		{`SET standard_conforming_strings = on`, "standard_conforming_strings", "on"},
+		{`SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE`, "transaction_isolation", "read committed"},
+		{`SET extra_float_digits TO DEFAULT`, "extra_float_digits", "1"},
+	} {
+		if _, err := c.Exec(ctx, tc.set); err != nil {
+			t.Errorf("%s: %v", tc.set, err)
+			continue
+		}
+		if s, cs := show(tc.name); s != tc.want || cs != tc.want {
+			t.Errorf("after %s: SHOW %s = %q, current_setting = %q, want %q", tc.set, tc.name, s, cs, tc.want)
+		}
+	}
+	if _, err := c.Exec(ctx, `SET client_encoding = 'LATIN1'`); err == nil || !strings.Contains(err.Error(), "0A000") {
+		t.Errorf("client_encoding LATIN1: %v, want 0A000", err)
+	}
+	if _, err := c.Exec(ctx, `RESET ALL`); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := show("application_name"); s != "startup-app" {
+		t.Errorf("application_name after RESET ALL = %q", s)
+	}
+}
