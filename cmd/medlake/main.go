@@ -35,6 +35,7 @@ Commands:
   sql            run a SQL statement against a medlake query node and print the result
   users          manage query users: tenant, facility grants, password, admin role
   tenants        manage tenants (the customers whose rows users read)
+  audit          print the query audit log: who ran which statement, from where, with what result
   bench          measure agent parse, hub commit and drop-to-queryable latency
   check-config   validate the configuration and print the effective values
   version        print the version
@@ -78,6 +79,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return runUsers(ctx, rest, stdout)
 	case "tenants":
 		return runTenants(ctx, rest, stdout)
+	case "audit":
+		return runAudit(ctx, rest, stdout)
 	case "bench":
 		return runBench(ctx, rest, stdout)
 	case "check-config":

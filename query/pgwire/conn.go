@@ -16,6 +16,7 @@ import (
 	"github.com/duckdb/duckdb-go/v2"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/medlake/medlake/catalog"
 	"github.com/medlake/medlake/query/auth"
 	"github.com/medlake/medlake/query/engine"
 )
@@ -63,6 +64,7 @@ type conn struct {
 // prepared is a parsed statement: a DuckDB statement or a session command
 // answered by the server itself (virtual).
 type prepared struct {
+	query     string // as the client sent it, for the audit log
 	empty     bool
 	st        *engine.Statement
 	paramOIDs []uint32
@@ -482,7 +484,13 @@ func (c *conn) closeObject(m *pgproto3.Close) {
 
 // execute runs p and streams its rows. sql is only used to spot catalog
 // probes in logs.
-func (c *conn) execute(ctx context.Context, sql string, p *prepared, args []any, formats []int16, rowDesc bool) error {
+func (c *conn) execute(ctx context.Context, sql string, p *prepared, args []any, formats []int16, rowDesc bool) (err error) {
+	finish, err := c.auditBegin(ctx, p)
+	if err != nil {
+		return err
+	}
+	var n int64 // rows sent
+	defer func() { finish(n, err) }()
 	if formats == nil {
 		formats = make([]int16, len(p.cols))
 	}
@@ -494,6 +502,7 @@ func (c *conn) execute(ctx context.Context, sql string, p *prepared, args []any,
 			if err := c.sendRow(p.cols, formats, row); err != nil {
 				return err
 			}
+			n++
 		}
 		c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte(p.virtual.tag)})
 		return nil
@@ -512,8 +521,7 @@ func (c *conn) execute(ctx context.Context, sql string, p *prepared, args []any,
 		c.runMu.Unlock()
 	}()
 	start := time.Now()
-	var n int64
-	err := p.st.Query(ctx, args, func(row []driver.Value) error {
+	err = p.st.Query(ctx, args, func(row []driver.Value) error {
 		n++
 		return c.sendRow(p.cols, formats, row)
 	})
@@ -567,23 +575,26 @@ func (c *conn) prepare(ctx context.Context, q string) (*prepared, error) {
 	if v, err := c.sessionCommand(q); v != nil || err != nil {
 		if err != nil {
 			c.s.observe("refused", 0)
+			c.auditRefused(ctx, q, err)
+			return nil, err
 		}
-		return v, err
+		v.query = q
+		return v, nil
 	}
 	st, err := c.sess.Prepare(ctx, q)
 	if err != nil {
 		outcome := "error"
-		var se *engine.Error
-		if errors.Is(err, engine.ErrNotReadOnly) || errors.As(err, &se) && se.Code == engine.CodeInsufficientPrivilege {
+		if auditOutcome(err) == catalog.AuditRefused {
 			outcome = "refused"
 		}
 		c.s.observe(outcome, 0)
+		c.auditRefused(ctx, q, err)
 		if looksLikeCatalogProbe(q) {
 			c.logger.Info("unhandled catalog probe", "query", truncate(q, 300), "err", err)
 		}
 		return nil, err
 	}
-	p := &prepared{st: st}
+	p := &prepared{query: q, st: st}
 	for _, t := range st.Params {
 		oid := pgTypeOf(t).oid
 		p.paramOIDs = append(p.paramOIDs, oid)

@@ -58,6 +58,7 @@ type Server struct {
 	eng     SessionOpener
 	logger  *slog.Logger
 	observe QueryObserver
+	auditor Auditor       // nil: statements are not recorded
 	ready   chan struct{} // closed once ln is set
 
 	mu      sync.Mutex

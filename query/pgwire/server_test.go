@@ -25,7 +25,7 @@ const labRows = 3000
 
 // startServer builds a lake with lab_results (labRows rows in 3 data files),
 // an engine over it and a server on a random loopback port.
-func startServer(tb testing.TB, cfg Config) (string, *Server) {
+func startServer(tb testing.TB, cfg Config, opts ...Option) (string, *Server) {
 	tb.Helper()
 	cat := testlake.Catalog(tb)
 	testlake.CreateLabTable(tb, cat, "lab_results")
@@ -39,7 +39,7 @@ func startServer(tb testing.TB, cfg Config) (string, *Server) {
 		tb.Fatalf("engine.New: %v", err)
 	}
 	cfg.Listen = "127.0.0.1:0"
-	srv, err := New(cfg, eng, logger)
+	srv, err := New(cfg, eng, logger, opts...)
 	if err != nil {
 		tb.Fatal(err)
 	}
