@@ -214,11 +214,15 @@ func TestCheckScopedCatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	tree, err := parse(ctx, s.conn, st.sql)
+	scoped, _, err := s.scope(ctx, st.text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := parse(ctx, s.conn, scoped)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := checkScoped(tree, e.scopeTables(), want); err != nil {
-		t.Errorf("checkScoped refused the rewriter's %s: %v", st.sql, err)
+		t.Errorf("checkScoped refused the rewriter's %s: %v", scoped, err)
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	icecatalog "github.com/apache/iceberg-go/catalog"
+
 	"github.com/medlake/medlake/query/auth"
 	"github.com/medlake/medlake/query/internal/testlake"
 )
@@ -41,12 +43,18 @@ var (
 
 func openTenantLake(tb testing.TB) *Engine {
 	tb.Helper()
+	e, _ := openTenantLakeCatalog(tb)
+	return e
+}
+
+func openTenantLakeCatalog(tb testing.TB) (*Engine, icecatalog.Catalog) {
+	tb.Helper()
 	cat := testlake.Catalog(tb)
 	testlake.CreateTenantTable(tb, cat, "encounters", encounterRows)
 	testlake.CreateTenantTable(tb, cat, "labs", labRows)
 	testlake.CreateLabTable(tb, cat, "lab_results") // no _tenant: admins only
 	testlake.AppendLabRows(tb, cat, "lab_results", 0, 10)
-	return openEngine(tb, cat)
+	return openEngine(tb, cat), cat
 }
 
 // runAs prepares and runs q in a session of p and returns the rows as "v1|v2" strings,
@@ -258,5 +266,51 @@ func TestSessionRefusesTenantlessUser(t *testing.T) {
 	e := openTenantLake(t)
 	if _, err := e.Session(context.Background(), auth.Principal{User: "x"}); sqlState(err) != CodeInsufficientPrivilege {
 		t.Fatalf("Session without tenant: %v, want 42501", err)
+	}
+}
+
+// TestScopeAfterRefresh checks a tenant's prepared statement is scoped again when the
+// views change under it: new rows of both tenants arrive, the statement sees only its
+// tenant's, and a table created later with the name of a CTE cannot be read through it.
+func TestScopeAfterRefresh(t *testing.T) {
+	e, cat := openTenantLakeCatalog(t)
+	ctx := context.Background()
+	s, err := e.Session(ctx, acme)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ids := func(st *Statement) []string {
+		t.Helper()
+		var out []string
+		if err := st.Query(ctx, []any{}, func(row []driver.Value) error { out = append(out, fmt.Sprint(row[0])); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	st, err := s.Prepare(ctx, `SELECT id FROM encounters ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	cte, err := s.Prepare(ctx, `WITH later AS (SELECT 7 AS id) SELECT id FROM later`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cte.Close()
+	testlake.AppendTenantRows(t, cat, "encounters", []testlake.TenantRow{
+		{ID: 6, Tenant: "globex", Facility: "g1"}, {ID: 7, Tenant: "acme", Facility: "a2"},
+	})
+	testlake.CreateTenantTable(t, cat, "later", []testlake.TenantRow{{ID: 100, Tenant: "globex", Facility: "g1"}})
+	if err := e.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ids(st), []string{"1", "2", "5", "7"}; !slices.Equal(got, want) {
+		t.Errorf("after refresh: %v, want %v", got, want)
+	}
+	// The CTE now shadows a lake table: scoped again, the statement is refused.
+	err = cte.Query(ctx, []any{}, func([]driver.Value) error { return nil })
+	if sqlState(err) != CodeInsufficientPrivilege {
+		t.Errorf("CTE named like a table created after prepare: %v, want 42501", err)
 	}
 }
