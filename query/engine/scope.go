@@ -382,6 +382,8 @@ func (s *scoper) baseTable(x map[string]any) (any, error) {
 	}
 	qualified := strings.Join(slices.DeleteFunc([]string{catalog, schema, name}, func(s string) bool { return s == "" }), ".")
 	switch {
+	case strings.HasPrefix(lname, "duckdb_") || strings.HasPrefix(lname, "sqlite_") || strings.HasPrefix(lname, "pragma_"):
+		return nil, denied("%s describes the engine (view definitions hold file paths) and is not readable", qualified)
 	case strings.ContainsAny(name, "/\\:*?") || strings.Contains(lname, ".parquet") || strings.Contains(lname, ".csv") || strings.Contains(lname, ".json"):
 		return nil, denied("reading the file %q is not permitted", name)
 	case lschema != "" && lschema != "main" || lcatalog != "" && lcatalog != "memory":
