@@ -301,10 +301,11 @@ func (s *scoper) checkExpression(x map[string]any) error {
 	if s.filter == nil {
 		return nil
 	}
-	if class, _ := x["class"].(string); class != "FUNCTION" {
+	// FUNCTION, WINDOW and any other class that calls a function by name.
+	name, ok := x["function_name"].(string)
+	if !ok {
 		return nil
 	}
-	name, _ := x["function_name"].(string)
 	if functionDenied(name) {
 		return denied("function %s reads files or engine metadata", name)
 	}

@@ -95,7 +95,7 @@ func checkScoped(tree map[string]any, tables map[string]tableScope, wantWhere an
 					}
 				}
 			}
-			if _, isExpr := x["class"]; isExpr && x["class"] == "FUNCTION" {
+			if isExprMap(x) {
 				if name, _ := x["function_name"].(string); functionDenied(name) {
 					fatalf("calls %s", name)
 				}

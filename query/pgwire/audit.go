@@ -66,10 +66,15 @@ func (c *conn) auditRefused(ctx context.Context, q string, err error) {
 }
 
 func (c *conn) auditEntry(q string) catalog.AuditEntry {
+	// The session's principal is the one the engine scoped the statement to.
+	p := c.principal
+	if c.sess != nil {
+		p = c.sess.Principal()
+	}
 	return catalog.AuditEntry{
 		StartedAt: time.Now(),
-		User:      c.principal.User,
-		Tenant:    c.principal.Tenant,
+		User:      p.User,
+		Tenant:    p.Tenant,
 		Client:    c.nc.RemoteAddr().String(),
 		Protocol:  auditProtocol,
 		Statement: q,
