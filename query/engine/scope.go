@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/medlake/medlake/protocol/feed"
 	"github.com/medlake/medlake/query/auth"
 )
 
@@ -55,10 +56,10 @@ type tableScope struct {
 	hasFacility bool   // has a _facility column
 }
 
-// Columns the filter reads.
+// Columns the filter reads: the lineage the hub writes on every row.
 const (
-	tenantColumn   = "_tenant"
-	facilityColumn = "_facility"
+	tenantColumn   = feed.ColTenant
+	facilityColumn = feed.ColFacility
 )
 
 // tableFunctions are the table functions a tenant user may call: they generate values
@@ -237,6 +238,10 @@ func collectCTEs(v any, into map[string]bool) {
 					}
 				}
 			}
+		}
+		// CTE and recursive CTE nodes name their CTE themselves.
+		if k, ok := x["ctename"].(string); ok {
+			into[strings.ToLower(k)] = true
 		}
 		for _, c := range x {
 			collectCTEs(c, into)

@@ -139,6 +139,8 @@ func TestTenantIsolation(t *testing.T) {
 		{"recursive CTE", acme, `WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT count(*) FROM r, encounters`, nil, "", rows("9")},
 		{"CTE shadowing a table", acme, `WITH encounters AS (SELECT 1 AS id) SELECT * FROM encounters`, nil, "42501", nil},
 		{"CTE shadowing, other case", acme, `WITH "ENCOUNTERS" AS (SELECT * FROM labs) SELECT * FROM encounters`, nil, "42501", nil},
+		{"materialized CTE shadowing", acme, `WITH encounters AS MATERIALIZED (SELECT 1 AS id) SELECT * FROM encounters`, nil, "42501", nil},
+		{"recursive CTE shadowing", acme, `WITH RECURSIVE labs(id) AS (SELECT 1 UNION ALL SELECT id + 1 FROM labs WHERE id < 2) SELECT * FROM labs`, nil, "42501", nil},
 		{"nested CTE shadowing", acme, `SELECT * FROM (WITH labs AS (SELECT 1) SELECT * FROM labs)`, nil, "42501", nil},
 		{"lateral", acme, `SELECT e.id, x.c FROM encounters e, LATERAL (SELECT count(*) AS c FROM labs l WHERE l._tenant <> e._tenant) x ORDER BY 1`, nil, "", rows("1|0", "2|0", "5|0")},
 		{"pivot", acme, `SELECT sum(globex), sum(acme) FROM encounters PIVOT (count(*) FOR _tenant IN ('acme', 'globex'))`, nil, "", rows("0|3")},
