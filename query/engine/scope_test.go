@@ -159,6 +159,7 @@ func TestTenantIsolation(t *testing.T) {
 		// Facility grants.
 		{"facility grant", acmeA1, `SELECT id FROM encounters ORDER BY 1`, nil, "", rows("1", "5")},
 		{"facility grant, other facility", acmeA1, `SELECT id FROM encounters WHERE _facility = 'a2'`, nil, "", nil},
+		{"grant of another tenant's facility", auth.Principal{User: "x", Tenant: "acme", Facilities: []string{"g1"}}, `SELECT count(*) FROM encounters`, nil, "", rows("0")},
 		{"facility grant, join", acmeA1, `SELECT l.id FROM labs l JOIN encounters e ON e.id = l.ref`, nil, "", rows("10")},
 		// Comments, quoting, case.
 		{"comments and quotes", acme, "SELECT id FROM /* labs */ \"encounters\" -- WHERE false\nORDER BY 1", nil, "", rows("1", "2", "5")},
