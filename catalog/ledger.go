@@ -82,6 +82,24 @@ var migrations = []string{
 	error TEXT NOT NULL,
 	PRIMARY KEY (report, scheduled_for)
 )`,
+	// The audit log (audit.go): one row per statement a query client sent. tables is
+	// the comma-separated list of lake tables read.
+	`CREATE TABLE IF NOT EXISTS medlake_audit (
+	id TEXT NOT NULL PRIMARY KEY,
+	started_at BIGINT NOT NULL,
+	user_name TEXT NOT NULL,
+	tenant TEXT NOT NULL,
+	client TEXT NOT NULL,
+	protocol TEXT NOT NULL,
+	statement TEXT NOT NULL,
+	tables TEXT NOT NULL,
+	outcome TEXT NOT NULL,
+	row_count BIGINT NOT NULL,
+	duration_us BIGINT NOT NULL,
+	error TEXT NOT NULL
+)`,
+	`CREATE INDEX IF NOT EXISTS medlake_audit_started ON medlake_audit (started_at)`,
+	`CREATE INDEX IF NOT EXISTS medlake_audit_user ON medlake_audit (user_name, started_at)`,
 }
 
 func (c *Catalog) migrate(ctx context.Context) error {

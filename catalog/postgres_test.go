@@ -45,3 +45,13 @@ func TestUsersPostgres(t *testing.T) {
 	defer c.Close()
 	testUsers(t, c)
 }
+
+// TestAuditPostgres keeps the audit log in PostgreSQL.
+func TestAuditPostgres(t *testing.T) {
+	c, err := Open(t.Context(), Config{URI: stack.Postgres(t), DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	testAudit(t, c)
+}

@@ -92,12 +92,27 @@ type Service struct {
 	duration prometheus.Histogram
 }
 
+// Option configures optional Service behaviour.
+type Option func(*options)
+
+type options struct {
+	auditor pgwire.Auditor
+}
+
+// WithAuditor records every statement clients send in a's audit log (the catalog's),
+// before it runs; a statement the log cannot record is not run.
+func WithAuditor(a pgwire.Auditor) Option { return func(o *options) { o.auditor = a } }
+
 // New opens the engine (building views for every table in namespace) and
 // the pgwire server, and registers the metrics with reg (nil: not
 // registered).
-func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace string, logger *slog.Logger, reg prometheus.Registerer) (*Service, error) {
+func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace string, logger *slog.Logger, reg prometheus.Registerer, opts ...Option) (*Service, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
 	}
 	base := logger // the parts name themselves
 	logger = logger.With("component", "query")
@@ -126,13 +141,16 @@ func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace stri
 	}
 	eng, err := engine.New(ctx, engine.Config{
 		CacheDir: cfg.CacheDir, CacheMaxBytes: cfg.CacheMaxBytes, RefreshInterval: cfg.RefreshInterval,
-		Setup: pgwire.CatalogSetup(),
+		Setup: pgwire.CatalogSetup(), MetadataSchemas: []string{pgwire.CatalogSchema},
 	}, cat, namespace, base)
 	if err != nil {
 		return nil, err
 	}
-	srv, err := pgwire.New(cfg.pgwire(), eng, base,
-		pgwire.WithQueryObserver(s.observe))
+	pgOpts := []pgwire.Option{pgwire.WithQueryObserver(s.observe)}
+	if o.auditor != nil {
+		pgOpts = append(pgOpts, pgwire.WithAuditor(o.auditor))
+	}
+	srv, err := pgwire.New(cfg.pgwire(), eng, base, pgOpts...)
 	if err != nil {
 		eng.Close()
 		return nil, err

@@ -36,6 +36,7 @@ Commands:
   users          manage query users: tenant, facility grants, password, admin role
   tenants        manage tenants (the customers whose rows users read)
   reports        schedule reports: SQL run on a cron schedule, results kept in the warehouse
+  audit          print the query audit log: who ran which statement, from where, with what result
   bench          measure agent parse, hub commit and drop-to-queryable latency
   check-config   validate the configuration and print the effective values
   version        print the version
@@ -81,6 +82,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return runTenants(ctx, rest, stdout)
 	case "reports":
 		return runReports(ctx, rest, stdout)
+	case "audit":
+		return runAudit(ctx, rest, stdout)
 	case "bench":
 		return runBench(ctx, rest, stdout)
 	case "check-config":

@@ -208,7 +208,7 @@ func printRuns(ctx context.Context, w io.Writer, cat *catalog.Catalog, name stri
 		if r.Status == catalog.RunFailed {
 			result = r.Error
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n", r.ScheduledFor.Format(time.RFC3339), r.Status, r.Attempt, r.Node, r.Rows, took, oneLine(result))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\t%s\n", r.ScheduledFor.Format(time.RFC3339), r.Status, r.Attempt, r.Node, r.Rows, took, oneLine(result, false))
 	}
 	return tw.Flush()
 }
@@ -220,5 +220,3 @@ func indent(s string) string {
 	}
 	return strings.Join(lines, "\n")
 }
-
-func oneLine(s string) string { return strings.Join(strings.Fields(s), " ") }

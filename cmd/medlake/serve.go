@@ -132,7 +132,8 @@ func startNode(ctx context.Context, cfg *Config, roles []string, logger *slog.Lo
 			}
 			n.group.start(m, in)
 		case modQuery:
-			q, err := query.New(ctx, cfg.Query, n.cat.Iceberg(), strings.Join(n.cat.Namespace(), "."), logger, reg)
+			q, err := query.New(ctx, cfg.Query, n.cat.Iceberg(), strings.Join(n.cat.Namespace(), "."), logger, reg,
+				query.WithAuditor(n.cat))
 			if err != nil {
 				return n, fmt.Errorf("query: %w", err)
 			}

@@ -39,6 +39,10 @@ type Config struct {
 	// the protocols add (pgwire's PostgreSQL catalog emulation). They are
 	// code, never user input.
 	Setup []string `yaml:"-"`
+	// MetadataSchemas name schemas of Setup whose views and macros describe
+	// table and column names only (pgwire's PostgreSQL catalog), so tenant
+	// users may read and call them as they may information_schema.
+	MetadataSchemas []string `yaml:"-"`
 }
 
 // ErrNotReadOnly is returned for any statement that is not a single SELECT:
@@ -70,6 +74,8 @@ type Engine struct {
 	connector *duckdb.Connector
 	db        *sql.DB
 	admin     *sql.Conn // DDL for views; owned by refresh (refreshMu)
+	// metaSchemas are cfg.MetadataSchemas, lower-cased; read-only after New.
+	metaSchemas map[string]bool
 
 	refreshMu sync.Mutex
 
@@ -117,6 +123,10 @@ func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace stri
 	e := &Engine{
 		cfg: cfg, cat: cat, namespace: table.Identifier{namespace}, logger: logger,
 		cache: c, connector: connector, db: db, views: map[string]*view{},
+		metaSchemas: map[string]bool{},
+	}
+	for _, m := range cfg.MetadataSchemas {
+		e.metaSchemas[strings.ToLower(m)] = true
 	}
 	if err := e.lockDown(ctx); err != nil {
 		db.Close()

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/medlake/medlake/protocol/feed"
 	"github.com/medlake/medlake/query/auth"
 )
 
@@ -55,10 +56,10 @@ type tableScope struct {
 	hasFacility bool   // has a _facility column
 }
 
-// Columns the filter reads.
+// Columns the filter reads: the lineage the hub writes on every row.
 const (
-	tenantColumn   = "_tenant"
-	facilityColumn = "_facility"
+	tenantColumn   = feed.ColTenant
+	facilityColumn = feed.ColFacility
 )
 
 // tableFunctions are the table functions a tenant user may call: they generate values
@@ -110,6 +111,8 @@ type scoper struct {
 	filter    map[string]any        // the scoping SELECT node; nil for an admin
 	ctes      map[string]bool       // WITH names anywhere in the statement, lower-cased
 	touched   map[string]bool       // lake tables referenced
+	// metaSchemas are Config.MetadataSchemas, lower-cased.
+	metaSchemas map[string]bool
 }
 
 func decodeTree(raw []byte) (map[string]any, error) {
@@ -238,6 +241,10 @@ func collectCTEs(v any, into map[string]bool) {
 				}
 			}
 		}
+		// CTE and recursive CTE nodes name their CTE themselves.
+		if k, ok := x["ctename"].(string); ok {
+			into[strings.ToLower(k)] = true
+		}
 		for _, c := range x {
 			collectCTEs(c, into)
 		}
@@ -301,10 +308,14 @@ func (s *scoper) checkExpression(x map[string]any) error {
 	if s.filter == nil {
 		return nil
 	}
-	if class, _ := x["class"].(string); class != "FUNCTION" {
+	// FUNCTION, WINDOW and any other class that calls a function by name.
+	name, ok := x["function_name"].(string)
+	if !ok {
 		return nil
 	}
-	name, _ := x["function_name"].(string)
+	if schema, _ := x["schema"].(string); s.metaSchemas[strings.ToLower(schema)] {
+		return nil
+	}
 	if functionDenied(name) {
 		return denied("function %s reads files or engine metadata", name)
 	}
@@ -371,6 +382,9 @@ func (s *scoper) baseTable(x map[string]any) (any, error) {
 	if s.filter == nil {
 		return x, nil
 	}
+	if s.metaSchemas[lschema] && (lcatalog == "" || lcatalog == "memory") {
+		return x, nil
+	}
 	if rels, ok := metadataRelations[lschema]; ok && (lcatalog == "" || lcatalog == "memory" || lcatalog == "system") {
 		if rels[lname] {
 			return x, nil
@@ -382,6 +396,8 @@ func (s *scoper) baseTable(x map[string]any) (any, error) {
 	}
 	qualified := strings.Join(slices.DeleteFunc([]string{catalog, schema, name}, func(s string) bool { return s == "" }), ".")
 	switch {
+	case strings.HasPrefix(lname, "duckdb_") || strings.HasPrefix(lname, "sqlite_") || strings.HasPrefix(lname, "pragma_"):
+		return nil, denied("%s describes the engine (view definitions hold file paths) and is not readable", qualified)
 	case strings.ContainsAny(name, "/\\:*?") || strings.Contains(lname, ".parquet") || strings.Contains(lname, ".csv") || strings.Contains(lname, ".json"):
 		return nil, denied("reading the file %q is not permitted", name)
 	case lschema != "" && lschema != "main" || lcatalog != "" && lcatalog != "memory":

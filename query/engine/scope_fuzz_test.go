@@ -95,7 +95,7 @@ func checkScoped(tree map[string]any, tables map[string]tableScope, wantWhere an
 					}
 				}
 			}
-			if _, isExpr := x["class"]; isExpr && x["class"] == "FUNCTION" {
+			if isExprMap(x) {
 				if name, _ := x["function_name"].(string); functionDenied(name) {
 					fatalf("calls %s", name)
 				}
@@ -214,11 +214,15 @@ func TestCheckScopedCatches(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	tree, err := parse(ctx, s.conn, st.sql)
+	scoped, _, err := s.scope(ctx, st.text)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := parse(ctx, s.conn, scoped)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := checkScoped(tree, e.scopeTables(), want); err != nil {
-		t.Errorf("checkScoped refused the rewriter's %s: %v", st.sql, err)
+		t.Errorf("checkScoped refused the rewriter's %s: %v", scoped, err)
 	}
 }

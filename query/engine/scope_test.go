@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 
+	icecatalog "github.com/apache/iceberg-go/catalog"
+
 	"github.com/medlake/medlake/query/auth"
 	"github.com/medlake/medlake/query/internal/testlake"
 )
@@ -41,12 +43,18 @@ var (
 
 func openTenantLake(tb testing.TB) *Engine {
 	tb.Helper()
+	e, _ := openTenantLakeCatalog(tb)
+	return e
+}
+
+func openTenantLakeCatalog(tb testing.TB) (*Engine, icecatalog.Catalog) {
+	tb.Helper()
 	cat := testlake.Catalog(tb)
 	testlake.CreateTenantTable(tb, cat, "encounters", encounterRows)
 	testlake.CreateTenantTable(tb, cat, "labs", labRows)
 	testlake.CreateLabTable(tb, cat, "lab_results") // no _tenant: admins only
 	testlake.AppendLabRows(tb, cat, "lab_results", 0, 10)
-	return openEngine(tb, cat)
+	return openEngine(tb, cat), cat
 }
 
 // runAs prepares and runs q in a session of p and returns the rows as "v1|v2" strings,
@@ -131,15 +139,27 @@ func TestTenantIsolation(t *testing.T) {
 		{"recursive CTE", acme, `WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 3) SELECT count(*) FROM r, encounters`, nil, "", rows("9")},
 		{"CTE shadowing a table", acme, `WITH encounters AS (SELECT 1 AS id) SELECT * FROM encounters`, nil, "42501", nil},
 		{"CTE shadowing, other case", acme, `WITH "ENCOUNTERS" AS (SELECT * FROM labs) SELECT * FROM encounters`, nil, "42501", nil},
+		{"materialized CTE shadowing", acme, `WITH encounters AS MATERIALIZED (SELECT 1 AS id) SELECT * FROM encounters`, nil, "42501", nil},
+		{"recursive CTE shadowing", acme, `WITH RECURSIVE labs(id) AS (SELECT 1 UNION ALL SELECT id + 1 FROM labs WHERE id < 2) SELECT * FROM labs`, nil, "42501", nil},
 		{"nested CTE shadowing", acme, `SELECT * FROM (WITH labs AS (SELECT 1) SELECT * FROM labs)`, nil, "42501", nil},
 		{"lateral", acme, `SELECT e.id, x.c FROM encounters e, LATERAL (SELECT count(*) AS c FROM labs l WHERE l._tenant <> e._tenant) x ORDER BY 1`, nil, "", rows("1|0", "2|0", "5|0")},
 		{"pivot", acme, `SELECT sum(globex), sum(acme) FROM encounters PIVOT (count(*) FOR _tenant IN ('acme', 'globex'))`, nil, "", rows("0|3")},
 		{"tablesample", acme, `SELECT count(*) FROM encounters TABLESAMPLE 100 PERCENT (bernoulli)`, nil, "", rows("3")},
 		{"column aliases", acme, `SELECT t FROM encounters AS e(i, t) GROUP BY t`, nil, "", rows("acme")},
+		{"TABLE", acme, `TABLE encounters`, nil, "", rows("1|acme|a1|pa1|0", "2|acme|a2|pa2|0", "5|acme|a1|pa5|0")},
+		{"FROM first", acme, `FROM encounters SELECT id WHERE _tenant = 'globex' OR true`, nil, "", rows("1", "2", "5")},
+		{"whole row", acme, `SELECT encounters._tenant, count(encounters) FROM encounters GROUP BY 1`, nil, "", rows("acme|3")},
+		{"positional join", acme, `SELECT count(*) FROM encounters POSITIONAL JOIN labs`, nil, "", rows("3")},
+		{"ASOF join", acme, `SELECT e.id, l.id FROM encounters e ASOF JOIN labs l ON e.id <= l.ref ORDER BY 1`, nil, "", rows("1|10", "2|11")},
+		{"UNPIVOT", acme, `SELECT v FROM (UNPIVOT encounters ON _tenant, _facility INTO NAME k VALUE v) ORDER BY 1`, nil, "", rows("a1", "a1", "a2", "acme", "acme", "acme")},
+		{"PIVOT statement", acme, `PIVOT encounters ON _tenant USING count(*)`, nil, "42501", nil},
+		{"EXPLAIN", acme, `EXPLAIN ANALYZE SELECT * FROM encounters`, nil, "42501", nil},
+		{"QUALIFY over tenants", acme, `SELECT id FROM encounters QUALIFY count(*) OVER () > 0 ORDER BY 1`, nil, "", rows("1", "2", "5")},
 		{"summarize", acme, `SELECT count FROM (SUMMARIZE encounters) WHERE column_name = 'id'`, nil, "", rows("3")},
 		// Facility grants.
 		{"facility grant", acmeA1, `SELECT id FROM encounters ORDER BY 1`, nil, "", rows("1", "5")},
 		{"facility grant, other facility", acmeA1, `SELECT id FROM encounters WHERE _facility = 'a2'`, nil, "", nil},
+		{"grant of another tenant's facility", auth.Principal{User: "x", Tenant: "acme", Facilities: []string{"g1"}}, `SELECT count(*) FROM encounters`, nil, "", rows("0")},
 		{"facility grant, join", acmeA1, `SELECT l.id FROM labs l JOIN encounters e ON e.id = l.ref`, nil, "", rows("10")},
 		// Comments, quoting, case.
 		{"comments and quotes", acme, "SELECT id FROM /* labs */ \"encounters\" -- WHERE false\nORDER BY 1", nil, "", rows("1", "2", "5")},
@@ -161,6 +181,9 @@ func TestTenantIsolation(t *testing.T) {
 		{"duckdb_views()", acme, `SELECT sql FROM duckdb_views()`, nil, "42501", nil},
 		{"duckdb_tables()", acme, `SELECT * FROM duckdb_tables()`, nil, "42501", nil},
 		{"duckdb_settings() in subquery", acme, `SELECT (SELECT value FROM duckdb_settings() WHERE name = 'allowed_directories')`, nil, "42501", nil},
+		{"duckdb_views as a table", acme, `SELECT sql FROM duckdb_views`, nil, "42501", nil},
+		{"sqlite_master", acme, `SELECT sql FROM sqlite_master`, nil, "42501", nil},
+		{"pg_settings", acme, `SELECT setting FROM pg_catalog.pg_settings`, nil, "42501", nil},
 		{"pg_get_viewdef", acme, `SELECT pg_get_viewdef('encounters')`, nil, "42501", nil},
 		{"information_schema.views", acme, `SELECT view_definition FROM information_schema.views`, nil, "42501", nil},
 		{"pg_views", acme, `SELECT definition FROM pg_catalog.pg_views`, nil, "42501", nil},
@@ -258,5 +281,51 @@ func TestSessionRefusesTenantlessUser(t *testing.T) {
 	e := openTenantLake(t)
 	if _, err := e.Session(context.Background(), auth.Principal{User: "x"}); sqlState(err) != CodeInsufficientPrivilege {
 		t.Fatalf("Session without tenant: %v, want 42501", err)
+	}
+}
+
+// TestScopeAfterRefresh checks a tenant's prepared statement is scoped again when the
+// views change under it: new rows of both tenants arrive, the statement sees only its
+// tenant's, and a table created later with the name of a CTE cannot be read through it.
+func TestScopeAfterRefresh(t *testing.T) {
+	e, cat := openTenantLakeCatalog(t)
+	ctx := context.Background()
+	s, err := e.Session(ctx, acme)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ids := func(st *Statement) []string {
+		t.Helper()
+		var out []string
+		if err := st.Query(ctx, []any{}, func(row []driver.Value) error { out = append(out, fmt.Sprint(row[0])); return nil }); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	st, err := s.Prepare(ctx, `SELECT id FROM encounters ORDER BY id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	cte, err := s.Prepare(ctx, `WITH later AS (SELECT 7 AS id) SELECT id FROM later`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cte.Close()
+	testlake.AppendTenantRows(t, cat, "encounters", []testlake.TenantRow{
+		{ID: 6, Tenant: "globex", Facility: "g1"}, {ID: 7, Tenant: "acme", Facility: "a2"},
+	})
+	testlake.CreateTenantTable(t, cat, "later", []testlake.TenantRow{{ID: 100, Tenant: "globex", Facility: "g1"}})
+	if err := e.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ids(st), []string{"1", "2", "5", "7"}; !slices.Equal(got, want) {
+		t.Errorf("after refresh: %v, want %v", got, want)
+	}
+	// The CTE now shadows a lake table: scoped again, the statement is refused.
+	err = cte.Query(ctx, []any{}, func([]driver.Value) error { return nil })
+	if sqlState(err) != CodeInsufficientPrivilege {
+		t.Errorf("CTE named like a table created after prepare: %v, want 42501", err)
 	}
 }

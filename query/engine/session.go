@@ -77,8 +77,9 @@ func (s *Session) Close() error { return s.conn.Close() }
 type Statement struct {
 	s          *Session
 	stmt       *duckdb.Stmt
-	sql        string // as prepared, after parameter casts
-	generation int64  // the engine's view generation when prepared
+	text       string       // as the client sent it
+	cast       map[int]bool // parameters cast to VARCHAR (castParams)
+	generation int64        // the engine's view generation when scoped and prepared
 	Params     []Type
 	Columns    []Column
 	// Tables are the lake tables the statement reads, by name, for the audit log.
@@ -93,8 +94,14 @@ type Statement struct {
 // For a principal that is not an admin the statement is first scoped (scope.go): what
 // is prepared is the rewritten SQL, and anything the scope refuses fails with an
 // *Error of SQLSTATE 42501 (or 42P01 for an unknown table).
-func (s *Session) Prepare(ctx context.Context, query string) (*Statement, error) {
-	query, tables, err := s.scope(ctx, query)
+//
+// The statement remembers the view generation from before the scope ran: if a refresh
+// added or replaced a view between the scope and the prepare, the first execution
+// scopes and prepares it again (rebindIfStale), so the scope never judged a statement
+// against a table set other than the one it binds to.
+func (s *Session) Prepare(ctx context.Context, text string) (*Statement, error) {
+	gen := s.e.generation.Load()
+	query, tables, err := s.scope(ctx, text)
 	if err != nil {
 		return nil, err
 	}
@@ -102,7 +109,7 @@ func (s *Session) Prepare(ctx context.Context, query string) (*Statement, error)
 	if err != nil {
 		return nil, err
 	}
-	st.Tables = tables
+	st.text, st.Tables, st.generation = text, tables, gen
 	unknown := map[int]bool{}
 	for i, p := range st.Params {
 		if p.ID == duckdb.TYPE_INVALID || p.ID == duckdb.TYPE_ANY {
@@ -115,7 +122,7 @@ func (s *Session) Prepare(ctx context.Context, query string) (*Statement, error)
 		if err != nil {
 			return nil, err
 		}
-		st.Tables = tables
+		st.text, st.Tables, st.generation, st.cast = text, tables, gen, unknown
 		for i, p := range st.Params {
 			if p.ID == duckdb.TYPE_INVALID || p.ID == duckdb.TYPE_ANY {
 				st.Close()
@@ -142,7 +149,7 @@ func (s *Session) scope(ctx context.Context, query string) (string, []string, er
 		}
 		return "", nil, err
 	}
-	sc := &scoper{principal: s.principal, tables: s.e.scopeTables(), filter: s.filter}
+	sc := &scoper{principal: s.principal, tables: s.e.scopeTables(), filter: s.filter, metaSchemas: s.e.metaSchemas}
 	tables, err := sc.scope(tree)
 	if err != nil {
 		return "", nil, err
@@ -158,7 +165,7 @@ func (s *Session) scope(ctx context.Context, query string) (string, []string, er
 }
 
 func (s *Session) prepare(ctx context.Context, query string) (*Statement, error) {
-	st := &Statement{s: s, sql: query, generation: s.e.generation.Load()}
+	st := &Statement{s: s, generation: s.e.generation.Load()}
 	err := s.conn.Raw(func(dc any) error {
 		c, ok := dc.(*duckdb.Conn)
 		if !ok {
@@ -252,24 +259,34 @@ func (st *Statement) Query(ctx context.Context, args []any, fn func(row []driver
 	})
 }
 
-// rebindIfStale prepares the statement again when a view changed since it was prepared,
-// so it reads the current snapshot. The client was told the result's columns when it
-// prepared; if they changed (the table's schema evolved), the statement fails the way
-// PostgreSQL's does and the client prepares it again.
+// rebindIfStale scopes and prepares the statement again when a view changed since it
+// was prepared, so it reads the current snapshot, through the scope of the current
+// tables. The client was told the result's columns when it prepared; if they changed
+// (the table's schema evolved), the statement fails the way PostgreSQL's does and the
+// client prepares it again.
 func (st *Statement) rebindIfStale(ctx context.Context) error {
-	if st.s.e.generation.Load() == st.generation {
+	gen := st.s.e.generation.Load()
+	if gen == st.generation {
 		return nil
 	}
-	fresh, err := st.s.prepare(ctx, st.sql)
+	query, tables, err := st.s.scope(ctx, st.text)
 	if err != nil {
 		return err
 	}
+	if len(st.cast) > 0 {
+		query = castParams(query, st.cast)
+	}
+	fresh, err := st.s.prepare(ctx, query)
+	if err != nil {
+		return err
+	}
+	fresh.generation, fresh.Tables = gen, tables
 	if !slices.Equal(fresh.Columns, st.Columns) || !slices.Equal(fresh.Params, st.Params) {
 		fresh.Close()
 		return ErrResultChanged
 	}
 	st.Close()
-	st.stmt, st.generation = fresh.stmt, fresh.generation
+	st.stmt, st.generation, st.Tables = fresh.stmt, fresh.generation, fresh.Tables
 	return nil
 }
 

@@ -19,6 +19,11 @@ var catalogSQL string
 // catalogSchema holds the emulation.
 const catalogSchema = "medlake_pg"
 
+// CatalogSchema is the schema CatalogSetup creates: views and macros over
+// table and column names only, which tenant users may read
+// (engine.Config.MetadataSchemas).
+const CatalogSchema = catalogSchema
+
 // emptyCatalogTables are pg_catalog tables clients read that have no rows
 // here (no indexes, constraints, triggers, policies, publications…), with
 // their columns and DuckDB types.

@@ -18,6 +18,7 @@ import (
 	"github.com/duckdb/duckdb-go/v2"
 	"github.com/jackc/pgx/v5/pgproto3"
 
+	"github.com/medlake/medlake/catalog"
 	"github.com/medlake/medlake/query/auth"
 	"github.com/medlake/medlake/query/engine"
 )
@@ -72,6 +73,7 @@ type conn struct {
 // prepared is a parsed statement: a DuckDB statement or a session command
 // answered by the server itself (virtual).
 type prepared struct {
+	query     string // as the client sent it, for the audit log
 	empty     bool
 	st        *engine.Statement
 	paramOIDs []uint32
@@ -574,7 +576,13 @@ func (c *conn) closeObject(m *pgproto3.Close) {
 
 // execute runs p and streams its rows. sql is only used to spot catalog
 // probes in logs.
-func (c *conn) execute(ctx context.Context, sql string, p *prepared, args []any, formats []int16, rowDesc bool) error {
+func (c *conn) execute(ctx context.Context, sql string, p *prepared, args []any, formats []int16, rowDesc bool) (err error) {
+	finish, err := c.auditBegin(ctx, p)
+	if err != nil {
+		return err
+	}
+	var n int64 // rows sent
+	defer func() { finish(n, err) }()
 	if formats == nil {
 		formats = make([]int16, len(p.cols))
 		if p.binary {
@@ -598,13 +606,13 @@ func (c *conn) execute(ctx context.Context, sql string, p *prepared, args []any,
 			if err := c.sendRow(p.cols, formats, row); err != nil {
 				return err
 			}
+			n++
 		}
 		c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte(v.tag)})
 		return nil
 	}
 	start := time.Now()
-	var n int64
-	err := c.query(ctx, p, args, func(row []driver.Value) error {
+	err = c.query(ctx, p, args, func(row []driver.Value) error {
 		n++
 		return c.sendRow(p.cols, formats, row)
 	})
@@ -648,10 +656,15 @@ const maxBufferedBytes = 256 << 20
 
 // collect runs p to completion and keeps its rows (for cursors and
 // row-limited portals), with the command tag of a virtual result.
-func (c *conn) collect(ctx context.Context, p *prepared, args []any) ([][]driver.Value, string, error) {
+func (c *conn) collect(ctx context.Context, p *prepared, args []any) (rows [][]driver.Value, tag string, err error) {
 	if p.empty {
 		return nil, "", nil
 	}
+	finish, err := c.auditBegin(ctx, p)
+	if err != nil {
+		return nil, "", err
+	}
+	defer func() { finish(int64(len(rows)), err) }()
 	v := p.virtual
 	if p.run != nil {
 		var err error
@@ -662,10 +675,9 @@ func (c *conn) collect(ctx context.Context, p *prepared, args []any) ([][]driver
 	if v != nil {
 		return v.rows, v.tag, nil
 	}
-	var rows [][]driver.Value
 	size := 0
 	start := time.Now()
-	err := c.query(ctx, p, args, func(row []driver.Value) error {
+	err = c.query(ctx, p, args, func(row []driver.Value) error {
 		cp := make([]driver.Value, len(row))
 		for i, v := range row {
 			if b, ok := v.([]byte); ok {
@@ -737,23 +749,26 @@ func (c *conn) prepare(ctx context.Context, q string) (*prepared, error) {
 	if v, err := c.sessionCommand(ctx, q); v != nil || err != nil {
 		if err != nil {
 			c.s.observe("refused", 0)
+			c.auditRefused(ctx, q, err)
+			return nil, err
 		}
-		return v, err
+		v.query = q
+		return v, nil
 	}
 	st, err := c.sess.Prepare(ctx, rewriteSQL(q, c.principal.User, c.setting))
 	if err != nil {
 		outcome := "error"
-		var se *engine.Error
-		if errors.Is(err, engine.ErrNotReadOnly) || errors.As(err, &se) && se.Code == engine.CodeInsufficientPrivilege {
+		if auditOutcome(err) == catalog.AuditRefused {
 			outcome = "refused"
 		}
 		c.s.observe(outcome, 0)
+		c.auditRefused(ctx, q, err)
 		if looksLikeCatalogProbe(q) {
 			c.logger.Warn("unhandled catalog probe", "query", truncate(q, 2000), "err", err)
 		}
 		return nil, err
 	}
-	p := &prepared{st: st}
+	p := &prepared{query: q, st: st}
 	for _, t := range st.Params {
 		oid := pgTypeOf(t).oid
 		p.paramOIDs = append(p.paramOIDs, oid)

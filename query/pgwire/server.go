@@ -97,6 +97,7 @@ type Server struct {
 	store   auth.Store    // nil: trust on loopback
 	tls     *tls.Config   // nil: no TLS
 	mockKey []byte        // salts the verifiers of unknown users
+	auditor Auditor       // nil: statements are not recorded
 	ready   chan struct{} // closed once ln is set
 
 	mu      sync.Mutex

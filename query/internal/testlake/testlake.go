@@ -140,10 +140,19 @@ type TenantRow struct {
 // CreateTenantTable creates a TenantSchema table and appends rows as one commit.
 func CreateTenantTable(tb testing.TB, cat icecatalog.Catalog, name string, rows []TenantRow) *table.Table {
 	tb.Helper()
-	ctx := context.Background()
-	tbl, err := cat.CreateTable(ctx, table.Identifier{Namespace, name}, TenantSchema)
-	if err != nil {
+	if _, err := cat.CreateTable(context.Background(), table.Identifier{Namespace, name}, TenantSchema); err != nil {
 		tb.Fatalf("creating table %s: %v", name, err)
+	}
+	return AppendTenantRows(tb, cat, name, rows)
+}
+
+// AppendTenantRows appends rows to a TenantSchema table as one commit.
+func AppendTenantRows(tb testing.TB, cat icecatalog.Catalog, name string, rows []TenantRow) *table.Table {
+	tb.Helper()
+	ctx := context.Background()
+	tbl, err := cat.LoadTable(ctx, table.Identifier{Namespace, name})
+	if err != nil {
+		tb.Fatalf("loading table %s: %v", name, err)
 	}
 	sc := arrow.NewSchema([]arrow.Field{
 		{Name: "id", Type: arrow.PrimitiveTypes.Int64, Nullable: true},
