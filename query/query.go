@@ -12,6 +12,7 @@ import (
 	icecatalog "github.com/apache/iceberg-go/catalog"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/medlake/medlake/query/audit"
 	"github.com/medlake/medlake/query/cache"
 	"github.com/medlake/medlake/query/engine"
 	"github.com/medlake/medlake/query/pgwire"
@@ -96,12 +97,12 @@ type Service struct {
 type Option func(*options)
 
 type options struct {
-	auditor pgwire.Auditor
+	auditor audit.Log
 }
 
 // WithAuditor records every statement clients send in a's audit log (the catalog's),
 // before it runs; a statement the log cannot record is not run.
-func WithAuditor(a pgwire.Auditor) Option { return func(o *options) { o.auditor = a } }
+func WithAuditor(a audit.Log) Option { return func(o *options) { o.auditor = a } }
 
 // New opens the engine (building views for every table in namespace) and
 // the pgwire server, and registers the metrics with reg (nil: not

@@ -240,3 +240,27 @@ func TestTLS(t *testing.T) {
 		t.Errorf("psql over TLS: %v\n%s", err, out)
 	}
 }
+
+// TestTrustLoopback: with TrustLoopback, a user name the store does not know
+// logs in on loopback with no password, as an admin; a known user still
+// proves its password.
+func TestTrustLoopback(t *testing.T) {
+	addr, srv, _ := startServerLogged(t, Config{TrustLoopback: true}, WithAuthStore(testStore(t)))
+	ctx := context.Background()
+	c := connect(t, dsn(addr, "stranger", ""), pgx.QueryExecModeSimpleProtocol)
+	var n int64
+	if err := c.QueryRow(ctx, "SELECT count(*) FROM lab_results").Scan(&n); err != nil || n != labRows {
+		t.Fatalf("trusted admin count = %d, %v", n, err)
+	}
+	if ps := srv.principals(); len(ps) != 1 || ps[0].User != "stranger" || !ps[0].Admin {
+		t.Errorf("principals = %+v, want the admin stranger", ps)
+	}
+	cfg, err := pgx.ParseConfig(dsn(addr, "ana", "wrong"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, err := pgx.ConnectConfig(ctx, cfg); err == nil {
+		c.Close(ctx)
+		t.Fatal("a known user logged in with a wrong password")
+	}
+}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/medlake/medlake/query/audit"
 	"github.com/medlake/medlake/query/auth"
 	"github.com/medlake/medlake/query/engine"
 )
@@ -41,6 +42,10 @@ type Config struct {
 	// RequireTLS refuses clients on non-loopback addresses that do not use
 	// TLS. It needs TLSCertFile and TLSKeyFile.
 	RequireTLS bool `yaml:"require_tls"`
+	// TrustLoopback admits a user name the login store does not know, on a
+	// loopback connection and with no password, as an admin (single-machine
+	// setups). Known users always prove their password.
+	TrustLoopback bool `yaml:"-"`
 }
 
 // Validate reports configuration errors.
@@ -90,15 +95,16 @@ func WithAuthStore(store auth.Store) Option { return func(s *Server) { s.store =
 // Concurrency: Run owns the listener and one goroutine per connection, and
 // waits for all of them before returning. mu guards ln, conns and nextPID.
 type Server struct {
-	cfg     Config
-	eng     SessionOpener
-	logger  *slog.Logger
-	observe QueryObserver
-	store   auth.Store    // nil: trust on loopback
-	tls     *tls.Config   // nil: no TLS
-	mockKey []byte        // salts the verifiers of unknown users
-	auditor Auditor       // nil: statements are not recorded
-	ready   chan struct{} // closed once ln is set
+	cfg      Config
+	eng      SessionOpener
+	logger   *slog.Logger
+	observe  QueryObserver
+	store    auth.Store      // nil: trust on loopback
+	tls      *tls.Config     // nil: no TLS
+	mockKey  []byte          // salts the verifiers of unknown users
+	auditLog audit.Log       // nil: statements are not recorded
+	audit    *audit.Recorder // over auditLog; set by New
+	ready    chan struct{}   // closed once ln is set
 
 	mu      sync.Mutex
 	ln      net.Listener
@@ -125,6 +131,7 @@ func New(cfg Config, eng SessionOpener, logger *slog.Logger, opts ...Option) (*S
 	for _, o := range opts {
 		o(s)
 	}
+	s.audit = audit.NewRecorder(s.auditLog, auditProtocol, s.logger)
 	if len(cfg.Users) > 0 {
 		if s.store != nil {
 			return nil, errors.New("pgwire: configure users or a login store, not both")
