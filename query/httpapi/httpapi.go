@@ -16,6 +16,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/duckdb/duckdb-go/v2"
 
+	"github.com/medlake/medlake/query/audit"
 	"github.com/medlake/medlake/query/auth"
 	"github.com/medlake/medlake/query/engine"
 	"github.com/medlake/medlake/query/results"
@@ -36,8 +37,9 @@ type Config struct {
 	MaxBodyBytes int64
 	// BatchRows is how many rows are encoded and flushed to the client at a time.
 	BatchRows int
-	// TrustLoopback admits clients on loopback without credentials, as
-	// admins, when no auth.Store is given (the single-machine demo).
+	// TrustLoopback admits clients on loopback as admins when they send no
+	// credentials or a user name the store does not know (single-machine
+	// setups). Known users always prove their password.
 	TrustLoopback bool
 }
 
@@ -58,11 +60,12 @@ type Handler struct {
 	sessions Sessions
 	logger   *slog.Logger
 	observe  Observer
+	audit    *audit.Recorder
 }
 
 // New returns a Handler. store may be nil only with cfg.TrustLoopback;
-// observe may be nil.
-func New(cfg Config, store auth.Store, sessions Sessions, logger *slog.Logger, observe Observer) (*Handler, error) {
+// observe and log may be nil (log: statements are not audited).
+func New(cfg Config, store auth.Store, sessions Sessions, log audit.Log, logger *slog.Logger, observe Observer) (*Handler, error) {
 	if store == nil && !cfg.TrustLoopback {
 		return nil, errors.New("httpapi: no login store and loopback not trusted: nobody could log in")
 	}
@@ -75,7 +78,9 @@ func New(cfg Config, store auth.Store, sessions Sessions, logger *slog.Logger, o
 	if observe == nil {
 		observe = func(string, time.Duration) {}
 	}
-	return &Handler{cfg: cfg, store: store, sessions: sessions, logger: logger.With("component", "httpapi"), observe: observe}, nil
+	logger = logger.With("component", "httpapi")
+	return &Handler{cfg: cfg, store: store, sessions: sessions, logger: logger, observe: observe,
+		audit: audit.NewRecorder(log, "http", logger)}, nil
 }
 
 // request is the JSON body form; a body of any other content type is the
@@ -124,24 +129,25 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // they are missing or wrong; every failure looks the same to the client.
 func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) (auth.Principal, bool) {
 	user, password, hasBasic := r.BasicAuth()
-	if h.store == nil {
-		if isLoopback(r.RemoteAddr) {
-			if user == "" {
-				user = "loopback"
-			}
+	trusted := h.cfg.TrustLoopback && isLoopback(r.RemoteAddr)
+	if trusted && user == "" {
+		user = "loopback"
+	}
+	if h.store == nil || !hasBasic {
+		if trusted {
 			return auth.Principal{User: user, Admin: true}, true
 		}
-		h.logger.Warn("http login refused", "remote", r.RemoteAddr, "reason", "no logins configured and client not on loopback")
-		deny(w)
-		return auth.Principal{}, false
-	}
-	if !hasBasic {
+		if h.store == nil {
+			h.logger.Warn("http login refused", "remote", r.RemoteAddr, "reason", "no logins configured and client not on loopback")
+		}
 		deny(w)
 		return auth.Principal{}, false
 	}
 	login, err := h.store.Login(r.Context(), user)
 	reason := ""
 	switch {
+	case errors.Is(err, auth.ErrUnknownUser) && trusted:
+		return auth.Principal{User: user, Admin: true}, true
 	case errors.Is(err, auth.ErrUnknownUser):
 		reason = "unknown user"
 	case err != nil:
@@ -206,7 +212,8 @@ func (h *Handler) readRequest(r *http.Request) (request, error) {
 
 // run executes the statement and streams its rows; it returns the outcome
 // for metrics.
-func (h *Handler) run(w http.ResponseWriter, r *http.Request, p auth.Principal, req request, enc results.Encoding) string {
+func (h *Handler) run(w http.ResponseWriter, r *http.Request, p auth.Principal, req request, enc results.Encoding) (outcome string) {
+	var runErr error // the statement's own outcome, for the audit log
 	ctx := r.Context()
 	sess, err := h.sessions.Session(ctx, p)
 	if err != nil {
@@ -215,11 +222,19 @@ func (h *Handler) run(w http.ResponseWriter, r *http.Request, p auth.Principal, 
 	defer sess.Close()
 	st, err := sess.Prepare(ctx, req.SQL)
 	if err != nil {
+		h.audit.Refused(ctx, p, r.RemoteAddr, req.SQL, err)
 		return h.fail(w, err)
 	}
 	defer st.Close()
+	finish, err := h.audit.Begin(ctx, p, r.RemoteAddr, req.SQL, st.Tables)
+	if err != nil {
+		return h.fail(w, err)
+	}
+	var rows int64
+	defer func() { finish(rows, runErr) }()
 	args, err := bindParams(st.Params, req.Params)
 	if err != nil {
+		runErr = err
 		writeError(w, http.StatusBadRequest, "22023", err.Error())
 		return "error"
 	}
@@ -240,11 +255,13 @@ func (h *Handler) run(w http.ResponseWriter, r *http.Request, p auth.Principal, 
 		if err := out.Write(rec); err != nil {
 			return err
 		}
+		rows += rec.NumRows()
 		if flusher != nil {
 			flusher.Flush()
 		}
 		return nil
 	})
+	runErr = err
 	if err != nil && out == nil {
 		// Nothing sent yet: the status can still say what went wrong.
 		w.Header().Del("Trailer")
@@ -258,6 +275,7 @@ func (h *Handler) run(w http.ResponseWriter, r *http.Request, p auth.Principal, 
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
+	runErr = err
 	if err != nil {
 		return h.failStream(w, err)
 	}
@@ -282,6 +300,8 @@ func (h *Handler) fail(w http.ResponseWriter, err error) string {
 		status = http.StatusForbidden
 	case code == "57014":
 		status = http.StatusRequestTimeout
+	case code == "58000":
+		status = http.StatusServiceUnavailable
 	case code == "XX000":
 		status = http.StatusInternalServerError
 		h.logger.Error("http query failed", "err", err)
@@ -290,13 +310,7 @@ func (h *Handler) fail(w http.ResponseWriter, err error) string {
 	return outcome(err)
 }
 
-func outcome(err error) string {
-	switch engine.SQLState(err) {
-	case "42501", "25006":
-		return "refused"
-	}
-	return "error"
-}
+func outcome(err error) string { return audit.Outcome(err) }
 
 func writeError(w http.ResponseWriter, status int, code, msg string) {
 	w.Header().Set("Content-Type", "application/json")

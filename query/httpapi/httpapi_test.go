@@ -22,6 +22,7 @@ import (
 	"github.com/apache/arrow-go/v18/arrow/memory"
 	_ "github.com/duckdb/duckdb-go/v2"
 
+	"github.com/medlake/medlake/catalog"
 	"github.com/medlake/medlake/query/auth"
 	"github.com/medlake/medlake/query/engine"
 	"github.com/medlake/medlake/query/internal/testlake"
@@ -43,11 +44,14 @@ func (m memStore) Login(_ context.Context, user string) (auth.Login, error) {
 type fixture struct {
 	srv     *httptest.Server
 	handler *Handler
+	cat     *catalog.Catalog // holds the audit log
 }
 
 const labRows = 1000
 
-func newFixture(t *testing.T) fixture {
+func newFixture(t *testing.T) fixture { return newFixtureTrusting(t, false) }
+
+func newFixtureTrusting(t *testing.T, trust bool) fixture {
 	t.Helper()
 	cat := testlake.Catalog(t)
 	testlake.CreateLabTable(t, cat, "lab_results")
@@ -74,13 +78,18 @@ func newFixture(t *testing.T) fixture {
 		"off":  {Principal: auth.Principal{User: "off", Admin: true}, Verifier: mk("right"), Disabled: true},
 		"tina": {Principal: auth.Principal{User: "tina", Tenant: "t1"}, Verifier: mk("right")},
 	}
-	h, err := New(Config{BatchRows: 100}, store, e, slog.New(slog.DiscardHandler), nil)
+	meta, err := catalog.Open(t.Context(), catalog.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { meta.Close() })
+	h, err := New(Config{BatchRows: 100, TrustLoopback: trust}, store, e, meta, slog.New(slog.DiscardHandler), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return fixture{srv: srv, handler: h}
+	return fixture{srv: srv, handler: h, cat: meta}
 }
 
 func (f fixture) post(t *testing.T, user, password, contentType, body, query string) *http.Response {
@@ -247,6 +256,43 @@ func TestTenantScope(t *testing.T) {
 	resp = f.post(t, "tina", "right", "", "SELECT count(*) AS n FROM visits WHERE _tenant = 't2' OR true", "?format=csv")
 	if got := string(readAll(t, resp.Body)); got != "n\n2\n" {
 		t.Errorf("predicate escape: body %q", got)
+	}
+}
+
+// Every statement is in the audit log with who, what and how it ended.
+func TestAudit(t *testing.T) {
+	f := newFixture(t)
+	f.post(t, "tina", "right", "", "SELECT id FROM visits", "?format=csv")
+	f.post(t, "tina", "right", "", "SELECT * FROM read_csv('/etc/passwd')", "")
+	entries, err := f.cat.AuditLog(t.Context(), catalog.AuditFilter{User: "tina"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]catalog.AuditEntry{}
+	for _, e := range entries {
+		got[e.Outcome] = e
+	}
+	ok, refused := got[catalog.AuditOK], got[catalog.AuditRefused]
+	if len(entries) != 2 || ok.Rows != 2 || ok.Tenant != "t1" || ok.Protocol != "http" || strings.Join(ok.Tables, ",") != "visits" ||
+		!strings.Contains(refused.Statement, "read_csv") || !strings.HasPrefix(ok.Client, "127.0.0.1:") {
+		t.Errorf("audit log = %+v", entries)
+	}
+}
+
+// With TrustLoopback, loopback clients without credentials or with an
+// unknown name are admins; known users still prove their password.
+func TestTrustLoopback(t *testing.T) {
+	f := newFixtureTrusting(t, true)
+	resp := f.post(t, "", "", "", "SELECT count(*) AS n FROM visits", "?format=csv")
+	if got := string(readAll(t, resp.Body)); got != "n\n3\n" {
+		t.Errorf("no credentials: %d %q", resp.StatusCode, got)
+	}
+	resp = f.post(t, "stranger", "", "", "SELECT count(*) AS n FROM visits", "?format=csv")
+	if got := string(readAll(t, resp.Body)); got != "n\n3\n" {
+		t.Errorf("unknown user: %d %q", resp.StatusCode, got)
+	}
+	if resp := f.post(t, "tina", "wrong", "", "SELECT 1", ""); resp.StatusCode != 401 {
+		t.Errorf("known user, wrong password: %d", resp.StatusCode)
 	}
 }
 
