@@ -7,6 +7,7 @@ import (
 
 	"github.com/medlake/medlake/catalog"
 	"github.com/medlake/medlake/query/auth"
+	"github.com/medlake/medlake/query/pgwire"
 )
 
 // UserDirectory finds users by name; *catalog.Catalog implements it. It must be safe
@@ -52,4 +53,42 @@ func LoginOf(u catalog.User) (auth.Login, error) {
 		Verifier:  v,
 		Disabled:  u.Disabled,
 	}, nil
+}
+
+// serviceLogins is the configured users (admins) and, when given, the
+// catalog's users, looked up in that order; nil when there are neither.
+func serviceLogins(configured []pgwire.User, users UserDirectory) (auth.Store, error) {
+	var chain chainStore
+	if len(configured) > 0 {
+		logins := make(map[string]auth.Login, len(configured))
+		for _, u := range configured {
+			// Configured users predate tenants: each reads every tenant's rows.
+			l, err := auth.PasswordLogin(auth.Principal{User: u.Name, Admin: true}, u.Password)
+			if err != nil {
+				return nil, fmt.Errorf("query: user %s: %w", u.Name, err)
+			}
+			logins[u.Name] = l
+		}
+		chain = append(chain, auth.NewStaticStore(logins))
+	}
+	if users != nil {
+		chain = append(chain, LoginStore(users))
+	}
+	if len(chain) == 0 {
+		return nil, nil
+	}
+	return chain, nil
+}
+
+// chainStore looks a login up in each store in turn.
+type chainStore []auth.Store
+
+func (c chainStore) Login(ctx context.Context, name string) (auth.Login, error) {
+	for _, s := range c {
+		l, err := s.Login(ctx, name)
+		if !errors.Is(err, auth.ErrUnknownUser) {
+			return l, err
+		}
+	}
+	return auth.Login{}, fmt.Errorf("login %s: %w", name, auth.ErrUnknownUser)
 }

@@ -2,10 +2,12 @@ package query
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"sync"
 	"time"
 
@@ -15,7 +17,10 @@ import (
 	"github.com/medlake/medlake/query/audit"
 	"github.com/medlake/medlake/query/cache"
 	"github.com/medlake/medlake/query/engine"
+	"github.com/medlake/medlake/query/flightsql"
+	"github.com/medlake/medlake/query/httpapi"
 	"github.com/medlake/medlake/query/pgwire"
+	"github.com/medlake/medlake/query/reports"
 )
 
 // Defaults for Config.
@@ -44,12 +49,31 @@ type Config struct {
 	TLSKeyFile  string `yaml:"tls_key_file"`
 	// RequireTLS refuses pgwire clients on other hosts that do not use TLS.
 	RequireTLS bool `yaml:"require_tls"`
+	// FlightListen is the Arrow Flight SQL address (TLS with the same
+	// certificate as pgwire), e.g. 127.0.0.1:5434. Empty: Flight SQL is off.
+	FlightListen string `yaml:"flight_listen"`
+	// TrustLoopback admits, on every protocol, a user name that neither
+	// users nor the catalog knows, from a loopback address and with no
+	// password, as an admin. Default: true when no users are configured
+	// (single-machine setups and the demo); set false in production.
+	TrustLoopback *bool `yaml:"trust_loopback"`
 }
 
+// trustLoopback resolves TrustLoopback's default.
+func (c Config) trustLoopback() bool {
+	if c.TrustLoopback != nil {
+		return *c.TrustLoopback
+	}
+	return len(c.Users) == 0
+}
+
+// pgwire is the wire server's configuration. Configured users reach it
+// through the Service's login store, with the catalog's.
 func (c Config) pgwire() pgwire.Config {
 	return pgwire.Config{
-		Listen: c.Listen, Users: c.Users,
+		Listen:      c.Listen,
 		TLSCertFile: c.TLSCertFile, TLSKeyFile: c.TLSKeyFile, RequireTLS: c.RequireTLS,
+		TrustLoopback: c.trustLoopback(),
 	}
 }
 
@@ -75,19 +99,30 @@ func (c Config) Validate() error {
 			errs = append(errs, fmt.Errorf("query: listen %q: %w", c.Listen, err))
 		}
 	}
-	if err := c.pgwire().Validate(); err != nil {
+	pg := c.pgwire()
+	pg.Users = c.Users
+	if err := pg.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("query: %w", err))
+	}
+	if c.FlightListen != "" {
+		if _, _, err := net.SplitHostPort(c.FlightListen); err != nil {
+			errs = append(errs, fmt.Errorf("query: flight_listen %q: %w", c.FlightListen, err))
+		}
 	}
 	return errors.Join(errs...)
 }
 
-// Service is the query role: the engine refreshing table views and the
-// pgwire server in front of it.
+// Service is the query role: the engine refreshing table views, and in
+// front of it the pgwire server, the Flight SQL server, the HTTP query API
+// and the report scheduler.
 type Service struct {
-	cfg    Config
-	logger *slog.Logger
-	eng    *engine.Engine
-	srv    *pgwire.Server
+	cfg     Config
+	logger  *slog.Logger
+	eng     *engine.Engine
+	srv     *pgwire.Server
+	flight  *flightsql.Server  // nil when turned off
+	api     *httpapi.Handler   // mounted by the caller's HTTP server
+	reports *reports.Scheduler // nil without WithReports
 
 	queries  *prometheus.CounterVec
 	duration prometheus.Histogram
@@ -98,6 +133,18 @@ type Option func(*options)
 
 type options struct {
 	auditor audit.Log
+	users   UserDirectory
+	reports reports.Store
+	objects reports.Objects
+}
+
+// WithLogins adds the catalog's users to the configured ones, on every
+// protocol.
+func WithLogins(users UserDirectory) Option { return func(o *options) { o.users = users } }
+
+// WithReports runs scheduled reports from store, writing results to objects.
+func WithReports(store reports.Store, objects reports.Objects) Option {
+	return func(o *options) { o.reports, o.objects = store, objects }
 }
 
 // WithAuditor records every statement clients send in a's audit log (the catalog's),
@@ -147,9 +194,22 @@ func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace stri
 	if err != nil {
 		return nil, err
 	}
+	logins, err := serviceLogins(cfg.Users, o.users)
+	if err != nil {
+		eng.Close()
+		return nil, err
+	}
+	trust := cfg.trustLoopback()
+	if logins == nil && !trust {
+		eng.Close()
+		return nil, errors.New("query: no users are configured, no catalog logins are given and loopback is not trusted: nobody could log in")
+	}
 	pgOpts := []pgwire.Option{pgwire.WithQueryObserver(s.observe)}
 	if o.auditor != nil {
 		pgOpts = append(pgOpts, pgwire.WithAuditor(o.auditor))
+	}
+	if logins != nil {
+		pgOpts = append(pgOpts, pgwire.WithAuthStore(logins))
 	}
 	srv, err := pgwire.New(cfg.pgwire(), eng, base, pgOpts...)
 	if err != nil {
@@ -157,6 +217,35 @@ func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace stri
 		return nil, err
 	}
 	s.eng, s.srv = eng, srv
+	if s.api, err = httpapi.New(httpapi.Config{TrustLoopback: trust}, logins, eng, o.auditor, base, s.observe); err != nil {
+		eng.Close()
+		return nil, err
+	}
+	if cfg.FlightListen != "" {
+		fcfg := flightsql.Config{Listen: cfg.FlightListen, TrustLoopback: trust}
+		if cfg.TLSCertFile != "" {
+			cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+			if err != nil {
+				eng.Close()
+				return nil, fmt.Errorf("query: loading TLS certificate %s: %w", cfg.TLSCertFile, err)
+			}
+			fcfg.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		}
+		if s.flight, err = flightsql.New(fcfg, logins, eng, o.auditor, base, s.observe); err != nil {
+			eng.Close()
+			return nil, err
+		}
+	}
+	if o.reports != nil {
+		if logins == nil {
+			eng.Close()
+			return nil, errors.New("query: reports need logins: a report runs as its owner")
+		}
+		if s.reports, err = reports.New(reports.Config{}, o.reports, logins, eng, o.objects, base, reg); err != nil {
+			eng.Close()
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -173,21 +262,39 @@ func (s *Service) Engine() *engine.Engine { return s.eng }
 // Addr returns the pgwire listen address once Run listens.
 func (s *Service) Addr(ctx context.Context) (net.Addr, error) { return s.srv.Addr(ctx) }
 
-// Run serves until ctx is done or a part fails, then stops both parts,
+// FlightAddr returns the Flight SQL listen address once Run listens, or an
+// error when Flight SQL is off.
+func (s *Service) FlightAddr(ctx context.Context) (net.Addr, error) {
+	if s.flight == nil {
+		return nil, errors.New("flight sql is off")
+	}
+	return s.flight.Addr(ctx)
+}
+
+// HTTPHandler serves the HTTP query API (httpapi.Path) on the caller's
+// HTTP server.
+func (s *Service) HTTPHandler() http.Handler { return s.api }
+
+// Run serves until ctx is done or a part fails, then stops every part,
 // waits for them and closes the engine.
 func (s *Service) Run(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	parts := []func(context.Context) error{s.eng.Run, s.srv.Run}
+	if s.flight != nil {
+		parts = append(parts, s.flight.Run)
+	}
+	if s.reports != nil {
+		parts = append(parts, s.reports.Run)
+	}
 	var wg sync.WaitGroup
-	errs := make([]error, 2)
-	wg.Go(func() {
-		errs[0] = s.eng.Run(ctx)
-		cancel()
-	})
-	wg.Go(func() {
-		errs[1] = s.srv.Run(ctx)
-		cancel()
-	})
+	errs := make([]error, len(parts))
+	for i, run := range parts {
+		wg.Go(func() {
+			errs[i] = run(ctx)
+			cancel()
+		})
+	}
 	wg.Wait()
 	return errors.Join(errors.Join(errs...), s.eng.Close())
 }

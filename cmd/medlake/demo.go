@@ -40,8 +40,10 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) error {
 	)
 	defaults := DefaultConfig()
 	defaults.DataDir = "medlake-demo"
+	defaults.Query.FlightListen = "127.0.0.1:5434"
 	cfg, _, err := loadConfigOver(defaults, "demo", demoUsage, args, func(fs *flag.FlagSet, cfg *Config) {
 		fs.StringVar(&cfg.Query.Listen, "pg-listen", cfg.Query.Listen, "PostgreSQL wire protocol address")
+		fs.StringVar(&cfg.Query.FlightListen, "flight-listen", cfg.Query.FlightListen, "Arrow Flight SQL address (empty: off)")
 		fs.StringVar(&cfg.Broker.Listen, "broker-listen", cfg.Broker.Listen, "embedded MQTT broker address")
 		fs.StringVar(&cfg.HTTPListen, "http-listen", cfg.HTTPListen, "address for /healthz, /readyz and /metrics")
 		fs.IntVar(&facilities, "facilities", 3, "demo facilities (one agent each)")
@@ -102,6 +104,10 @@ func (d *demo) run(ctx context.Context, every time.Duration, rounds int) error {
 	fmt.Fprintf(d.stdout, "medlake demo is running; data in %s\n", d.cfg.DataDir)
 	fmt.Fprintf(d.stdout, "  connect:  psql 'postgresql://medlake@%s:%s/medlake'\n", host, port)
 	fmt.Fprintf(d.stdout, "  or:       go run ./cmd/medlake sql --pg-listen %s \"SELECT _facility, count(*) FROM lab_results GROUP BY 1\"\n", d.cfg.Query.Listen)
+	fmt.Fprintf(d.stdout, "  http:     curl --data-binary 'SELECT count(*) FROM lab_results' 'http://%s/api/v1/query?format=csv'\n", d.cfg.HTTPListen)
+	if d.cfg.Query.FlightListen != "" {
+		fmt.Fprintf(d.stdout, "  arrow:    Flight SQL on grpc://%s (any user name, no password, from this machine)\n", d.cfg.Query.FlightListen)
+	}
 	fmt.Fprintf(d.stdout, "  exports:  %s (drop more files here)\n  metrics:  http://%s/metrics\n", exportsDir, d.cfg.HTTPListen)
 
 	if err := d.deliver(first, exportsDir, 1); err != nil {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"database/sql"
 	"fmt"
 	"io"
 	"io/fs"
@@ -19,12 +20,14 @@ import (
 	"testing"
 	"time"
 
+	_ "github.com/apache/arrow-go/v18/arrow/flight/flightsql/driver" // registers "flightsql" for database/sql
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/medlake/medlake/cmd/medlake/internal/gen"
 	"github.com/medlake/medlake/deploy/local/stack"
 	"github.com/medlake/medlake/protocol"
+	"github.com/medlake/medlake/query/reports"
 )
 
 // e2eSetup says which real components the central side runs on. Empty fields mean the
@@ -72,10 +75,10 @@ func runEndToEnd(t *testing.T, setup e2eSetup) {
 		t.Fatal(err)
 	}
 
-	pgAddr, httpAddr := freeAddr(t), freeAddr(t)
+	pgAddr, httpAddr, flightAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	brokerURL := setup.broker
 	args := []string{"serve", "--data-dir", filepath.Join(work, "hub"), "--feeds", filepath.Join(genDir, "feeds"),
-		"--pg-listen", pgAddr, "--http-listen", httpAddr, "--log-format", "json"}
+		"--pg-listen", pgAddr, "--http-listen", httpAddr, "--flight-listen", flightAddr, "--log-format", "json"}
 	if brokerURL == "" {
 		brokerAddr := freeAddr(t)
 		args = append(args, "--broker-listen", brokerAddr)
@@ -203,6 +206,45 @@ rescan_interval: 2s
 	row := regexp.MustCompile(fmt.Sprintf(`(?m)^ %s\s+\| %d$`, fac, n))
 	if !row.Match(out) || !strings.Contains(string(out), "(1 row)") {
 		t.Errorf("medlake sql printed:\n%s\nwant the row %s | %d", out, fac, n)
+	}
+
+	// The same count over the HTTP query API and Arrow Flight SQL (trusted on
+	// loopback: no users are configured).
+	resp, err := http.Post("http://"+httpAddr+"/api/v1/query?format=csv", "application/sql",
+		strings.NewReader("SELECT count(*) AS n FROM lab_results WHERE _facility = '"+fac+"'"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if want := fmt.Sprintf("n\n%d\n", n); resp.StatusCode != 200 || string(body) != want {
+		t.Errorf("HTTP query API: %d %q, want %q", resp.StatusCode, body, want)
+	}
+	fdb, err := sql.Open("flightsql", "flightsql://analyst@"+flightAddr+"?timeout=60s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fn int64
+	if err := fdb.QueryRowContext(ctx, "SELECT count(*) FROM lab_results WHERE _facility = $1", fac).Scan(&fn); err != nil || fn != n {
+		t.Errorf("Flight SQL: %d, %v; want %d", fn, err, n)
+	}
+	fdb.Close()
+
+	// The shipped example reports run on the generated tables.
+	examples, err := reports.Examples()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ex := range examples {
+		rows, err := conn.Query(ctx, ex.SQL)
+		if err == nil {
+			for rows.Next() {
+			}
+			err = rows.Err()
+		}
+		if err != nil {
+			t.Errorf("example report %s: %v", ex.Name, err)
+		}
 	}
 
 	checkRejections(ctx, t, brokerURL)

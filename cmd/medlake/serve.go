@@ -21,6 +21,8 @@ import (
 	"github.com/medlake/medlake/hub"
 	"github.com/medlake/medlake/hub/broker"
 	"github.com/medlake/medlake/query"
+	"github.com/medlake/medlake/query/httpapi"
+	"github.com/medlake/medlake/query/reports"
 )
 
 const serveUsage = `Usage: medlake serve [flags]
@@ -75,6 +77,7 @@ func bindServeFlags(fs *flag.FlagSet, cfg *Config) {
 	fs.StringVar(&cfg.Broker.Listen, "broker-listen", cfg.Broker.Listen, "embedded broker address")
 	fs.StringVar(&cfg.Ingest.FeedsDir, "feeds", cfg.Ingest.FeedsDir, "optional directory of feed definitions (*.yaml) applied to the catalog at start")
 	fs.StringVar(&cfg.Query.Listen, "pg-listen", cfg.Query.Listen, "PostgreSQL wire protocol address")
+	fs.StringVar(&cfg.Query.FlightListen, "flight-listen", cfg.Query.FlightListen, "Arrow Flight SQL address (empty: off)")
 }
 
 // node is one running medlake process: its modules and its HTTP endpoints.
@@ -86,7 +89,8 @@ type node struct {
 	httpLn   net.Listener
 	httpEnd  chan struct{}
 	cat      *catalog.Catalog
-	started  atomic.Bool // every module has been started
+	started  atomic.Bool                  // every module has been started
+	queryAPI atomic.Pointer[http.Handler] // the query role's HTTP API, once it runs
 }
 
 // startNode opens and starts every module the roles need, in dependency order.
@@ -133,10 +137,13 @@ func startNode(ctx context.Context, cfg *Config, roles []string, logger *slog.Lo
 			n.group.start(m, in)
 		case modQuery:
 			q, err := query.New(ctx, cfg.Query, n.cat.Iceberg(), strings.Join(n.cat.Namespace(), "."), logger, reg,
-				query.WithAuditor(n.cat))
+				query.WithAuditor(n.cat), query.WithLogins(n.cat),
+				query.WithReports(n.cat, reports.Warehouse{Root: n.cat.Warehouse(), Props: n.cat.Properties()}))
 			if err != nil {
 				return n, fmt.Errorf("query: %w", err)
 			}
+			api := q.HTTPHandler()
+			n.queryAPI.Store(&api)
 			n.group.start(m, q)
 		}
 	}
@@ -151,6 +158,14 @@ func (n *node) serveHTTP(addr string, reg *prometheus.Registry) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc(httpapi.Path, func(w http.ResponseWriter, r *http.Request) {
+		h := n.queryAPI.Load()
+		if h == nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "this node does not run the query role"})
+			return
+		}
+		(*h).ServeHTTP(w, r)
+	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
 	})
