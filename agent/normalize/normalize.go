@@ -232,6 +232,9 @@ type Batcher struct {
 	bufs [2]*bufio.Reader
 	// XML scratch reused by the runs likewise (xml.go).
 	xin     *xmlInput
+	xdoc    []byte // an entry read whole for xscan
+	xscan   xmlScan
+	noScan  bool // tests: read every XML entry with encoding/xml
 	xtext   []strings.Builder
 	xcount  []int
 	xvals   []value

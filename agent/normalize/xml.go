@@ -2,6 +2,7 @@ package normalize
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/xml"
 	"errors"
@@ -180,12 +181,28 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 	if err != nil {
 		return st, fmt.Errorf("reading %s: %w", source, err)
 	}
-	in := b.xmlInput(b.reader(1, text, 64<<10))
-	dec := xml.NewDecoder(in)
-	dec.Strict = true
-	// The text is already UTF-8; the declaration is checked against enc when its token
-	// arrives (encoding/xml asks CharsetReader only about labels other than utf-8).
-	dec.CharsetReader = func(_ string, input io.Reader) (io.Reader, error) { return input, nil }
+	var src xmlTokens
+	if b.xdoc == nil {
+		b.xdoc = make([]byte, maxXMLScanBytes+1)
+	}
+	doc, rest, whole := readXMLPrefix(text, b.xdoc)
+	if whole && !b.noScan && b.xscan.scan(bytes.TrimPrefix(doc, []byte(xmlBOM))) {
+		src = &b.xscan
+	} else {
+		// Not for the scanner: encoding/xml reads the entry from its first byte.
+		if whole {
+			text = bytes.NewReader(doc)
+		} else {
+			text = io.MultiReader(bytes.NewReader(doc), rest)
+		}
+		in := b.xmlInput(b.reader(1, text, 64<<10))
+		dec := xml.NewDecoder(in)
+		dec.Strict = true
+		// The text is already UTF-8; the declaration is checked against enc when its token
+		// arrives (encoding/xml asks CharsetReader only about labels other than utf-8).
+		dec.CharsetReader = func(_ string, input io.Reader) (io.Reader, error) { return input, nil }
+		src = &xmlDecoderTokens{dec: dec, in: in}
+	}
 
 	bt := b.begin(source, &st)
 	vals, fields, idx := b.xmlRow(n.nvals(), len(n.slots))
@@ -207,6 +224,7 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 			}
 		},
 	}
+	var tok xmlToken
 	inRecord := false
 	depth := 0         // open elements
 	prefixOK := 0      // the first prefixOK open elements match the record path
@@ -218,7 +236,7 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 		return fmt.Errorf("%s line %d: %s: %w", source, line, fmt.Sprintf(format, args...), sentinel)
 	}
 	decodeErr := func(err error) error {
-		if in.err != nil && errors.Is(err, in.err) {
+		if rerr := src.readErr(); rerr != nil && errors.Is(err, rerr) {
 			if errors.Is(err, errMarkupTooLong) {
 				return fileErr(ErrMalformedXML, "%v", err)
 			}
@@ -272,7 +290,8 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 		rj, ok := n.xmlValues(rec, fields, idx, vals)
 		if !ok {
 			rj.Source, rj.Row, rj.Line = source, rec.row, rec.line
-			rj.Raw = in.raw(rec.start, dec.InputOffset())
+			end, _ := src.pos()
+			rj.Raw = src.raw(rec.start, end)
 			st.Rejected++
 			if err := reject(rj); err != nil {
 				return fmt.Errorf("recording reject for %s row %d: %w", source, rj.Row, err)
@@ -302,19 +321,19 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 				return st, err
 			}
 		}
-		startOff := dec.InputOffset()
-		l, _ := dec.InputPos()
-		line = int64(l) + in.skippedLines
-		in.mark(startOff, inRecord)
-		tok, err := dec.Token()
+		startOff, l := src.pos()
+		line = l
+		src.mark(startOff, inRecord)
+		err := src.next(&tok)
 		if err == io.EOF && depth == 0 {
 			break
 		}
 		if err != nil {
 			return st, decodeErr(err)
 		}
-		switch t := tok.(type) {
-		case xml.StartElement:
+		switch tok.kind {
+		case tokStart:
+			t := xml.StartElement{Name: tok.name, Attr: tok.attr}
 			depth++
 			if depth > MaxXMLDepth {
 				return st, fileErr(ErrMalformedXML, "elements nested deeper than %d", MaxXMLDepth)
@@ -344,7 +363,7 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 					rec.startRecord(p, t)
 				}
 			}
-		case xml.EndElement:
+		case tokEnd:
 			depth--
 			if prefixOK > depth {
 				prefixOK = depth
@@ -358,10 +377,11 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 				}
 				rec.endChild(p)
 			}
-		case xml.CharData:
-			cut := in.takeCut()
+		case tokText:
+			t := tok.data
+			cut := src.takeCut()
 			if depth == 0 {
-				if len(strings.TrimSpace(string(t))) > 0 {
+				if len(bytes.TrimSpace(t)) > 0 {
 					return st, fileErr(ErrMalformedXML, "text outside the root element")
 				}
 				continue
@@ -385,14 +405,14 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 				}
 				b.Write(t)
 			}
-		case xml.ProcInst:
-			if t.Target != "xml" {
+		case tokProcInst:
+			if tok.target != "xml" {
 				continue
 			}
-			if label := xmlDeclEncoding(t.Inst); label != "" && !encodingsAgree(label, enc) {
+			if label := xmlDeclEncoding(tok.data); label != "" && !encodingsAgree(label, enc) {
 				return st, fileErr(ErrMalformedXML, "document declares encoding %q but is read as %s (the feed's encoding, or its byte order mark)", label, enc)
 			}
-		case xml.Directive, xml.Comment:
+		case tokDirective, tokComment:
 			// DOCTYPE and other directives are skipped, never processed: no DTD is read,
 			// no external entity fetched, no custom entity defined.
 		}
