@@ -235,8 +235,7 @@ type Batcher struct {
 	xdoc    []byte // an entry read whole for xscan
 	xscan   xmlScan
 	noScan  bool // tests: read every XML entry with encoding/xml
-	xtext   []strings.Builder
-	xcount  []int
+	xrec    *xmlRecord
 	xvals   []value
 	xfields []string
 	xidx    []int

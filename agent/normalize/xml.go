@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -121,8 +122,9 @@ type xmlRecord struct {
 	// keys[i] is the slash-joined local names of the open elements below the record
 	// element down to depth i+1, built once per element.
 	keys  []string
-	text  []strings.Builder
-	count []int // elements or attributes matched per slot
+	text  [][]byte // per slot; reused from record to record
+	count []int    // elements or attributes matched per slot
+	all   []byte   // the slots' texts together, made one string per record
 	// active[i] lists the slots collecting the text of the open element at depth i
 	// (0 is the record element); kids[i] says it has had a child element.
 	active [][]int
@@ -135,7 +137,7 @@ type xmlRecord struct {
 	// are kept in drift as path, value pairs; leaf holds the text of the open element.
 	collect bool
 	drift   []string
-	leaf    strings.Builder
+	leaf    []byte
 	leafCut bool
 }
 
@@ -211,18 +213,13 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 	var extra []value
 	var extraSeen []bool
 
-	seen := map[string]bool{}
-	slotText, slotCount := b.xmlSlots(len(n.slots))
-	rec := &xmlRecord{
-		collect: policy != feed.DriftIgnore,
-		text:    slotText,
-		count:   slotCount,
-		unmapped: func(path string) {
-			if !seen[path] && len(seen) < maxXMLUnmapped {
-				seen[path] = true
-				st.Unmapped = append(st.Unmapped, path)
-			}
-		},
+	rec := b.xmlRecord(len(n.slots))
+	rec.collect = policy != feed.DriftIgnore
+	rec.unmapped = func(path string) {
+		// A few paths per entry: a linear search costs less than a map.
+		if len(st.Unmapped) < maxXMLUnmapped && !slices.Contains(st.Unmapped, path) {
+			st.Unmapped = append(st.Unmapped, path)
+		}
 	}
 	var tok xmlToken
 	inRecord := false
@@ -390,20 +387,20 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 				continue
 			}
 			if top := rec.active[len(rec.active)-1]; len(top) == 0 && rec.collect {
-				if cut || rec.leaf.Len()+len(t) > MaxXMLFieldBytes {
+				if cut || len(rec.leaf)+len(t) > MaxXMLFieldBytes {
 					rec.leafCut = true
 				} else {
-					rec.leaf.Write(t)
+					rec.leaf = append(rec.leaf, t...)
 				}
 			}
 			for _, sl := range rec.active[len(rec.active)-1] {
 				b := &rec.text[sl]
-				if cut || b.Len()+len(t) > MaxXMLFieldBytes {
+				if cut || len(*b)+len(t) > MaxXMLFieldBytes {
 					name := n.cols[n.slotCol[sl]].Name
 					rec.fail(name, fmt.Sprintf("column %s: text longer than %d bytes", name, MaxXMLFieldBytes))
 					break
 				}
-				b.Write(t)
+				*b = append(*b, t...)
 			}
 		case tokProcInst:
 			if tok.target != "xml" {
@@ -428,8 +425,9 @@ func (rec *xmlRecord) begin(row, line, start int64, nslots int) {
 	rec.keys, rec.active, rec.kids = rec.keys[:0], rec.active[:0], rec.kids[:0]
 	rec.bad, rec.reason = false, Reject{}
 	rec.drift = rec.drift[:0]
+	rec.leaf, rec.leafCut = rec.leaf[:0], false
 	for i := range nslots {
-		rec.text[i].Reset()
+		rec.text[i] = rec.text[i][:0]
 		rec.count[i] = 0
 	}
 }
@@ -449,7 +447,7 @@ func (rec *xmlRecord) startChild(p *xmlPlan, n *Normalizer, t xml.StartElement) 
 		name := n.cols[n.slotCol[parent[0]]].Name
 		rec.fail(name, fmt.Sprintf("column %s: element %s has child element <%s>; a column takes text only", name, n.slots[parent[0]], t.Name.Local))
 	}
-	rec.leaf.Reset()
+	rec.leaf = rec.leaf[:0]
 	rec.leafCut = false
 	key := t.Name.Local
 	if k := len(rec.keys); k > 0 {
@@ -468,7 +466,7 @@ func (rec *xmlRecord) startChild(p *xmlPlan, n *Normalizer, t xml.StartElement) 
 func (rec *xmlRecord) endChild(p *xmlPlan) {
 	top := len(rec.active) - 1
 	if key := rec.keys[top-1]; !rec.kids[top] && len(rec.active[top]) == 0 && !p.inner[key] {
-		rec.drifted(p, key, rec.leaf.String(), rec.leafCut)
+		rec.drifted(p, key, string(rec.leaf), rec.leafCut)
 	}
 	rec.keys = rec.keys[:top-1]
 	rec.active = rec.active[:top]
@@ -492,7 +490,7 @@ func (rec *xmlRecord) attrs(p *xmlPlan, key string, attrs []xml.Attr) {
 		for _, sl := range slots {
 			rec.count[sl]++
 			if rec.count[sl] == 1 {
-				rec.text[sl].WriteString(a.Value)
+				rec.text[sl] = append(rec.text[sl], a.Value...)
 			}
 		}
 	}
@@ -505,6 +503,7 @@ func (n *Normalizer) xmlValues(rec *xmlRecord, fields []string, idx []int, vals 
 	if rec.bad {
 		return rec.reason, false
 	}
+	rec.all = rec.all[:0]
 	for sl, src := range n.slots {
 		c := &n.cols[n.slotCol[sl]]
 		switch cnt := rec.count[sl]; {
@@ -520,7 +519,14 @@ func (n *Normalizer) xmlValues(rec *xmlRecord, fields []string, idx []int, vals 
 			}
 			idx[sl] = -1
 		default:
-			fields[sl], idx[sl] = rec.text[sl].String(), sl
+			idx[sl] = sl
+			rec.all = append(rec.all, rec.text[sl]...)
+		}
+	}
+	all := string(rec.all) // one allocation for the record's texts
+	for sl, i := range idx {
+		if i >= 0 {
+			fields[sl], all = all[:len(rec.text[sl])], all[len(rec.text[sl]):]
 		}
 	}
 	return n.convert(fields, idx, vals)
@@ -581,13 +587,13 @@ func (b *Batcher) xmlRow(nvals, nslots int) ([]value, []string, []int) {
 	return b.xvals, b.xfields, b.xidx
 }
 
-// xmlSlots returns the batcher's per-slot text builders and counts, n of each, for a
-// run; builders keep their capacity from entry to entry.
-func (b *Batcher) xmlSlots(n int) ([]strings.Builder, []int) {
-	if len(b.xtext) != n {
-		b.xtext, b.xcount = make([]strings.Builder, n), make([]int, n)
+// xmlRecord returns the batcher's record state for a run over n slots; its buffers keep
+// their capacity from record to record and entry to entry. begin resets it.
+func (b *Batcher) xmlRecord(n int) *xmlRecord {
+	if b.xrec == nil || len(b.xrec.text) != n {
+		b.xrec = &xmlRecord{text: make([][]byte, n), count: make([]int, n)}
 	}
-	return b.xtext, b.xcount
+	return b.xrec
 }
 
 func (in *xmlInput) ReadByte() (byte, error) {
@@ -775,24 +781,23 @@ func xmlEffectiveEncoding(br *bufio.Reader, declared string) string {
 // xmlDeclEncoding returns the encoding pseudo-attribute of an XML declaration's body
 // (`version="1.0" encoding="UTF-8"`), or "" when there is none.
 func xmlDeclEncoding(inst []byte) string {
-	s := string(inst)
-	i := strings.Index(s, "encoding")
+	i := bytes.Index(inst, []byte("encoding"))
 	if i < 0 {
 		return ""
 	}
-	s = strings.TrimLeft(s[i+len("encoding"):], " \t\r\n")
-	if !strings.HasPrefix(s, "=") {
+	s := bytes.TrimLeft(inst[i+len("encoding"):], " \t\r\n")
+	if len(s) == 0 || s[0] != '=' {
 		return ""
 	}
-	s = strings.TrimLeft(s[1:], " \t\r\n")
-	if s == "" || s[0] != '"' && s[0] != '\'' {
+	s = bytes.TrimLeft(s[1:], " \t\r\n")
+	if len(s) == 0 || s[0] != '"' && s[0] != '\'' {
 		return ""
 	}
-	end := strings.IndexByte(s[1:], s[0])
+	end := bytes.IndexByte(s[1:], s[0])
 	if end < 0 {
 		return ""
 	}
-	return s[1 : 1+end]
+	return string(s[1 : 1+end])
 }
 
 // encodingFamily groups the labels an XML declaration may use into the families of
@@ -801,7 +806,11 @@ func xmlDeclEncoding(inst []byte) string {
 // neither choice mis-decodes a byte silently. ASCII agrees with every family whose
 // first 128 code points it is.
 func encodingFamily(label string) string {
-	switch strings.ToLower(strings.TrimSpace(label)) {
+	label = strings.TrimSpace(label)
+	if strings.EqualFold(label, "utf-8") { // the usual label, without lower-casing a copy
+		return "utf-8"
+	}
+	switch strings.ToLower(label) {
 	case "utf-8", "utf8":
 		return "utf-8"
 	case "utf-16", "utf-16le", "utf-16be", "utf16", "ucs-2", "iso-10646-ucs-2":
