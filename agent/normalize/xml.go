@@ -137,6 +137,10 @@ type xmlRecord struct {
 	// are kept in drift as path, value pairs; leaf holds the text of the open element.
 	collect bool
 	drift   []string
+	keyBuf  []string // drift rescue's scratch
+	kvBuf   []string
+	// atPaths caches "@name" drift paths of the record element's attributes.
+	atPaths map[string]string
 	leaf    []byte
 	leafCut bool
 }
@@ -296,17 +300,19 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 			return nil
 		}
 		if policy == feed.DriftRescue {
-			var kv []string
-			keys := make([]string, 0, len(rec.drift)/2)
+			keys := rec.keyBuf[:0]
 			for i := 0; i < len(rec.drift); i += 2 {
 				keys = append(keys, rec.drift[i])
 			}
+			rec.keyBuf = keys
 			keys = uniqueKeys(keys)
+			kv := rec.kvBuf[:0]
 			for i := 0; i < len(rec.drift); i += 2 {
 				if strings.TrimSpace(rec.drift[i+1]) != "" {
 					kv = append(kv, keys[i/2], rec.drift[i+1])
 				}
 			}
+			rec.kvBuf = kv
 			vals[len(n.cols)] = rescued(kv)
 		}
 		return bt.add(vals, extra, rec.row)
@@ -482,7 +488,7 @@ func (rec *xmlRecord) attrs(p *xmlPlan, key string, attrs []xml.Attr) {
 		slots := want[a.Name.Local]
 		if len(slots) == 0 {
 			if key == "" {
-				rec.drifted(p, "@"+a.Name.Local, a.Value, false)
+				rec.drifted(p, rec.atPath(a.Name.Local), a.Value, false)
 			} else {
 				rec.drifted(p, key+"/@"+a.Name.Local, a.Value, false)
 			}
@@ -494,6 +500,21 @@ func (rec *xmlRecord) attrs(p *xmlPlan, key string, attrs []xml.Attr) {
 			}
 		}
 	}
+}
+
+// atPath returns "@"+name, made once per name while there is room.
+func (rec *xmlRecord) atPath(name string) string {
+	if path, ok := rec.atPaths[name]; ok {
+		return path
+	}
+	path := "@" + name
+	if len(rec.atPaths) < maxInterned {
+		if rec.atPaths == nil {
+			rec.atPaths = map[string]string{}
+		}
+		rec.atPaths[name] = path
+	}
+	return path
 }
 
 // xmlValues hands a finished record's slots to the row stage the CSV path uses. A
@@ -797,7 +818,14 @@ func xmlDeclEncoding(inst []byte) string {
 	if end < 0 {
 		return ""
 	}
-	return string(s[1 : 1+end])
+	switch label := s[1 : 1+end]; string(label) {
+	case "UTF-8": // the usual ones, without a copy
+		return "UTF-8"
+	case "utf-8":
+		return "utf-8"
+	default:
+		return string(label)
+	}
 }
 
 // encodingFamily groups the labels an XML declaration may use into the families of
