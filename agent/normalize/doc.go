@@ -49,7 +49,12 @@
 //
 // A feed with format.type xml is read with encoding/xml's Decoder token by token; no
 // document tree is built, so one file of millions of records streams in the memory of
-// one record. The rules:
+// one record. An entry of at most 32 KiB in the plain shape of one-record exports (no
+// DOCTYPE, CDATA, namespace prefix or reference other than the five predefined
+// entities) is instead tokenized whole in memory by a small scanner (xmlfast.go) that
+// gives exactly encoding/xml's tokens, offsets and lines; anything else, errors
+// included, is left to encoding/xml from the entry's first byte, so both readers follow
+// the same rules and report the same errors. The rules:
 //
 //   - Paths. format.record is the path of the record element from the document root
 //     ("Export/Patients/Patient"); every element at that path is one record, and _row is

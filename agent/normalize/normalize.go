@@ -4,11 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -232,8 +232,10 @@ type Batcher struct {
 	bufs [2]*bufio.Reader
 	// XML scratch reused by the runs likewise (xml.go).
 	xin     *xmlInput
-	xtext   []strings.Builder
-	xcount  []int
+	xdoc    []byte // an entry read whole for xscan
+	xscan   xmlScan
+	noScan  bool // tests: read every XML entry with encoding/xml
+	xrec    *xmlRecord
 	xvals   []value
 	xfields []string
 	xidx    []int
@@ -399,7 +401,17 @@ func (n *Normalizer) nvals() int {
 }
 
 // uniqueKeys makes repeated source names distinct JSON keys: "Phone", "Phone[2]", ...
+// Names without repeats are returned as they are.
 func uniqueKeys(names []string) []string {
+	if len(names) <= 16 {
+		repeated := false
+		for i := 1; i < len(names) && !repeated; i++ {
+			repeated = slices.Contains(names[:i], names[i])
+		}
+		if !repeated {
+			return names
+		}
+	}
 	seen := map[string]int{}
 	out := make([]string, len(names))
 	for i, s := range names {
@@ -413,27 +425,77 @@ func uniqueKeys(names []string) []string {
 }
 
 // rescued is the _rescued value of key/value pairs: a JSON object in source order, NULL
-// when there are none.
+// when there are none. Strings are written as encoding/json writes them with HTML
+// escaping off (medical text holds < > &; keep it readable).
 func rescued(kv []string) value {
 	if len(kv) == 0 {
 		return value{}
 	}
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false) // medical text holds < > &; keep it readable
-	b.WriteByte('{')
+	var stack [512]byte
+	b := append(stack[:0], '{')
 	for i := 0; i < len(kv); i += 2 {
 		if i > 0 {
-			b.WriteByte(',')
+			b = append(b, ',')
 		}
-		enc.Encode(kv[i]) // strings always encode; Encode adds a newline
-		b.Truncate(b.Len() - 1)
-		b.WriteByte(':')
-		enc.Encode(kv[i+1])
-		b.Truncate(b.Len() - 1)
+		b = appendJSONString(b, kv[i])
+		b = append(b, ':')
+		b = appendJSONString(b, kv[i+1])
 	}
-	b.WriteByte('}')
-	return value{valid: true, s: b.String()}
+	b = append(b, '}')
+	return value{valid: true, s: string(b)}
+}
+
+// appendJSONString appends s as a JSON string exactly as encoding/json encodes it with
+// SetEscapeHTML(false): '"', '\\' and control characters escaped, invalid UTF-8 as
+// \ufffd, U+2028 and U+2029 escaped.
+func appendJSONString(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	dst = append(dst, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			dst = append(dst, s[start:i]...)
+			switch c {
+			case '\\', '"':
+				dst = append(dst, '\\', c)
+			case '\b':
+				dst = append(dst, '\\', 'b')
+			case '\f':
+				dst = append(dst, '\\', 'f')
+			case '\n':
+				dst = append(dst, '\\', 'n')
+			case '\r':
+				dst = append(dst, '\\', 'r')
+			case '\t':
+				dst = append(dst, '\\', 't')
+			default:
+				dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, `\ufffd`...)
+		case r == '\u2028' || r == '\u2029':
+			dst = append(dst, s[start:i]...)
+			dst = append(dst, '\\', 'u', '2', '0', '2', hex[r&0xF])
+		default:
+			i += size
+			continue
+		}
+		i += size
+		start = i
+	}
+	dst = append(dst, s[start:]...)
+	return append(dst, '"')
 }
 
 func (n *Normalizer) append(rb *array.RecordBuilder, vals []value) {

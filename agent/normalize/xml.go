@@ -2,11 +2,13 @@ package normalize
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/xml"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -120,8 +122,9 @@ type xmlRecord struct {
 	// keys[i] is the slash-joined local names of the open elements below the record
 	// element down to depth i+1, built once per element.
 	keys  []string
-	text  []strings.Builder
-	count []int // elements or attributes matched per slot
+	text  [][]byte // per slot; reused from record to record
+	count []int    // elements or attributes matched per slot
+	all   []byte   // the slots' texts together, made one string per record
 	// active[i] lists the slots collecting the text of the open element at depth i
 	// (0 is the record element); kids[i] says it has had a child element.
 	active [][]int
@@ -134,7 +137,11 @@ type xmlRecord struct {
 	// are kept in drift as path, value pairs; leaf holds the text of the open element.
 	collect bool
 	drift   []string
-	leaf    strings.Builder
+	keyBuf  []string // drift rescue's scratch
+	kvBuf   []string
+	// atPaths caches "@name" drift paths of the record element's attributes.
+	atPaths map[string]string
+	leaf    []byte
 	leafCut bool
 }
 
@@ -180,12 +187,28 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 	if err != nil {
 		return st, fmt.Errorf("reading %s: %w", source, err)
 	}
-	in := b.xmlInput(b.reader(1, text, 64<<10))
-	dec := xml.NewDecoder(in)
-	dec.Strict = true
-	// The text is already UTF-8; the declaration is checked against enc when its token
-	// arrives (encoding/xml asks CharsetReader only about labels other than utf-8).
-	dec.CharsetReader = func(_ string, input io.Reader) (io.Reader, error) { return input, nil }
+	var src xmlTokens
+	if b.xdoc == nil {
+		b.xdoc = make([]byte, maxXMLScanBytes+1)
+	}
+	doc, rest, whole := readXMLPrefix(text, b.xdoc)
+	if whole && !b.noScan && b.xscan.scan(bytes.TrimPrefix(doc, []byte(xmlBOM))) {
+		src = &b.xscan
+	} else {
+		// Not for the scanner: encoding/xml reads the entry from its first byte.
+		if whole {
+			text = bytes.NewReader(doc)
+		} else {
+			text = io.MultiReader(bytes.NewReader(doc), rest)
+		}
+		in := b.xmlInput(b.reader(1, text, 64<<10))
+		dec := xml.NewDecoder(in)
+		dec.Strict = true
+		// The text is already UTF-8; the declaration is checked against enc when its token
+		// arrives (encoding/xml asks CharsetReader only about labels other than utf-8).
+		dec.CharsetReader = func(_ string, input io.Reader) (io.Reader, error) { return input, nil }
+		src = &xmlDecoderTokens{dec: dec, in: in}
+	}
 
 	bt := b.begin(source, &st)
 	vals, fields, idx := b.xmlRow(n.nvals(), len(n.slots))
@@ -194,19 +217,15 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 	var extra []value
 	var extraSeen []bool
 
-	seen := map[string]bool{}
-	slotText, slotCount := b.xmlSlots(len(n.slots))
-	rec := &xmlRecord{
-		collect: policy != feed.DriftIgnore,
-		text:    slotText,
-		count:   slotCount,
-		unmapped: func(path string) {
-			if !seen[path] && len(seen) < maxXMLUnmapped {
-				seen[path] = true
-				st.Unmapped = append(st.Unmapped, path)
-			}
-		},
+	rec := b.xmlRecord(len(n.slots))
+	rec.collect = policy != feed.DriftIgnore
+	rec.unmapped = func(path string) {
+		// A few paths per entry: a linear search costs less than a map.
+		if len(st.Unmapped) < maxXMLUnmapped && !slices.Contains(st.Unmapped, path) {
+			st.Unmapped = append(st.Unmapped, path)
+		}
 	}
+	var tok xmlToken
 	inRecord := false
 	depth := 0         // open elements
 	prefixOK := 0      // the first prefixOK open elements match the record path
@@ -218,7 +237,7 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 		return fmt.Errorf("%s line %d: %s: %w", source, line, fmt.Sprintf(format, args...), sentinel)
 	}
 	decodeErr := func(err error) error {
-		if in.err != nil && errors.Is(err, in.err) {
+		if rerr := src.readErr(); rerr != nil && errors.Is(err, rerr) {
 			if errors.Is(err, errMarkupTooLong) {
 				return fileErr(ErrMalformedXML, "%v", err)
 			}
@@ -272,7 +291,8 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 		rj, ok := n.xmlValues(rec, fields, idx, vals)
 		if !ok {
 			rj.Source, rj.Row, rj.Line = source, rec.row, rec.line
-			rj.Raw = in.raw(rec.start, dec.InputOffset())
+			end, _ := src.pos()
+			rj.Raw = src.raw(rec.start, end)
 			st.Rejected++
 			if err := reject(rj); err != nil {
 				return fmt.Errorf("recording reject for %s row %d: %w", source, rj.Row, err)
@@ -280,17 +300,19 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 			return nil
 		}
 		if policy == feed.DriftRescue {
-			var kv []string
-			keys := make([]string, 0, len(rec.drift)/2)
+			keys := rec.keyBuf[:0]
 			for i := 0; i < len(rec.drift); i += 2 {
 				keys = append(keys, rec.drift[i])
 			}
+			rec.keyBuf = keys
 			keys = uniqueKeys(keys)
+			kv := rec.kvBuf[:0]
 			for i := 0; i < len(rec.drift); i += 2 {
 				if strings.TrimSpace(rec.drift[i+1]) != "" {
 					kv = append(kv, keys[i/2], rec.drift[i+1])
 				}
 			}
+			rec.kvBuf = kv
 			vals[len(n.cols)] = rescued(kv)
 		}
 		return bt.add(vals, extra, rec.row)
@@ -302,19 +324,19 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 				return st, err
 			}
 		}
-		startOff := dec.InputOffset()
-		l, _ := dec.InputPos()
-		line = int64(l) + in.skippedLines
-		in.mark(startOff, inRecord)
-		tok, err := dec.Token()
+		startOff, l := src.pos()
+		line = l
+		src.mark(startOff, inRecord)
+		err := src.next(&tok)
 		if err == io.EOF && depth == 0 {
 			break
 		}
 		if err != nil {
 			return st, decodeErr(err)
 		}
-		switch t := tok.(type) {
-		case xml.StartElement:
+		switch tok.kind {
+		case tokStart:
+			t := xml.StartElement{Name: tok.name, Attr: tok.attr}
 			depth++
 			if depth > MaxXMLDepth {
 				return st, fileErr(ErrMalformedXML, "elements nested deeper than %d", MaxXMLDepth)
@@ -344,7 +366,7 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 					rec.startRecord(p, t)
 				}
 			}
-		case xml.EndElement:
+		case tokEnd:
 			depth--
 			if prefixOK > depth {
 				prefixOK = depth
@@ -358,10 +380,11 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 				}
 				rec.endChild(p)
 			}
-		case xml.CharData:
-			cut := in.takeCut()
+		case tokText:
+			t := tok.data
+			cut := src.takeCut()
 			if depth == 0 {
-				if len(strings.TrimSpace(string(t))) > 0 {
+				if len(bytes.TrimSpace(t)) > 0 {
 					return st, fileErr(ErrMalformedXML, "text outside the root element")
 				}
 				continue
@@ -370,29 +393,29 @@ func (n *Normalizer) runXML(ctx context.Context, r io.Reader, source string, b *
 				continue
 			}
 			if top := rec.active[len(rec.active)-1]; len(top) == 0 && rec.collect {
-				if cut || rec.leaf.Len()+len(t) > MaxXMLFieldBytes {
+				if cut || len(rec.leaf)+len(t) > MaxXMLFieldBytes {
 					rec.leafCut = true
 				} else {
-					rec.leaf.Write(t)
+					rec.leaf = append(rec.leaf, t...)
 				}
 			}
 			for _, sl := range rec.active[len(rec.active)-1] {
 				b := &rec.text[sl]
-				if cut || b.Len()+len(t) > MaxXMLFieldBytes {
+				if cut || len(*b)+len(t) > MaxXMLFieldBytes {
 					name := n.cols[n.slotCol[sl]].Name
 					rec.fail(name, fmt.Sprintf("column %s: text longer than %d bytes", name, MaxXMLFieldBytes))
 					break
 				}
-				b.Write(t)
+				*b = append(*b, t...)
 			}
-		case xml.ProcInst:
-			if t.Target != "xml" {
+		case tokProcInst:
+			if tok.target != "xml" {
 				continue
 			}
-			if label := xmlDeclEncoding(t.Inst); label != "" && !encodingsAgree(label, enc) {
+			if label := xmlDeclEncoding(tok.data); label != "" && !encodingsAgree(label, enc) {
 				return st, fileErr(ErrMalformedXML, "document declares encoding %q but is read as %s (the feed's encoding, or its byte order mark)", label, enc)
 			}
-		case xml.Directive, xml.Comment:
+		case tokDirective, tokComment:
 			// DOCTYPE and other directives are skipped, never processed: no DTD is read,
 			// no external entity fetched, no custom entity defined.
 		}
@@ -408,8 +431,9 @@ func (rec *xmlRecord) begin(row, line, start int64, nslots int) {
 	rec.keys, rec.active, rec.kids = rec.keys[:0], rec.active[:0], rec.kids[:0]
 	rec.bad, rec.reason = false, Reject{}
 	rec.drift = rec.drift[:0]
+	rec.leaf, rec.leafCut = rec.leaf[:0], false
 	for i := range nslots {
-		rec.text[i].Reset()
+		rec.text[i] = rec.text[i][:0]
 		rec.count[i] = 0
 	}
 }
@@ -429,7 +453,7 @@ func (rec *xmlRecord) startChild(p *xmlPlan, n *Normalizer, t xml.StartElement) 
 		name := n.cols[n.slotCol[parent[0]]].Name
 		rec.fail(name, fmt.Sprintf("column %s: element %s has child element <%s>; a column takes text only", name, n.slots[parent[0]], t.Name.Local))
 	}
-	rec.leaf.Reset()
+	rec.leaf = rec.leaf[:0]
 	rec.leafCut = false
 	key := t.Name.Local
 	if k := len(rec.keys); k > 0 {
@@ -448,7 +472,7 @@ func (rec *xmlRecord) startChild(p *xmlPlan, n *Normalizer, t xml.StartElement) 
 func (rec *xmlRecord) endChild(p *xmlPlan) {
 	top := len(rec.active) - 1
 	if key := rec.keys[top-1]; !rec.kids[top] && len(rec.active[top]) == 0 && !p.inner[key] {
-		rec.drifted(p, key, rec.leaf.String(), rec.leafCut)
+		rec.drifted(p, key, string(rec.leaf), rec.leafCut)
 	}
 	rec.keys = rec.keys[:top-1]
 	rec.active = rec.active[:top]
@@ -464,7 +488,7 @@ func (rec *xmlRecord) attrs(p *xmlPlan, key string, attrs []xml.Attr) {
 		slots := want[a.Name.Local]
 		if len(slots) == 0 {
 			if key == "" {
-				rec.drifted(p, "@"+a.Name.Local, a.Value, false)
+				rec.drifted(p, rec.atPath(a.Name.Local), a.Value, false)
 			} else {
 				rec.drifted(p, key+"/@"+a.Name.Local, a.Value, false)
 			}
@@ -472,10 +496,25 @@ func (rec *xmlRecord) attrs(p *xmlPlan, key string, attrs []xml.Attr) {
 		for _, sl := range slots {
 			rec.count[sl]++
 			if rec.count[sl] == 1 {
-				rec.text[sl].WriteString(a.Value)
+				rec.text[sl] = append(rec.text[sl], a.Value...)
 			}
 		}
 	}
+}
+
+// atPath returns "@"+name, made once per name while there is room.
+func (rec *xmlRecord) atPath(name string) string {
+	if path, ok := rec.atPaths[name]; ok {
+		return path
+	}
+	path := "@" + name
+	if len(rec.atPaths) < maxInterned {
+		if rec.atPaths == nil {
+			rec.atPaths = map[string]string{}
+		}
+		rec.atPaths[name] = path
+	}
+	return path
 }
 
 // xmlValues hands a finished record's slots to the row stage the CSV path uses. A
@@ -485,6 +524,7 @@ func (n *Normalizer) xmlValues(rec *xmlRecord, fields []string, idx []int, vals 
 	if rec.bad {
 		return rec.reason, false
 	}
+	rec.all = rec.all[:0]
 	for sl, src := range n.slots {
 		c := &n.cols[n.slotCol[sl]]
 		switch cnt := rec.count[sl]; {
@@ -500,7 +540,14 @@ func (n *Normalizer) xmlValues(rec *xmlRecord, fields []string, idx []int, vals 
 			}
 			idx[sl] = -1
 		default:
-			fields[sl], idx[sl] = rec.text[sl].String(), sl
+			idx[sl] = sl
+			rec.all = append(rec.all, rec.text[sl]...)
+		}
+	}
+	all := string(rec.all) // one allocation for the record's texts
+	for sl, i := range idx {
+		if i >= 0 {
+			fields[sl], all = all[:len(rec.text[sl])], all[len(rec.text[sl]):]
 		}
 	}
 	return n.convert(fields, idx, vals)
@@ -561,13 +608,13 @@ func (b *Batcher) xmlRow(nvals, nslots int) ([]value, []string, []int) {
 	return b.xvals, b.xfields, b.xidx
 }
 
-// xmlSlots returns the batcher's per-slot text builders and counts, n of each, for a
-// run; builders keep their capacity from entry to entry.
-func (b *Batcher) xmlSlots(n int) ([]strings.Builder, []int) {
-	if len(b.xtext) != n {
-		b.xtext, b.xcount = make([]strings.Builder, n), make([]int, n)
+// xmlRecord returns the batcher's record state for a run over n slots; its buffers keep
+// their capacity from record to record and entry to entry. begin resets it.
+func (b *Batcher) xmlRecord(n int) *xmlRecord {
+	if b.xrec == nil || len(b.xrec.text) != n {
+		b.xrec = &xmlRecord{text: make([][]byte, n), count: make([]int, n)}
 	}
-	return b.xtext, b.xcount
+	return b.xrec
 }
 
 func (in *xmlInput) ReadByte() (byte, error) {
@@ -755,24 +802,30 @@ func xmlEffectiveEncoding(br *bufio.Reader, declared string) string {
 // xmlDeclEncoding returns the encoding pseudo-attribute of an XML declaration's body
 // (`version="1.0" encoding="UTF-8"`), or "" when there is none.
 func xmlDeclEncoding(inst []byte) string {
-	s := string(inst)
-	i := strings.Index(s, "encoding")
+	i := bytes.Index(inst, []byte("encoding"))
 	if i < 0 {
 		return ""
 	}
-	s = strings.TrimLeft(s[i+len("encoding"):], " \t\r\n")
-	if !strings.HasPrefix(s, "=") {
+	s := bytes.TrimLeft(inst[i+len("encoding"):], " \t\r\n")
+	if len(s) == 0 || s[0] != '=' {
 		return ""
 	}
-	s = strings.TrimLeft(s[1:], " \t\r\n")
-	if s == "" || s[0] != '"' && s[0] != '\'' {
+	s = bytes.TrimLeft(s[1:], " \t\r\n")
+	if len(s) == 0 || s[0] != '"' && s[0] != '\'' {
 		return ""
 	}
-	end := strings.IndexByte(s[1:], s[0])
+	end := bytes.IndexByte(s[1:], s[0])
 	if end < 0 {
 		return ""
 	}
-	return s[1 : 1+end]
+	switch label := s[1 : 1+end]; string(label) {
+	case "UTF-8": // the usual ones, without a copy
+		return "UTF-8"
+	case "utf-8":
+		return "utf-8"
+	default:
+		return string(label)
+	}
 }
 
 // encodingFamily groups the labels an XML declaration may use into the families of
@@ -781,7 +834,11 @@ func xmlDeclEncoding(inst []byte) string {
 // neither choice mis-decodes a byte silently. ASCII agrees with every family whose
 // first 128 code points it is.
 func encodingFamily(label string) string {
-	switch strings.ToLower(strings.TrimSpace(label)) {
+	label = strings.TrimSpace(label)
+	if strings.EqualFold(label, "utf-8") { // the usual label, without lower-casing a copy
+		return "utf-8"
+	}
+	switch strings.ToLower(label) {
 	case "utf-8", "utf8":
 		return "utf-8"
 	case "utf-16", "utf-16le", "utf-16be", "utf16", "ucs-2", "iso-10646-ucs-2":

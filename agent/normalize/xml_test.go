@@ -424,6 +424,9 @@ func FuzzNormalizeXML(f *testing.F) {
 		checkContract(t, def, data, "fuzz.xml", true, ErrMalformedXML, ErrXMLRoot)
 		checkContract(t, rescue, data, "fuzz.xml", true, ErrMalformedXML, ErrXMLRoot)
 		checkContract(t, add, data, "fuzz.xml", true, ErrMalformedXML, ErrXMLRoot, ErrDrift)
+		for _, d := range []*feed.Definition{def, rescue, add} {
+			runBothReaders(t, d, data)
+		}
 	})
 }
 

@@ -3,6 +3,7 @@ package unpack
 import (
 	"archive/tar"
 	"archive/zip"
+	"bufio"
 	"bytes"
 	"compress/gzip"
 	"context"
@@ -15,6 +16,8 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+
+	"github.com/klauspost/compress/flate"
 )
 
 // Errors returned (wrapped, with the file and entry named) by Walk. Every failure that is
@@ -254,6 +257,45 @@ type walker struct {
 	fn      func(Entry) error
 	total   int64 // leaf bytes produced, against MaxArchiveSize
 	entries int   // entries seen, against MaxEntries
+	// inflaters holds deflate readers free for the next zip entry: an archive of
+	// hundreds of small entries would otherwise set one up, with its buffers, for each.
+	inflaters []*inflater
+}
+
+// inflater decompresses one deflated zip entry at a time; Close makes it free again.
+type inflater struct {
+	w    *walker
+	fr   io.ReadCloser // a flate.Resetter
+	br   *bufio.Reader // the compressed bytes, read ahead for fr
+	free bool
+}
+
+// inflate is the zip readers' deflate decompressor: a free inflater reset onto r.
+func (w *walker) inflate(r io.Reader) io.ReadCloser {
+	if n := len(w.inflaters); n > 0 {
+		f := w.inflaters[n-1]
+		w.inflaters = w.inflaters[:n-1]
+		f.free = false
+		f.br.Reset(r)
+		if err := f.fr.(flate.Resetter).Reset(f.br, nil); err == nil {
+			return f
+		}
+	}
+	f := &inflater{w: w, br: bufio.NewReaderSize(r, 4096)}
+	f.fr = flate.NewReader(f.br)
+	return f
+}
+
+func (f *inflater) Read(p []byte) (int, error) { return f.fr.Read(p) }
+
+// Close frees f for the next entry; a second Close does nothing.
+func (f *inflater) Close() error {
+	if !f.free {
+		f.free = true
+		f.br.Reset(nil)
+		f.w.inflaters = append(f.w.inflaters, f)
+	}
+	return nil
 }
 
 func (w *walker) count(name string) error {
@@ -406,6 +448,7 @@ func (w *walker) zip(chain, base string, ra io.ReaderAt, size int64, depth int) 
 	if err != nil && !errors.Is(err, zip.ErrInsecurePath) { // names are checked below
 		return w.classify(chain, err)
 	}
+	zr.RegisterDecompressor(zip.Deflate, w.inflate)
 	seen := make(map[string]bool, len(zr.File))
 	for _, f := range zr.File {
 		if err := w.ctx.Err(); err != nil {

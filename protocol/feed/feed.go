@@ -397,8 +397,7 @@ func (d *Definition) Column(name string) (Column, bool) {
 
 // Matches reports whether a file or archive entry with this base name belongs to the feed.
 func (d *Definition) Matches(baseName string) bool {
-	ok, _ := path.Match(d.Match.Glob, baseName)
-	return ok
+	return matchGlob(d.Match.Glob, baseName)
 }
 
 // PartitionColumn is the column whose day partitions the table.
