@@ -72,7 +72,6 @@ var emptyCatalogTables = map[string]string{
 	"pg_cast":                 "oid BIGINT, castsource BIGINT, casttarget BIGINT, castfunc BIGINT, castcontext VARCHAR, castmethod VARCHAR",
 	"pg_operator":             "oid BIGINT, oprname VARCHAR, oprnamespace BIGINT, oprowner BIGINT, oprkind VARCHAR, oprleft BIGINT, oprright BIGINT, oprresult BIGINT, oprcode VARCHAR",
 	"pg_language":             "oid BIGINT, lanname VARCHAR, lanowner BIGINT, lanispl BOOLEAN, lanpltrusted BOOLEAN",
-	"pg_settings":             "name VARCHAR, setting VARCHAR, unit VARCHAR, category VARCHAR, short_desc VARCHAR, extra_desc VARCHAR, context VARCHAR, vartype VARCHAR, source VARCHAR",
 }
 
 // catalogRelations and catalogFunctions are the names rewriteSQL sends to
@@ -80,7 +79,7 @@ var emptyCatalogTables = map[string]string{
 // functions (macros) defined there.
 var catalogRelations = func() map[string]bool {
 	m := setOf("pg_type", "pg_namespace", "pg_class", "pg_attribute", "pg_database", "pg_am",
-		"pg_roles", "pg_user", "pg_tablespace", "pg_collation", "pg_tables", "pg_views")
+		"pg_roles", "pg_user", "pg_tablespace", "pg_collation", "pg_tables", "pg_views", "pg_settings")
 	for name := range emptyCatalogTables {
 		m[name] = true
 	}
@@ -134,6 +133,14 @@ func CatalogSetup() []string {
 		fmt.Fprintf(&cases, " WHEN %s THEN %s", quoteLiteral(k), quoteLiteral(showValues[k]))
 	}
 	body := fmt.Sprintf("CASE lower(name)%s ELSE CAST(NULL AS VARCHAR) END", cases.String())
+	// pg_settings lists the same values.
+	rows := make([]string, len(keys))
+	for i, k := range keys {
+		rows[i] = fmt.Sprintf("(%s, %s)", quoteLiteral(k), quoteLiteral(showValues[k]))
+	}
+	stmts = append(stmts, fmt.Sprintf("CREATE VIEW %s.pg_settings AS SELECT name, setting, CAST(NULL AS VARCHAR) AS unit, "+
+		"'' AS category, '' AS short_desc, CAST(NULL AS VARCHAR) AS extra_desc, 'user' AS context, 'string' AS vartype, "+
+		"'default' AS source FROM (VALUES %s) t(name, setting)", catalogSchema, strings.Join(rows, ", ")))
 	stmts = append(stmts, fmt.Sprintf("CREATE MACRO %s.current_setting(name) AS %s, (name, missing_ok) AS %s, "+
 		"(name, missing_ok, session_value) AS session_value", catalogSchema, body, body))
 	return stmts

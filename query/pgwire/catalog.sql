@@ -242,3 +242,8 @@ SELECT 'medlake' AS catalog_name, nspname AS schema_name, 'medlake' AS schema_ow
        CAST(NULL AS VARCHAR) AS default_character_set_catalog, CAST(NULL AS VARCHAR) AS default_character_set_schema,
        CAST(NULL AS VARCHAR) AS default_character_set_name, CAST(NULL AS VARCHAR) AS sql_path
 FROM medlake_pg.pg_namespace;
+
+-- information_schema._pg_expandarray(a): the rows (x, n) of an array's
+-- elements and their positions (pgJDBC's getPrimaryKeys).
+CREATE MACRO medlake_pg._pg_expandarray(arr) AS
+    unnest(list_transform(generate_series(1, len(arr)), i -> {'x': arr[i], 'n': i}));

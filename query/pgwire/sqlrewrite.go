@@ -323,6 +323,11 @@ func rewriteSQL(sql, user string, setting func(string) (string, bool)) string {
 					i = x
 					continue
 				}
+				if x < len(toks) && identName(toks[x]) == "_pg_expandarray" && is(next(x+1), "(") {
+					emit(catalogSchema + "._pg_expandarray")
+					i = x
+					continue
+				}
 				emit(t.text)
 			case name == "public" && beforeDot && !afterDot:
 				emit("main")
