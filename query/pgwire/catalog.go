@@ -93,7 +93,7 @@ var catalogFunctions = setOf("format_type", "pg_get_userbyid", "pg_table_is_visi
 	"current_database", "current_schema", "current_schemas", "array_upper", "array_lower", "quote_ident",
 	"to_regclass", "to_regtype", "set_config", "version", "current_setting", "pg_get_statisticsobjdef_columns",
 	"pg_get_serial_sequence", "pg_get_triggerdef", "pg_get_ruledef", "pg_get_function_arguments",
-	"pg_get_function_identity_arguments", "pg_get_function_result", "pg_relation_is_publishable", "current_user")
+	"pg_get_function_identity_arguments", "pg_get_function_result", "pg_relation_is_publishable", "current_user", "pg_get_keywords")
 
 func setOf(names ...string) map[string]bool {
 	m := make(map[string]bool, len(names))

@@ -247,3 +247,14 @@ FROM medlake_pg.pg_namespace;
 -- elements and their positions (pgJDBC's getPrimaryKeys).
 CREATE MACRO medlake_pg._pg_expandarray(arr) AS
     unnest(list_transform(generate_series(1, len(arr)), i -> {'x': arr[i], 'n': i}));
+
+-- pg_get_keywords(): the parser's keywords (pgJDBC's getSQLKeywords).
+CREATE MACRO medlake_pg.pg_get_keywords() AS TABLE
+SELECT keyword_name AS word,
+       CASE keyword_category WHEN 'reserved' THEN 'R' WHEN 'unreserved' THEN 'U'
+            WHEN 'column_name' THEN 'C' ELSE 'T' END AS catcode,
+       CAST(keyword_category AS VARCHAR) AS catdesc
+FROM duckdb_keywords();
+
+-- pg_backend_pid(): the rewrite passes the connection's process id.
+CREATE MACRO medlake_pg.pg_backend_pid(pid) AS CAST(pid AS INTEGER);

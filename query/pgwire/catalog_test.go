@@ -121,10 +121,12 @@ func TestRewriteSQL(t *testing.T) {
 		{`SELECT 'pg_class', "pg_class", t.pg_class, version FROM t`, `SELECT 'pg_class', "pg_class", t.pg_class, version FROM t`},
 		{`SELECT a AS version FROM t -- pg_class`, `SELECT a AS version FROM t -- pg_class`},
 		{`SELECT $1::int4`, `SELECT $1::INTEGER`},
+		{`SELECT pg_backend_pid()`, `SELECT medlake_pg.pg_backend_pid(42)`},
+		{`SELECT word FROM pg_catalog.pg_get_keywords()`, `SELECT word FROM medlake_pg.pg_get_keywords()`},
 		{`SELECT * FROM information_schema.tables t JOIN information_schema.views v`,
 			`SELECT * FROM medlake_pg.information_schema_tables t JOIN information_schema.views v`},
 	} {
-		if got := rewriteSQL(tc.in, "ana", testSetting); got != tc.want {
+		if got := rewriteSQL(tc.in, session{user: "ana", pid: 42}, testSetting); got != tc.want {
 			t.Errorf("rewriteSQL(%q)\n got %q\nwant %q", tc.in, got, tc.want)
 		}
 	}
@@ -157,7 +159,7 @@ func FuzzRewriteSQL(f *testing.F) {
 		if b.String() != sql {
 			t.Fatalf("tokens of %q concatenate to %q", sql, b.String())
 		}
-		_ = rewriteSQL(sql, "u", testSetting)
+		_ = rewriteSQL(sql, session{user: "u"}, testSetting)
 		_, _ = splitLiterals(sql)
 		_ = settingValue(sql)
 	})

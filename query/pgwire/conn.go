@@ -740,7 +740,7 @@ func (c *conn) prepare(ctx context.Context, q string) (*prepared, error) {
 		}
 		return v, err
 	}
-	st, err := c.sess.Prepare(ctx, rewriteSQL(q, c.principal.User, c.setting))
+	st, err := c.sess.Prepare(ctx, rewriteSQL(q, session{user: c.principal.User, pid: c.pid}, c.setting))
 	if err != nil {
 		outcome := "error"
 		if errors.Is(err, engine.ErrNotReadOnly) {

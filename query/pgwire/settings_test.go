@@ -52,6 +52,16 @@ func TestSettings(t *testing.T) {
 	if _, err := c.Exec(ctx, `SET client_encoding = 'LATIN1'`); err == nil || !strings.Contains(err.Error(), "0A000") {
 		t.Errorf("client_encoding LATIN1: %v, want 0A000", err)
 	}
+	var pid, backendPID uint32
+	var keywords int
+	if err := c.QueryRow(ctx, `SELECT pg_backend_pid(), (SELECT count(*) FROM pg_catalog.pg_get_keywords() WHERE catcode = 'R')`).
+		Scan(&backendPID, &keywords); err != nil || keywords < 10 {
+		t.Errorf("pg_backend_pid, keywords: %v, %d", err, keywords)
+	}
+	pid = c.PgConn().PID()
+	if backendPID != pid {
+		t.Errorf("pg_backend_pid() = %d, BackendKeyData said %d", backendPID, pid)
+	}
 	if _, err := c.Exec(ctx, `RESET ALL`); err != nil {
 		t.Fatal(err)
 	}
