@@ -631,6 +631,11 @@ func (c *conn) query(ctx context.Context, p *prepared, args []any, fn func(row [
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if d := c.statementTimeout(); d > 0 {
+		var stop context.CancelFunc
+		ctx, stop = context.WithTimeoutCause(ctx, d, errStatementTimeout)
+		defer stop()
+	}
 	c.runMu.Lock()
 	c.running = cancel
 	c.runMu.Unlock()
@@ -639,7 +644,11 @@ func (c *conn) query(ctx context.Context, p *prepared, args []any, fn func(row [
 		c.running = nil
 		c.runMu.Unlock()
 	}()
-	return p.st.Query(ctx, args, fn)
+	err := p.st.Query(ctx, args, fn)
+	if err != nil && errors.Is(context.Cause(ctx), errStatementTimeout) {
+		return errorf("57014", "canceling statement due to statement timeout")
+	}
+	return err
 }
 
 // maxBufferedBytes bounds the result a cursor or a row-limited portal

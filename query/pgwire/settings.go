@@ -2,9 +2,43 @@ package pgwire
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
+	"time"
 )
+
+var errStatementTimeout = errors.New("statement timeout")
+
+// statementTimeout is the session's statement_timeout; zero is none.
+func (c *conn) statementTimeout() time.Duration {
+	v, _ := c.setting("statement_timeout")
+	d, _ := parseDuration(v)
+	return d
+}
+
+// parseDuration reads a PostgreSQL time setting: a number of milliseconds
+// or a number with a unit (us, ms, s, min, h, d).
+func parseDuration(v string) (time.Duration, error) {
+	v = strings.TrimSpace(v)
+	i := 0
+	for i < len(v) && (v[i] >= '0' && v[i] <= '9' || v[i] == '.') {
+		i++
+	}
+	n, err := strconv.ParseFloat(v[:i], 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("invalid value for a time setting: %q", v)
+	}
+	units := map[string]time.Duration{"": time.Millisecond, "us": time.Microsecond, "ms": time.Millisecond,
+		"s": time.Second, "min": time.Minute, "h": time.Hour, "d": 24 * time.Hour}
+	u, ok := units[strings.ToLower(strings.TrimSpace(v[i:]))]
+	if !ok {
+		return 0, fmt.Errorf("invalid unit in time setting %q (us, ms, s, min, h, d)", v)
+	}
+	return time.Duration(n * float64(u)), nil
+}
 
 // sessionSettings are the settings a session may change with SET (or its
 // startup message): SHOW and current_setting report the value set. They
@@ -50,6 +84,11 @@ func (c *conn) set(q string) (*prepared, error) {
 	}
 	if !sessionSettings[name] && !strings.Contains(name, ".") {
 		return done, nil
+	}
+	if name == "statement_timeout" && !strings.EqualFold(value, "DEFAULT") {
+		if _, err := parseDuration(value); err != nil {
+			return nil, errorf("22023", "%v", err)
+		}
 	}
 	return &prepared{run: func(context.Context) (*virtualResult, error) {
 		if strings.EqualFold(value, "DEFAULT") {

@@ -2,10 +2,13 @@ package pgwire
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // TestSettings sets what drivers set at connect time and reads it back with
@@ -67,5 +70,39 @@ func TestSettings(t *testing.T) {
 	}
 	if s, _ := show("application_name"); s != "startup-app" {
 		t.Errorf("application_name after RESET ALL = %q", s)
+	}
+}
+
+// TestStatementTimeout cancels a statement that runs past the session's
+// statement_timeout with PostgreSQL's error, and leaves the session usable.
+func TestStatementTimeout(t *testing.T) {
+	addr, _ := startServer(t, Config{})
+	ctx := context.Background()
+	c := connect(t, dsn(addr, "analyst", ""), pgx.QueryExecModeCacheStatement)
+	if _, err := c.Exec(ctx, `SET statement_timeout = '300ms'`); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err := c.Exec(ctx, `SELECT count(*) FROM range(1000000000000) a, range(10) b`)
+	var pe *pgconn.PgError
+	if !errors.As(err, &pe) || pe.Code != "57014" || pe.Message != "canceling statement due to statement timeout" {
+		t.Fatalf("err = %v, want 57014 statement timeout", err)
+	}
+	if el := time.Since(start); el > 20*time.Second {
+		t.Errorf("timed out after %s", el)
+	}
+	var n int
+	if err := c.QueryRow(ctx, "SELECT 42").Scan(&n); err != nil || n != 42 {
+		t.Errorf("after timeout: %d, %v", n, err)
+	}
+	for _, bad := range []string{`SET statement_timeout = 'soon'`, `SET statement_timeout = '5 fortnights'`} {
+		if _, err := c.Exec(ctx, bad); !errors.As(err, &pe) || pe.Code != "22023" {
+			t.Errorf("%s: %v, want 22023", bad, err)
+		}
+	}
+	for in, want := range map[string]time.Duration{"0": 0, "1500": 1500 * time.Millisecond, "2s": 2 * time.Second, "1 min": time.Minute, "250ms": 250 * time.Millisecond} {
+		if got, err := parseDuration(in); err != nil || got != want {
+			t.Errorf("parseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
 	}
 }
