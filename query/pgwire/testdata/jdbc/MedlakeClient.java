@@ -20,7 +20,7 @@ public class MedlakeClient {
         Properties props = new Properties();
         props.setProperty("user", args[2]);
         props.setProperty("password", args[3]);
-        props.setProperty("sslmode", "disable");
+        props.setProperty("sslmode", "require"); // TLS; the test's certificate is self-signed
         props.setProperty("ApplicationName", "medlake-jdbc-test");
         try (Connection c = DriverManager.getConnection(url, props)) {
             DatabaseMetaData md = c.getMetaData();
