@@ -116,6 +116,10 @@ func TestClientJDBC(t *testing.T) {
 	}
 	golden(t, "jdbc/client.out", out)
 	requireTLSSessions(t, logs)
+	// The second run of the query read int8, float8 and timestamptz in binary.
+	if !strings.Contains(logs.String(), `"result_formats":"[1 0 1 0 1]"`) {
+		t.Errorf("pgJDBC never asked for binary results:\n%s", logs)
+	}
 	captureProbes(t, "pgjdbc", logs, oid)
 }
 

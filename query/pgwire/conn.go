@@ -418,6 +418,9 @@ func (c *conn) bind(m *pgproto3.Bind) error {
 	if err != nil {
 		return err
 	}
+	if c.logger.Enabled(context.Background(), slog.LevelDebug) {
+		c.logger.Debug("pgwire bind", "statement", m.PreparedStatement, "result_formats", fmt.Sprint(formats))
+	}
 	c.portals[m.DestinationPortal] = &portal{p: p, args: args, formats: formats}
 	c.be.Send(&pgproto3.BindComplete{})
 	return nil

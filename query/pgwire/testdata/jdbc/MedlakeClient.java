@@ -22,6 +22,9 @@ public class MedlakeClient {
         props.setProperty("password", args[3]);
         props.setProperty("sslmode", "require"); // TLS; the test's certificate is self-signed
         props.setProperty("ApplicationName", "medlake-jdbc-test");
+        // Named server-side statements from the first run, so the second run
+        // of the query reads int8, float8, bool and timestamptz in binary.
+        props.setProperty("prepareThreshold", "1");
         try (Connection c = DriverManager.getConnection(url, props)) {
             DatabaseMetaData md = c.getMetaData();
             System.out.println("product|" + md.getDatabaseProductName() + "|" + md.getDatabaseMajorVersion());
