@@ -863,7 +863,7 @@ func (c *conn) sessionCommand(ctx context.Context, q string) (*prepared, error) 
 		}
 		name := strings.ToLower(m[1])
 		if name == "all" {
-			return nil, errorf("0A000", "SHOW ALL is not supported")
+			return c.showAll(), nil
 		}
 		val, ok := c.setting(name)
 		if !ok {

@@ -2,9 +2,12 @@ package pgwire
 
 import (
 	"context"
+	"database/sql/driver"
 	"errors"
 	"fmt"
+	"maps"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -131,4 +134,26 @@ func (c *conn) reset(q string) (*prepared, error) {
 		}
 		return &virtualResult{tag: "RESET"}, nil
 	}}, nil
+}
+
+// showAll answers SHOW ALL: every setting SHOW knows, with the session's
+// values.
+func (c *conn) showAll() *prepared {
+	names := make(map[string]bool, len(showValues))
+	for n := range showValues {
+		names[n] = true
+	}
+	for n := range c.settings {
+		names[n] = true
+	}
+	sorted := slices.Sorted(maps.Keys(names))
+	rows := make([][]driver.Value, len(sorted))
+	for i, n := range sorted {
+		v, _ := c.setting(n)
+		rows[i] = []driver.Value{n, v, ""}
+	}
+	return &prepared{
+		cols:    []column{{name: "name", t: textCol}, {name: "setting", t: textCol}, {name: "description", t: textCol}},
+		virtual: &virtualResult{rows: rows, tag: "SHOW"},
+	}
 }

@@ -65,6 +65,19 @@ func TestSettings(t *testing.T) {
 	if backendPID != pid {
 		t.Errorf("pg_backend_pid() = %d, BackendKeyData said %d", backendPID, pid)
 	}
+	all, err := c.PgConn().Exec(ctx, `SHOW ALL`).ReadAll()
+	if err != nil || len(all) != 1 || len(all[0].Rows) < 20 {
+		t.Fatalf("SHOW ALL: %v, %v", all, err)
+	}
+	found := false
+	for _, row := range all[0].Rows {
+		if string(row[0]) == "myapp.region" && string(row[1]) == "north" {
+			found = true
+		}
+	}
+	if !found {
+		t.Error("SHOW ALL lacks the session's myapp.region")
+	}
 	if _, err := c.Exec(ctx, `RESET ALL`); err != nil {
 		t.Fatal(err)
 	}
