@@ -74,8 +74,9 @@ func TestClientODBC(t *testing.T) {
 		}
 	}
 	ini("odbcinst.ini", "[PostgreSQL Unicode]\nDriver="+drivers[0]+"\n")
-	// Over TLS, as PowerBI and Tableau would connect.
-	ini("odbc.ini", fmt.Sprintf("[medlake]\nDriver=PostgreSQL Unicode\nServername=%s\nPort=%s\nDatabase=medlake\nSSLmode=require\n", host, port))
+	// Over TLS, as PowerBI and Tableau would connect, reading results
+	// through cursors (UseDeclareFetch).
+	ini("odbc.ini", fmt.Sprintf("[medlake]\nDriver=PostgreSQL Unicode\nServername=%s\nPort=%s\nDatabase=medlake\nSSLmode=require\nUseDeclareFetch=1\nFetch=2\n", host, port))
 	script := strings.Join([]string{
 		`help`,
 		`help lab_results`,
@@ -91,6 +92,11 @@ func TestClientODBC(t *testing.T) {
 	}
 	golden(t, "odbc/isql.out", out)
 	requireTLSSessions(t, logs)
+	// UseDeclareFetch: psqlODBC read the last query through a cursor, two
+	// rows per FETCH, as PowerBI's connections are often set up.
+	if l := logs.String(); !strings.Contains(l, `cursor with hold for`) || !strings.Contains(l, `fetch 2 in`) {
+		t.Errorf("psqlODBC did not read through a cursor:\n%s", l)
+	}
 	captureProbes(t, "psqlodbc", logs, oid)
 }
 
