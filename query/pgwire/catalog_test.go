@@ -1,6 +1,7 @@
 package pgwire
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata/ with what the server returns")
@@ -163,4 +166,48 @@ func FuzzRewriteSQL(f *testing.F) {
 		_, _ = splitLiterals(sql)
 		_ = settingValue(sql)
 	})
+}
+
+// TestCatalogTypes checks that the catalog's type names and OIDs agree with
+// what the server sends for each DuckDB type.
+func TestCatalogTypes(t *testing.T) {
+	addr, _ := startServer(t, Config{})
+	c := connect(t, dsn(addr, "analyst", ""), pgx.QueryExecModeSimpleProtocol)
+	for _, tc := range []struct {
+		duck    string // as cast to
+		catalog string // as duckdb_columns() names it
+		oid     uint32
+		format  string
+	}{
+		{"BOOLEAN", "BOOLEAN", OIDBool, "boolean"}, {"SMALLINT", "SMALLINT", OIDInt2, "smallint"},
+		{"INTEGER", "INTEGER", OIDInt4, "integer"}, {"BIGINT", "BIGINT", OIDInt8, "bigint"},
+		{"REAL", "FLOAT", OIDFloat4, "real"}, {"DOUBLE", "DOUBLE", OIDFloat8, "double precision"},
+		{"DECIMAL(18,3)", "DECIMAL(18,3)", OIDNumeric, "numeric(18,3)"}, {"VARCHAR", "VARCHAR", OIDText, "text"},
+		{"DATE", "DATE", OIDDate, "date"}, {"TIMESTAMP", "TIMESTAMP", OIDTimestamp, "timestamp without time zone"},
+		{"TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE", OIDTimestamptz, "timestamp with time zone"},
+		{"BLOB", "BLOB", OIDBytea, "bytea"}, {"UUID", "UUID", OIDUUID, "uuid"}, {"INTERVAL", "INTERVAL", OIDInterval, "interval"},
+	} {
+		// The type the server reports for a value of the DuckDB type …
+		rows, err := c.Query(context.Background(), "SELECT CAST(NULL AS "+tc.duck+")")
+		if err != nil {
+			t.Fatal(err)
+		}
+		oid := rows.FieldDescriptions()[0].DataTypeOID
+		mod := rows.FieldDescriptions()[0].TypeModifier
+		rows.Close()
+		// … is the one the catalog maps it to, and format_type names it.
+		var catOID uint32
+		var format, typname string
+		err = c.QueryRow(context.Background(), fmt.Sprintf(
+			"SELECT medlake_pg.type_oid(%s), format_type(%d, %d), (SELECT typname FROM pg_type WHERE oid = %d)",
+			quoteLiteral(tc.catalog),
+			oid, mod, oid)).Scan(&catOID, &format, &typname)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.duck, err)
+		}
+		if oid != tc.oid || catOID != tc.oid || format != tc.format || typname == "" {
+			t.Errorf("%s: wire oid %d, catalog oid %d, format_type %q, typname %q; want oid %d, %q",
+				tc.duck, oid, catOID, format, typname, tc.oid, tc.format)
+		}
+	}
 }
