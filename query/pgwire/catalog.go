@@ -77,7 +77,6 @@ var emptyCatalogTables = map[string]string{
 	"pg_cast":                 "oid BIGINT, castsource BIGINT, casttarget BIGINT, castfunc BIGINT, castcontext VARCHAR, castmethod VARCHAR",
 	"pg_operator":             "oid BIGINT, oprname VARCHAR, oprnamespace BIGINT, oprowner BIGINT, oprkind VARCHAR, oprleft BIGINT, oprright BIGINT, oprresult BIGINT, oprcode VARCHAR",
 	"pg_language":             "oid BIGINT, lanname VARCHAR, lanowner BIGINT, lanispl BOOLEAN, lanpltrusted BOOLEAN",
-	"pg_settings":             "name VARCHAR, setting VARCHAR, unit VARCHAR, category VARCHAR, short_desc VARCHAR, extra_desc VARCHAR, context VARCHAR, vartype VARCHAR, source VARCHAR",
 }
 
 // catalogRelations and catalogFunctions are the names rewriteSQL sends to
@@ -85,7 +84,7 @@ var emptyCatalogTables = map[string]string{
 // functions (macros) defined there.
 var catalogRelations = func() map[string]bool {
 	m := setOf("pg_type", "pg_namespace", "pg_class", "pg_attribute", "pg_database", "pg_am",
-		"pg_roles", "pg_user", "pg_tablespace", "pg_collation", "pg_tables", "pg_views")
+		"pg_roles", "pg_user", "pg_tablespace", "pg_collation", "pg_tables", "pg_views", "pg_settings")
 	for name := range emptyCatalogTables {
 		m[name] = true
 	}
@@ -99,7 +98,7 @@ var catalogFunctions = setOf("format_type", "pg_get_userbyid", "pg_table_is_visi
 	"current_database", "current_schema", "current_schemas", "array_upper", "array_lower", "quote_ident",
 	"to_regclass", "to_regtype", "set_config", "version", "current_setting", "pg_get_statisticsobjdef_columns",
 	"pg_get_serial_sequence", "pg_get_triggerdef", "pg_get_ruledef", "pg_get_function_arguments",
-	"pg_get_function_identity_arguments", "pg_get_function_result", "pg_relation_is_publishable", "current_user")
+	"pg_get_function_identity_arguments", "pg_get_function_result", "pg_relation_is_publishable", "current_user", "pg_get_keywords")
 
 func setOf(names ...string) map[string]bool {
 	m := make(map[string]bool, len(names))
@@ -139,6 +138,14 @@ func CatalogSetup() []string {
 		fmt.Fprintf(&cases, " WHEN %s THEN %s", quoteLiteral(k), quoteLiteral(showValues[k]))
 	}
 	body := fmt.Sprintf("CASE lower(name)%s ELSE CAST(NULL AS VARCHAR) END", cases.String())
+	// pg_settings lists the same values.
+	rows := make([]string, len(keys))
+	for i, k := range keys {
+		rows[i] = fmt.Sprintf("(%s, %s)", quoteLiteral(k), quoteLiteral(showValues[k]))
+	}
+	stmts = append(stmts, fmt.Sprintf("CREATE VIEW %s.pg_settings AS SELECT name, setting, CAST(NULL AS VARCHAR) AS unit, "+
+		"'' AS category, '' AS short_desc, CAST(NULL AS VARCHAR) AS extra_desc, 'user' AS context, 'string' AS vartype, "+
+		"'default' AS source FROM (VALUES %s) t(name, setting)", catalogSchema, strings.Join(rows, ", ")))
 	stmts = append(stmts, fmt.Sprintf("CREATE MACRO %s.current_setting(name) AS %s, (name, missing_ok) AS %s, "+
 		"(name, missing_ok, session_value) AS session_value", catalogSchema, body, body))
 	return stmts

@@ -242,3 +242,19 @@ SELECT 'medlake' AS catalog_name, nspname AS schema_name, 'medlake' AS schema_ow
        CAST(NULL AS VARCHAR) AS default_character_set_catalog, CAST(NULL AS VARCHAR) AS default_character_set_schema,
        CAST(NULL AS VARCHAR) AS default_character_set_name, CAST(NULL AS VARCHAR) AS sql_path
 FROM medlake_pg.pg_namespace;
+
+-- information_schema._pg_expandarray(a): the rows (x, n) of an array's
+-- elements and their positions (pgJDBC's getPrimaryKeys).
+CREATE MACRO medlake_pg._pg_expandarray(arr) AS
+    unnest(list_transform(generate_series(1, len(arr)), i -> {'x': arr[i], 'n': i}));
+
+-- pg_get_keywords(): the parser's keywords (pgJDBC's getSQLKeywords).
+CREATE MACRO medlake_pg.pg_get_keywords() AS TABLE
+SELECT keyword_name AS word,
+       CASE keyword_category WHEN 'reserved' THEN 'R' WHEN 'unreserved' THEN 'U'
+            WHEN 'column_name' THEN 'C' ELSE 'T' END AS catcode,
+       CAST(keyword_category AS VARCHAR) AS catdesc
+FROM duckdb_keywords();
+
+-- pg_backend_pid(): the rewrite passes the connection's process id.
+CREATE MACRO medlake_pg.pg_backend_pid(pid) AS CAST(pid AS INTEGER);

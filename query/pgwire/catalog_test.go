@@ -1,6 +1,7 @@
 package pgwire
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -8,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/jackc/pgx/v5"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata/ with what the server returns")
@@ -121,10 +124,12 @@ func TestRewriteSQL(t *testing.T) {
 		{`SELECT 'pg_class', "pg_class", t.pg_class, version FROM t`, `SELECT 'pg_class', "pg_class", t.pg_class, version FROM t`},
 		{`SELECT a AS version FROM t -- pg_class`, `SELECT a AS version FROM t -- pg_class`},
 		{`SELECT $1::int4`, `SELECT $1::INTEGER`},
+		{`SELECT pg_backend_pid()`, `SELECT medlake_pg.pg_backend_pid(42)`},
+		{`SELECT word FROM pg_catalog.pg_get_keywords()`, `SELECT word FROM medlake_pg.pg_get_keywords()`},
 		{`SELECT * FROM information_schema.tables t JOIN information_schema.views v`,
 			`SELECT * FROM medlake_pg.information_schema_tables t JOIN information_schema.views v`},
 	} {
-		if got := rewriteSQL(tc.in, "ana", testSetting); got != tc.want {
+		if got := rewriteSQL(tc.in, session{user: "ana", pid: 42}, testSetting); got != tc.want {
 			t.Errorf("rewriteSQL(%q)\n got %q\nwant %q", tc.in, got, tc.want)
 		}
 	}
@@ -157,8 +162,52 @@ func FuzzRewriteSQL(f *testing.F) {
 		if b.String() != sql {
 			t.Fatalf("tokens of %q concatenate to %q", sql, b.String())
 		}
-		_ = rewriteSQL(sql, "u", testSetting)
+		_ = rewriteSQL(sql, session{user: "u"}, testSetting)
 		_, _ = splitLiterals(sql)
 		_ = settingValue(sql)
 	})
+}
+
+// TestCatalogTypes checks that the catalog's type names and OIDs agree with
+// what the server sends for each DuckDB type.
+func TestCatalogTypes(t *testing.T) {
+	addr, _ := startServer(t, Config{})
+	c := connect(t, dsn(addr, "analyst", ""), pgx.QueryExecModeSimpleProtocol)
+	for _, tc := range []struct {
+		duck    string // as cast to
+		catalog string // as duckdb_columns() names it
+		oid     uint32
+		format  string
+	}{
+		{"BOOLEAN", "BOOLEAN", OIDBool, "boolean"}, {"SMALLINT", "SMALLINT", OIDInt2, "smallint"},
+		{"INTEGER", "INTEGER", OIDInt4, "integer"}, {"BIGINT", "BIGINT", OIDInt8, "bigint"},
+		{"REAL", "FLOAT", OIDFloat4, "real"}, {"DOUBLE", "DOUBLE", OIDFloat8, "double precision"},
+		{"DECIMAL(18,3)", "DECIMAL(18,3)", OIDNumeric, "numeric(18,3)"}, {"VARCHAR", "VARCHAR", OIDText, "text"},
+		{"DATE", "DATE", OIDDate, "date"}, {"TIMESTAMP", "TIMESTAMP", OIDTimestamp, "timestamp without time zone"},
+		{"TIMESTAMPTZ", "TIMESTAMP WITH TIME ZONE", OIDTimestamptz, "timestamp with time zone"},
+		{"BLOB", "BLOB", OIDBytea, "bytea"}, {"UUID", "UUID", OIDUUID, "uuid"}, {"INTERVAL", "INTERVAL", OIDInterval, "interval"},
+	} {
+		// The type the server reports for a value of the DuckDB type …
+		rows, err := c.Query(context.Background(), "SELECT CAST(NULL AS "+tc.duck+")")
+		if err != nil {
+			t.Fatal(err)
+		}
+		oid := rows.FieldDescriptions()[0].DataTypeOID
+		mod := rows.FieldDescriptions()[0].TypeModifier
+		rows.Close()
+		// … is the one the catalog maps it to, and format_type names it.
+		var catOID uint32
+		var format, typname string
+		err = c.QueryRow(context.Background(), fmt.Sprintf(
+			"SELECT medlake_pg.type_oid(%s), format_type(%d, %d), (SELECT typname FROM pg_type WHERE oid = %d)",
+			quoteLiteral(tc.catalog),
+			oid, mod, oid)).Scan(&catOID, &format, &typname)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.duck, err)
+		}
+		if oid != tc.oid || catOID != tc.oid || format != tc.format || typname == "" {
+			t.Errorf("%s: wire oid %d, catalog oid %d, format_type %q, typname %q; want oid %d, %q",
+				tc.duck, oid, catOID, format, typname, tc.oid, tc.format)
+		}
+	}
 }

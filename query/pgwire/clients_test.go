@@ -2,6 +2,7 @@ package pgwire
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"os"
 	"os/exec"
@@ -25,11 +26,13 @@ const (
 	clientPassword = "s3cret pw"
 )
 
-// clientServer starts a server with one configured (SCRAM) login and
-// returns its host, port and lab_results' oid.
+// clientServer starts a server with one configured (SCRAM) login, TLS
+// offered with a self-signed certificate, and returns its host, port and
+// lab_results' oid.
 func clientServer(t *testing.T) (host, port, oid string, logs *logSink) {
 	t.Helper()
-	addr, _, logs := startServerLogged(t, Config{Users: []User{{Name: clientUser, Password: clientPassword}}})
+	cert, key := writeSelfSigned(t)
+	addr, _, logs := startServerLogged(t, Config{Users: []User{{Name: clientUser, Password: clientPassword}}, TLSCertFile: cert, TLSKeyFile: key})
 	host, port, _ = strings.Cut(addr, ":")
 	c := connect(t, dsn(addr, clientUser, "s3cret%20pw"), pgx.QueryExecModeCacheStatement)
 	var id int64
@@ -71,7 +74,9 @@ func TestClientODBC(t *testing.T) {
 		}
 	}
 	ini("odbcinst.ini", "[PostgreSQL Unicode]\nDriver="+drivers[0]+"\n")
-	ini("odbc.ini", fmt.Sprintf("[medlake]\nDriver=PostgreSQL Unicode\nServername=%s\nPort=%s\nDatabase=medlake\nSSLmode=disable\n", host, port))
+	// Over TLS, as PowerBI and Tableau would connect, reading results
+	// through cursors (UseDeclareFetch).
+	ini("odbc.ini", fmt.Sprintf("[medlake]\nDriver=PostgreSQL Unicode\nServername=%s\nPort=%s\nDatabase=medlake\nSSLmode=require\nUseDeclareFetch=1\nFetch=2\n", host, port))
 	script := strings.Join([]string{
 		`help`,
 		`help lab_results`,
@@ -86,6 +91,12 @@ func TestClientODBC(t *testing.T) {
 		t.Fatalf("isql reported an error:\n%s\nserver log:\n%s", out, logs)
 	}
 	golden(t, "odbc/isql.out", out)
+	requireTLSSessions(t, logs)
+	// UseDeclareFetch: psqlODBC read the last query through a cursor, two
+	// rows per FETCH, as PowerBI's connections are often set up.
+	if l := logs.String(); !strings.Contains(l, `cursor with hold for`) || !strings.Contains(l, `fetch 2 in`) {
+		t.Errorf("psqlODBC did not read through a cursor:\n%s", l)
+	}
 	captureProbes(t, "psqlodbc", logs, oid)
 }
 
@@ -102,12 +113,19 @@ func TestClientJDBC(t *testing.T) {
 	}
 	host, port, oid, logs := clientServer(t)
 	classes := t.TempDir()
+	// MedlakeClient connects with sslmode=require: TLS without checking the
+	// self-signed certificate.
 	runClient(t, "", nil, "javac", "-d", classes, "-cp", jar, filepath.Join("testdata", "jdbc", "MedlakeClient.java"))
 	out := runClient(t, "", nil, java, "-cp", classes+string(os.PathListSeparator)+jar, "MedlakeClient", host, port, clientUser, clientPassword)
 	if strings.Contains(out, "Exception") {
 		t.Fatalf("java client failed:\n%s\nserver log:\n%s", out, logs)
 	}
 	golden(t, "jdbc/client.out", out)
+	requireTLSSessions(t, logs)
+	// The second run of the query read int8, float8 and timestamptz in binary.
+	if !strings.Contains(logs.String(), `"result_formats":"[1 0 1 0 1]"`) {
+		t.Errorf("pgJDBC never asked for binary results:\n%s", logs)
+	}
 	captureProbes(t, "pgjdbc", logs, oid)
 }
 
@@ -151,6 +169,7 @@ func TestClientNode(t *testing.T) {
 		t.Fatalf("node client failed:\n%s\nserver log:\n%s", out, logs)
 	}
 	golden(t, "node/client.out", out)
+	requireTLSSessions(t, logs)
 	captureProbes(t, "node-postgres", logs, oid)
 }
 
@@ -180,7 +199,10 @@ func TestClientPgx(t *testing.T) {
 	}
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
-			c := connect(t, fmt.Sprintf("postgres://%s:%s@%s:%s/medlake?sslmode=disable", clientUser, "s3cret%20pw", host, port), m.mode)
+			c := connect(t, fmt.Sprintf("postgres://%s:%s@%s:%s/medlake?sslmode=require", clientUser, "s3cret%20pw", host, port), m.mode)
+			if _, ok := c.PgConn().Conn().(*tls.Conn); !ok {
+				t.Error("pgx did not connect over TLS")
+			}
 			var tables []string
 			rows, err := c.Query(ctx, `SELECT c.relname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
 				WHERE n.nspname = 'public' AND c.relkind = 'r' ORDER BY 1`)
@@ -230,5 +252,24 @@ func TestClientPgx(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// requireTLSSessions checks that every session the client opened (after the
+// test's own pgx connection) ran over TLS, from the server's debug log.
+func requireTLSSessions(t *testing.T, logs *logSink) {
+	t.Helper()
+	n := 0
+	for line := range strings.Lines(logs.String()) {
+		if !strings.Contains(line, `"msg":"pgwire session started"`) || !strings.Contains(line, `"user":"`+clientUser+`"`) {
+			continue
+		}
+		n++
+		if n > 1 && !strings.Contains(line, `"tls":true`) {
+			t.Errorf("a client session did not use TLS: %s", line)
+		}
+	}
+	if n < 2 {
+		t.Errorf("the client opened no session:\n%s", logs)
 	}
 }

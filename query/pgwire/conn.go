@@ -430,6 +430,9 @@ func (c *conn) bind(m *pgproto3.Bind) error {
 	if err != nil {
 		return err
 	}
+	if c.logger.Enabled(context.Background(), slog.LevelDebug) {
+		c.logger.Debug("pgwire bind", "statement", m.PreparedStatement, "result_formats", fmt.Sprint(formats))
+	}
 	c.portals[m.DestinationPortal] = &portal{p: p, args: args, formats: formats}
 	c.be.Send(&pgproto3.BindComplete{})
 	return nil
@@ -649,6 +652,11 @@ func (c *conn) query(ctx context.Context, p *prepared, args []any, fn func(row [
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	if d := c.statementTimeout(); d > 0 {
+		var stop context.CancelFunc
+		ctx, stop = context.WithTimeoutCause(ctx, d, errStatementTimeout)
+		defer stop()
+	}
 	c.runMu.Lock()
 	c.running = cancel
 	c.runMu.Unlock()
@@ -657,7 +665,11 @@ func (c *conn) query(ctx context.Context, p *prepared, args []any, fn func(row [
 		c.running = nil
 		c.runMu.Unlock()
 	}()
-	return p.st.Query(ctx, args, fn)
+	err := p.st.Query(ctx, args, fn)
+	if err != nil && errors.Is(context.Cause(ctx), errStatementTimeout) {
+		return errorf("57014", "canceling statement due to statement timeout")
+	}
+	return err
 }
 
 // maxBufferedBytes bounds the result a cursor or a row-limited portal
@@ -765,7 +777,7 @@ func (c *conn) prepare(ctx context.Context, q string) (*prepared, error) {
 		v.query = q
 		return v, nil
 	}
-	st, err := c.sess.Prepare(ctx, rewriteSQL(q, c.principal.User, c.setting))
+	st, err := c.sess.Prepare(ctx, rewriteSQL(q, session{user: c.principal.User, pid: c.pid}, c.setting))
 	if err != nil {
 		outcome := "error"
 		if audit.Outcome(err) == catalog.AuditRefused {
@@ -877,7 +889,7 @@ func (c *conn) sessionCommand(ctx context.Context, q string) (*prepared, error) 
 		}
 		name := strings.ToLower(m[1])
 		if name == "all" {
-			return nil, errorf("0A000", "SHOW ALL is not supported")
+			return c.showAll(), nil
 		}
 		val, ok := c.setting(name)
 		if !ok {

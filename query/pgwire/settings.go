@@ -2,9 +2,46 @@ package pgwire
 
 import (
 	"context"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"maps"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
+	"time"
 )
+
+var errStatementTimeout = errors.New("statement timeout")
+
+// statementTimeout is the session's statement_timeout; zero is none.
+func (c *conn) statementTimeout() time.Duration {
+	v, _ := c.setting("statement_timeout")
+	d, _ := parseDuration(v)
+	return d
+}
+
+// parseDuration reads a PostgreSQL time setting: a number of milliseconds
+// or a number with a unit (us, ms, s, min, h, d).
+func parseDuration(v string) (time.Duration, error) {
+	v = strings.TrimSpace(v)
+	i := 0
+	for i < len(v) && (v[i] >= '0' && v[i] <= '9' || v[i] == '.') {
+		i++
+	}
+	n, err := strconv.ParseFloat(v[:i], 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("invalid value for a time setting: %q", v)
+	}
+	units := map[string]time.Duration{"": time.Millisecond, "us": time.Microsecond, "ms": time.Millisecond,
+		"s": time.Second, "min": time.Minute, "h": time.Hour, "d": 24 * time.Hour}
+	u, ok := units[strings.ToLower(strings.TrimSpace(v[i:]))]
+	if !ok {
+		return 0, fmt.Errorf("invalid unit in time setting %q (us, ms, s, min, h, d)", v)
+	}
+	return time.Duration(n * float64(u)), nil
+}
 
 // sessionSettings are the settings a session may change with SET (or its
 // startup message): SHOW and current_setting report the value set. They
@@ -51,6 +88,11 @@ func (c *conn) set(q string) (*prepared, error) {
 	if !sessionSettings[name] && !strings.Contains(name, ".") {
 		return done, nil
 	}
+	if name == "statement_timeout" && !strings.EqualFold(value, "DEFAULT") {
+		if _, err := parseDuration(value); err != nil {
+			return nil, errorf("22023", "%v", err)
+		}
+	}
 	return &prepared{run: func(context.Context) (*virtualResult, error) {
 		if strings.EqualFold(value, "DEFAULT") {
 			delete(c.settings, name)
@@ -92,4 +134,26 @@ func (c *conn) reset(q string) (*prepared, error) {
 		}
 		return &virtualResult{tag: "RESET"}, nil
 	}}, nil
+}
+
+// showAll answers SHOW ALL: every setting SHOW knows, with the session's
+// values.
+func (c *conn) showAll() *prepared {
+	names := make(map[string]bool, len(showValues))
+	for n := range showValues {
+		names[n] = true
+	}
+	for n := range c.settings {
+		names[n] = true
+	}
+	sorted := slices.Sorted(maps.Keys(names))
+	rows := make([][]driver.Value, len(sorted))
+	for i, n := range sorted {
+		v, _ := c.setting(n)
+		rows[i] = []driver.Value{n, v, ""}
+	}
+	return &prepared{
+		cols:    []column{{name: "name", t: textCol}, {name: "setting", t: textCol}, {name: "description", t: textCol}},
+		virtual: &virtualResult{rows: rows, tag: "SHOW"},
+	}
 }

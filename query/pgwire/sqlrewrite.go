@@ -1,6 +1,7 @@
 package pgwire
 
 import (
+	"fmt"
 	"regexp"
 	"strings"
 )
@@ -189,14 +190,16 @@ var castTypes = map[string]string{
 //     catalog types (oid, name, regproc…) become their DuckDB stand-ins;
 //   - x ~ 'pattern' keeps PostgreSQL's meaning (a match anywhere) although
 //     DuckDB's ~ must match the whole string;
-//   - current_user and session_user become the login's name, and
+//   - current_user and session_user become the login's name,
+//     pg_backend_pid() the connection's process id, and
 //     current_setting('name') carries the session's value of the setting.
 //
 // Result columns named after a rewritten call are renamed by pgColumnName.
 //
 // Everything else, including string literals and quoted identifiers, is
 // left as it is.
-func rewriteSQL(sql, user string, setting func(string) (string, bool)) string {
+func rewriteSQL(sql string, sess session, setting func(string) (string, bool)) string {
+	user := sess.user
 	toks := lex(sql)
 	// next returns the index of the first non-space token at or after i.
 	next := func(i int) int {
@@ -323,11 +326,19 @@ func rewriteSQL(sql, user string, setting func(string) (string, bool)) string {
 					i = x
 					continue
 				}
+				if x < len(toks) && identName(toks[x]) == "_pg_expandarray" && is(next(x+1), "(") {
+					emit(catalogSchema + "._pg_expandarray")
+					i = x
+					continue
+				}
 				emit(t.text)
 			case name == "public" && beforeDot && !afterDot:
 				emit("main")
 			case !afterDot && !beforeDot && t.kind == tIdent && (name == "current_user" || name == "session_user") && !is(n, "("):
 				emit(catalogSchema + `."current_user"(` + quoteLiteral(user) + ")")
+			case !afterDot && !beforeDot && t.kind == tIdent && name == "pg_backend_pid" && is(n, "(") && is(next(n+1), ")"):
+				emit(fmt.Sprintf("%s.pg_backend_pid(%d)", catalogSchema, sess.pid))
+				i = next(n + 1)
 			case !afterDot && !beforeDot && t.kind == tIdent && name == "current_setting" && is(n, "("):
 				if repl, last, ok := currentSetting(toks, i, next, setting); ok {
 					emit(repl)
@@ -375,6 +386,12 @@ func rewritePattern(toks []token, j, from int, out *strings.Builder) int {
 	}
 	out.WriteString(quoteLiteral("(?s).*(?:" + v + ").*"))
 	return j
+}
+
+// session is what rewriteSQL fills in about the connection.
+type session struct {
+	user string
+	pid  uint32
 }
 
 // clauseWords end a FROM item; they are not aliases.

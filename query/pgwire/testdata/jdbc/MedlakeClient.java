@@ -20,11 +20,34 @@ public class MedlakeClient {
         Properties props = new Properties();
         props.setProperty("user", args[2]);
         props.setProperty("password", args[3]);
-        props.setProperty("sslmode", "disable");
+        props.setProperty("sslmode", "require"); // TLS; the test's certificate is self-signed
         props.setProperty("ApplicationName", "medlake-jdbc-test");
+        // Named server-side statements from the first run, so the second run
+        // of the query reads int8, float8, bool and timestamptz in binary.
+        props.setProperty("prepareThreshold", "1");
         try (Connection c = DriverManager.getConnection(url, props)) {
             DatabaseMetaData md = c.getMetaData();
             System.out.println("product|" + md.getDatabaseProductName() + "|" + md.getDatabaseMajorVersion());
+            System.out.println("-- getCatalogs");
+            try (ResultSet rs = md.getCatalogs()) {
+                while (rs.next()) {
+                    System.out.println(rs.getString("TABLE_CAT"));
+                }
+            }
+            System.out.println("-- getSchemas");
+            try (ResultSet rs = md.getSchemas()) {
+                while (rs.next()) {
+                    System.out.println(rs.getString("TABLE_SCHEM"));
+                }
+            }
+            System.out.println("-- getTableTypes");
+            try (ResultSet rs = md.getTableTypes()) {
+                int n = 0;
+                while (rs.next()) {
+                    n++;
+                }
+                System.out.println(n + " types");
+            }
             System.out.println("-- getTables");
             try (ResultSet rs = md.getTables(null, "public", "%", new String[] {"TABLE"})) {
                 while (rs.next()) {
@@ -37,6 +60,35 @@ public class MedlakeClient {
                     System.out.println(rs.getString("COLUMN_NAME") + "|" + rs.getInt("DATA_TYPE") + "|" + rs.getString("TYPE_NAME")
                         + "|" + rs.getInt("COLUMN_SIZE") + "|" + rs.getInt("NULLABLE") + "|" + rs.getInt("ORDINAL_POSITION"));
                 }
+            }
+            System.out.println("-- getPrimaryKeys");
+            try (ResultSet rs = md.getPrimaryKeys(null, "public", "lab_results")) {
+                while (rs.next()) {
+                    System.out.println(rs.getString("COLUMN_NAME"));
+                }
+            }
+            System.out.println("-- getIndexInfo");
+            try (ResultSet rs = md.getIndexInfo(null, "public", "lab_results", false, true)) {
+                while (rs.next()) {
+                    System.out.println(rs.getString("INDEX_NAME"));
+                }
+            }
+            System.out.println("-- getImportedKeys");
+            try (ResultSet rs = md.getImportedKeys(null, "public", "lab_results")) {
+                while (rs.next()) {
+                    System.out.println(rs.getString("FKCOLUMN_NAME"));
+                }
+            }
+            System.out.println("-- getTypeInfo");
+            try (ResultSet rs = md.getTypeInfo()) {
+                StringBuilder names = new StringBuilder();
+                while (rs.next()) {
+                    String name = rs.getString("TYPE_NAME");
+                    if (name.equals("int8") || name.equals("text") || name.equals("timestamptz") || name.equals("numeric")) {
+                        names.append(name).append(":").append(rs.getInt("DATA_TYPE")).append(" ");
+                    }
+                }
+                System.out.println(names.toString().trim());
             }
             System.out.println("-- query");
             c.setAutoCommit(false); // fetch size pages only inside a transaction
