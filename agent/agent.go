@@ -348,10 +348,10 @@ func (a *Agent) status() protocol.Status {
 	st := a.spool.Stats()
 	s := protocol.Status{
 		SpoolBatches: st.Batches, SpoolBytes: st.Bytes, SpoolFull: st.Full, DeadLetters: st.DeadLetters,
-		RowsRejected: a.rowsRejected.Load(),
+		RowsRejected: a.rowsRejected.Load(), OldestUnacked: st.Oldest.UTC(),
 	}
 	if c, err := a.state.Counts(); err == nil {
-		s.FilesDone, s.Quarantined = c.Done, int(c.Quarantined)
+		s.FilesDone, s.Quarantined, s.FilesWaiting = c.Done, int(c.Quarantined), int(c.InProgress)
 	}
 	a.mu.Lock()
 	s.LastError = a.lastError
@@ -383,6 +383,19 @@ func (a *Agent) registerMetrics(reg prometheus.Registerer) error {
 			return 0
 		}),
 		gauge("inflight_batches", "Batches sent and awaiting the hub's ack.", func() float64 { return float64(a.sender.Stats().InFlight) }),
+		gauge("oldest_unacked_age_seconds", "Age of the oldest spooled batch not yet acknowledged by the hub; 0 when none waits.", func() float64 {
+			if o := a.spool.Stats().Oldest; !o.IsZero() {
+				return time.Since(o).Seconds()
+			}
+			return 0
+		}),
+		gauge("files_waiting", "Source files taken and not yet done (being read, spooled, or waiting for acks).", func() float64 {
+			c, err := a.state.Counts()
+			if err != nil {
+				return 0
+			}
+			return float64(c.InProgress)
+		}),
 	}
 	for _, c := range append(cs, a.m.collectors()...) {
 		if err := reg.Register(c); err != nil {

@@ -72,6 +72,9 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger, registerer prome
 	}
 	in := &Ingester{cfg: cfg, cat: cat, log: logger.With("component", "hub"), m: m, subscribed: make(chan struct{}),
 		mem: memory.DefaultAllocator, cmts: map[string]*committer{}, agents: map[string]*knownAgent{}}
+	if err := registerer.Register(newFleetCollector(in)); err != nil {
+		return nil, fmt.Errorf("registering hub fleet metrics: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if cfg.FeedsDir != "" {
@@ -228,6 +231,7 @@ func (in *Ingester) onBatch(t protocol.Topic, frame []byte) {
 		in.reject(rej)
 		return
 	}
+	b.received = time.Now()
 	c := in.committer(b.hdr.Table, st.byTable[b.hdr.Table]) // decodeBatch accepts only declared tables
 	if c == nil {
 		b.release() // stopping: not acked, the agent re-sends it to a running hub

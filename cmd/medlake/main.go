@@ -33,6 +33,7 @@ Commands:
   gen            generate seed-shaped facility exports, feed definitions and a manifest
   feeds          author feed definitions: test one over sample files with no server
   sql            run a SQL statement against a medlake query node and print the result
+  status         print the fleet's backlog and the tables' commit lag and freshness
   bench          measure agent parse, hub commit and drop-to-queryable latency
   check-config   validate the configuration and print the effective values
   version        print the version
@@ -74,6 +75,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return runFeeds(ctx, rest, stdout)
 	case "bench":
 		return runBench(ctx, rest, stdout)
+	case "status":
+		return runStatus(ctx, rest, stdout)
 	case "check-config":
 		return runCheckConfig(rest, stdout)
 	case "version", "--version", "-version":
