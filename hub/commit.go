@@ -37,7 +37,10 @@ const (
 const (
 	// conflictRetries bounds immediate retries after another hub moved the table.
 	conflictRetries = 10
-	maxBackoff      = 30 * time.Second
+	// maxBackoff caps the wait between commit attempts while the catalog or the object
+	// store is down: agents hold their batches meanwhile, and the first attempt after the
+	// store returns drains them, so waiting long only delays recovery.
+	maxBackoff = 5 * time.Second
 	// finalFlushTimeout bounds the last commit when the hub stops.
 	finalFlushTimeout = 30 * time.Second
 )

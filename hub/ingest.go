@@ -164,7 +164,7 @@ func (in *Ingester) clientOptions() *paho.ClientOptions {
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).
-		SetMaxReconnectInterval(30 * time.Second).
+		SetMaxReconnectInterval(5 * time.Second). // a restarted broker gets its hubs back in seconds
 		SetKeepAlive(30 * time.Second).
 		SetOrderMatters(true).
 		// Messages of the shared subscription arrive on "medlake/v1/..." without the
@@ -246,12 +246,27 @@ func (in *Ingester) onBatch(t protocol.Topic, frame []byte) {
 				b.hdr.BatchID, b.hdr.Feed, b.hdr.FeedVersion, b.hdr.Table, c.def.Name, c.def.Version, err)})
 		return
 	}
+	// A committer whose buffer is full (the catalog or the object store is down, or
+	// commits fall behind) stops taking batches. Waiting for it here would stall paho's
+	// delivery goroutine, and with it agents' statuses and the connection itself, so after
+	// a short wait the batch is dropped unacknowledged: its agent keeps it spooled and
+	// re-sends it, backing off, and the hub commits it once there is room.
+	wait := time.NewTimer(enqueueWait)
+	defer wait.Stop()
 	select {
 	case c.in <- b:
+	case <-wait.C:
+		b.release()
+		in.m.deferred.WithLabelValues(b.hdr.Table).Inc()
+		in.log.Debug("commit buffer full, batch left to the agent's re-send", "table", b.hdr.Table, "batch_id", b.hdr.BatchID)
 	case <-in.ctx().Done():
 		b.release() // not acked: the agent re-sends it to a running hub
 	}
 }
+
+// enqueueWait is how long a batch waits for room in its table's commit buffer before it
+// is left to the agent's re-send.
+const enqueueWait = 2 * time.Second
 
 func (in *Ingester) reject(r *rejection) {
 	in.m.rejected.WithLabelValues(r.metric).Inc()
@@ -340,7 +355,7 @@ func (in *Ingester) publishAcks(_ context.Context, acks []ackOut) {
 // warehouse is unreachable it tries again; the committer creates the table anyway when
 // rejects arrive first.
 func (in *Ingester) createRejectsTable(ctx context.Context) {
-	for wait := time.Second; ; wait = min(2*wait, time.Minute) {
+	for wait := time.Second; ; wait = min(2*wait, maxBackoff) {
 		_, err := loadOrCreateTable(ctx, in.cat, feed.Rejects(), in.log)
 		if err == nil || ctx.Err() != nil {
 			return

@@ -7,6 +7,7 @@ type metrics struct {
 	committed  *prometheus.CounterVec // by table
 	duplicates *prometheus.CounterVec // by table
 	rejected   *prometheus.CounterVec // by reason
+	deferred   *prometheus.CounterVec // by table
 	rows       *prometheus.CounterVec // by table
 	failures   *prometheus.CounterVec // by table
 	duration   *prometheus.HistogramVec
@@ -62,6 +63,8 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		quarantined: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
 			Name: "agent_quarantined_files_total", Help: "Source files agents reported quarantined (unreadable, or rejected by the hub)."}),
 	}
+	m.deferred = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
+		Name: "batches_deferred_total", Help: "Batches left unacknowledged because the table's commit buffer stayed full; their agents re-send them."}, []string{"table"})
 	m.commitLag = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "medlake", Subsystem: "hub",
 		Name: "commit_lag_seconds", Help: "Per committed batch: from the agent spooling it (created_at, agent clock) to the snapshot commit (hub clock).",
 		Buckets: LatencyBuckets}, []string{"table"})
@@ -70,7 +73,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Buckets: LatencyBuckets}, []string{"table"})
 	m.lastCommit = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "medlake", Subsystem: "hub",
 		Name: "table_last_commit_timestamp_seconds", Help: "When this hub last committed a snapshot of the table (Unix seconds)."}, []string{"table"})
-	for _, c := range []prometheus.Collector{m.commitLag, m.freshness, m.lastCommit, m.received, m.committed, m.duplicates, m.rejected, m.rows, m.failures, m.duration, m.commitRows,
+	for _, c := range []prometheus.Collector{m.deferred, m.commitLag, m.freshness, m.lastCommit, m.received, m.committed, m.duplicates, m.rejected, m.rows, m.failures, m.duration, m.commitRows,
 		m.feedVersions, m.feedRefreshFailures, m.configPublishes, m.agentEvents, m.quarantined} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -459,7 +459,7 @@ func (s *Sender) publish(client mqtt.Client, id string, resend bool) bool {
 	}
 	s.mu.Unlock()
 	if resend {
-		s.logger.Info("re-sending batch without hub ack", "batch_id", id, "sends", sends, "next_in", wait)
+		s.logger.Info("re-sending batch without hub ack", "batch_id", id, "sends", sends, "next_in", wait.String())
 	} else {
 		s.logger.Debug("batch published", "batch_id", id, "bytes", len(frame))
 	}

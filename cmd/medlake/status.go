@@ -398,8 +398,12 @@ func printStatus(w io.Writer, r StatusReport) error {
 		if a.SpoolFull {
 			state += " (spool full)"
 		}
+		oldest := secs(a.OldestUnackedSeconds)
+		if a.SpoolBatches == 0 {
+			oldest = "-"
+		}
 		fmt.Fprintf(tw, "%s\t%s/%s\t%s\t%s\t%d batches, %s\t%d\t%s\t%d\n", a.Agent, a.Tenant, a.Facility, state, ago(a.LastSeen),
-			a.SpoolBatches, humanBytes(a.SpoolBytes), a.FilesWaiting, secs(a.OldestUnackedSeconds), a.Quarantined)
+			a.SpoolBatches, humanBytes(a.SpoolBytes), a.FilesWaiting, oldest, a.Quarantined)
 	}
 	if len(r.Agents) == 0 {
 		fmt.Fprintf(tw, "(no agent status received by this node)\n")
