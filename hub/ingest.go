@@ -159,8 +159,13 @@ func (in *Ingester) clientOptions() *paho.ClientOptions {
 		SetClientID(in.cfg.ClientID).
 		SetUsername(in.cfg.Username).
 		SetPassword(in.cfg.Password).
-		// A persistent session keeps batches queued at the broker while the hub restarts.
-		SetCleanSession(false).
+		// A clean session: when a hub dies its session ends with it, so the broker stops
+		// giving it a share of the batches. A persistent session would keep receiving its
+		// share while the hub is down (mosquitto queues shared-subscription messages for
+		// an offline persistent member), and every such batch would wait for its agent's
+		// re-send, again and again. What the dead hub held unacknowledged is re-sent by
+		// the agents in any case.
+		SetCleanSession(true).
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).
@@ -184,8 +189,8 @@ func (in *Ingester) onConnect(c paho.Client) {
 		protocol.HubBatchSubscription:  1,
 		protocol.HubStatusSubscription: 1,
 	}, nil)
-	// The persistent session keeps earlier subscriptions, so a failure here is logged
-	// and the next reconnect subscribes again.
+	// A clean session loses its subscriptions with the connection: every connect
+	// subscribes; a failure here is logged and the next reconnect subscribes again.
 	if !tok.WaitTimeout(30 * time.Second) {
 		in.log.Error("subscribing timed out", "err", "no suback within 30s")
 		return

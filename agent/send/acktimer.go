@@ -14,9 +14,11 @@ import (
 // after a single send are sampled (Karn's rule: the ack of a re-sent batch may answer
 // either copy).
 //
-// Each further re-send of the same batch waits twice as long as the one before, from
-// the second re-send on, with ±20% jitter so that agents that lost the same hub do not
-// re-send in step, capped at the ceiling. Re-sends are safe (the hub acknowledges a
+// While no ack arrives at all (hubs down or stalled), each further re-send of the same
+// batch waits twice as long as the one before, from the second re-send on, with ±20%
+// jitter so that agents that lost the same hub do not re-send in step, capped at the
+// ceiling. When other batches are acked meanwhile the hubs work and this copy was lost
+// (a hub died holding it): the Sender re-sends it again after one jittered base wait. Re-sends are safe (the hub acknowledges a
 // batch it has already committed from its ledger, without writing it again); the backoff
 // only keeps a slow-but-alive hub from being flooded. The in-flight window bounds how
 // many batches wait at once.
@@ -54,13 +56,14 @@ func (t *ackTimer) base() time.Duration {
 	return min(max(t.srtt+4*t.rttvar, t.floor), t.ceiling)
 }
 
-// timeout is the wait after the sends-th send of a batch (1: the first send).
-func (t *ackTimer) timeout(sends int) time.Duration {
+// timeout is the wait after a send at backoff level (1: the first send, 2: the first
+// re-send, each level above doubles).
+func (t *ackTimer) timeout(level int) time.Duration {
 	d := t.base()
-	if sends <= 1 {
+	if level <= 1 {
 		return d
 	}
-	for i := 2; i < sends && d < t.ceiling; i++ {
+	for i := 2; i < level && d < t.ceiling; i++ {
 		d *= 2
 	}
 	d = time.Duration(float64(d) * (0.8 + 0.4*t.jitter()))

@@ -122,6 +122,12 @@ type flight struct {
 	sentAt   time.Time // last send
 	deadline time.Time // re-send after
 	sends    int
+	// level is the backoff step of the last send (ackTimer.timeout's argument): it
+	// grows with each re-send while no ack at all arrives (the hubs are down or
+	// stalled), and drops back to the first re-send's when other batches were acked
+	// since this one was sent (the hubs work; this copy was lost, e.g. with a hub that
+	// died holding it).
+	level int
 }
 
 type inboundAck struct {
@@ -148,6 +154,7 @@ type Sender struct {
 	mu        sync.Mutex
 	inflight  map[string]*flight // guarded by mu; by batch id
 	timer     *ackTimer          // guarded by mu
+	lastAck   time.Time          // guarded by mu; when an ack last arrived
 	events    []protocol.Event   // guarded by mu
 	dropped   int                // guarded by mu; events beyond maxPendingEvents
 	stats     Stats              // guarded by mu
@@ -448,8 +455,16 @@ func (s *Sender) publish(client mqtt.Client, id string, resend bool) bool {
 		s.inflight[id] = f
 	}
 	f.sends++
+	switch {
+	case f.sends == 1:
+		f.level = 1
+	case s.lastAck.After(f.sentAt):
+		f.level = 2
+	default:
+		f.level++
+	}
 	f.sentAt = time.Now()
-	wait := s.timer.timeout(f.sends)
+	wait := s.timer.timeout(f.level)
 	f.deadline = f.sentAt.Add(wait)
 	sends := f.sends
 	if resend {
@@ -498,6 +513,7 @@ func (s *Sender) handleAck(ctx context.Context, in inboundAck) {
 	if f := s.inflight[ack.BatchID]; f != nil && f.sends == 1 {
 		s.timer.observe(time.Since(f.sentAt))
 	}
+	s.lastAck = time.Now()
 	delete(s.inflight, ack.BatchID)
 	s.mu.Unlock()
 	if ack.BatchID == "" || !s.spool.Has(ack.BatchID) {
@@ -514,7 +530,7 @@ func (s *Sender) handleAck(ctx context.Context, in inboundAck) {
 		s.logger.Error("recording hub ack failed", "batch_id", ack.BatchID, "err", err)
 		s.mu.Lock()
 		now := time.Now()
-		s.inflight[ack.BatchID] = &flight{sentAt: now, deadline: now.Add(s.timer.base()), sends: 1}
+		s.inflight[ack.BatchID] = &flight{sentAt: now, deadline: now.Add(s.timer.base()), sends: 1, level: 1}
 		s.mu.Unlock()
 		in.msg.Ack()
 		return
