@@ -97,6 +97,9 @@ type Engine struct {
 
 	refreshMu sync.Mutex
 	onVisible func(Visible) // nil: none; fixed after New
+	// started is set once New's first refresh is done: tables that appear after it are
+	// reported as visible from their first snapshot. Guarded by refreshMu.
+	started bool
 
 	mu     sync.Mutex
 	views  map[string]*view // table name -> current view
@@ -159,6 +162,9 @@ func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace stri
 		e.Close()
 		return nil, err
 	}
+	e.refreshMu.Lock()
+	e.started = true
+	e.refreshMu.Unlock()
 	return e, nil
 }
 
@@ -318,8 +324,12 @@ func (e *Engine) refreshTable(ctx context.Context, ident table.Identifier) error
 	e.mu.Unlock()
 	e.generation.Add(1)
 	e.logger.Info("table view refreshed", "table", name, "snapshot_id", snapID, "data_files", len(objs))
-	if old != nil && e.onVisible != nil && old.snapshotID != snapID {
+	switch {
+	case e.onVisible == nil:
+	case old != nil && old.snapshotID != snapID:
 		e.reportVisible(name, tbl, old.snapshotID, time.Now())
+	case old == nil && e.started:
+		e.reportVisible(name, tbl, -1, time.Now()) // a table created since the engine started
 	}
 	return nil
 }

@@ -60,4 +60,17 @@ func TestVisibilityObserver(t *testing.T) {
 	if !got[1].SourceMtimeMin.Equal(mtime) || !got[0].SourceMtimeMin.IsZero() {
 		t.Errorf("source mtimes = %s, %s; want none, then %s", got[0].SourceMtimeMin, got[1].SourceMtimeMin, mtime)
 	}
+
+	// A table created after the engine started is visible from its first snapshot.
+	got = nil
+	testlake.CreateLabTable(t, cat, "vitals")
+	s3 := testlake.AppendLabRows(t, cat, "vitals", 0, 5).CurrentSnapshot().SnapshotID
+	mu.Unlock()
+	if err := e.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	if len(got) != 1 || got[0].Table != "vitals" || got[0].SnapshotID != s3 {
+		t.Errorf("new table: visible = %+v, want vitals snapshot %d", got, s3)
+	}
 }
