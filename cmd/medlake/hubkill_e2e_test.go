@@ -160,7 +160,7 @@ status_interval: 2s
 			if got > manifestRows {
 				t.Fatalf("%d rows queryable, more than the %d generated: duplicates", got, manifestRows)
 			}
-			if got == manifestRows && select1(dropped) {
+			if got == manifestRows && isClosed(dropped) {
 				break
 			}
 			nextCount = time.Now().Add(time.Second)
@@ -179,7 +179,8 @@ status_interval: 2s
 	checkManifest(ctx, t, conn, m, tables)
 }
 
-func select1(c <-chan struct{}) bool {
+// isClosed reports whether c is closed, without waiting.
+func isClosed(c <-chan struct{}) bool {
 	select {
 	case <-c:
 		return true
