@@ -130,6 +130,20 @@ type flight struct {
 	level int
 }
 
+// nextLevel is the backoff level of the send about to be made, given when an ack last
+// arrived: 1 for a first send; for a re-send, one above the last while no ack arrived
+// since the last send, else the first re-send's level again.
+func (f *flight) nextLevel(lastAck time.Time) int {
+	switch {
+	case f.sends <= 1:
+		return 1
+	case lastAck.After(f.sentAt):
+		return 2
+	default:
+		return f.level + 1
+	}
+}
+
 type inboundAck struct {
 	ack protocol.Ack
 	msg mqtt.Message
@@ -455,14 +469,7 @@ func (s *Sender) publish(client mqtt.Client, id string, resend bool) bool {
 		s.inflight[id] = f
 	}
 	f.sends++
-	switch {
-	case f.sends == 1:
-		f.level = 1
-	case s.lastAck.After(f.sentAt):
-		f.level = 2
-	default:
-		f.level++
-	}
+	f.level = f.nextLevel(s.lastAck)
 	f.sentAt = time.Now()
 	wait := s.timer.timeout(f.level)
 	f.deadline = f.sentAt.Add(wait)
