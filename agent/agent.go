@@ -155,8 +155,10 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Agent, error) {
 	a.sender, err = send.New(send.Config{
 		Broker: cfg.Broker, Username: cfg.Username, Password: cfg.Password,
 		Tenant: cfg.Tenant, Facility: cfg.Facility, Agent: cfg.ID,
-		MaxInflight: cfg.MaxInflight, AckTimeout: cfg.AckTimeout, StatusInterval: cfg.StatusInterval,
-		MaxReconnectInterval: time.Minute,
+		MaxInflight: cfg.MaxInflight, AckTimeout: cfg.AckTimeout, AckTimeoutMax: cfg.AckTimeoutMax,
+		StatusInterval: cfg.StatusInterval,
+		// A broker back from a restart gets its agents back within seconds.
+		MaxReconnectInterval: 10 * time.Second,
 		OnConfig:             a.onConfig,
 	}, a.spool, a.onAck, a.status, logger)
 	if err != nil {
@@ -348,10 +350,10 @@ func (a *Agent) status() protocol.Status {
 	st := a.spool.Stats()
 	s := protocol.Status{
 		SpoolBatches: st.Batches, SpoolBytes: st.Bytes, SpoolFull: st.Full, DeadLetters: st.DeadLetters,
-		RowsRejected: a.rowsRejected.Load(),
+		RowsRejected: a.rowsRejected.Load(), OldestUnacked: st.Oldest.UTC(),
 	}
 	if c, err := a.state.Counts(); err == nil {
-		s.FilesDone, s.Quarantined = c.Done, int(c.Quarantined)
+		s.FilesDone, s.Quarantined, s.FilesWaiting = c.Done, int(c.Quarantined), int(c.InProgress)
 	}
 	a.mu.Lock()
 	s.LastError = a.lastError
@@ -370,7 +372,8 @@ func (a *Agent) registerMetrics(reg prometheus.Registerer) error {
 	cs := []prometheus.Collector{
 		counter("files_done_total", "Source files finished in this run.", func() float64 { return float64(a.filesDone.Load()) }),
 		counter("batches_sent_total", "Batch publishes, re-sends included.", func() float64 { st := a.sender.Stats(); return float64(st.Published + st.Resent) }),
-		counter("batches_resent_total", "Batches re-sent after ack_timeout.", func() float64 { return float64(a.sender.Stats().Resent) }),
+		counter("batches_resent_total", "Batches re-sent after waiting for the hub's ack.", func() float64 { return float64(a.sender.Stats().Resent) }),
+		gauge("ack_timeout_seconds", "Current first wait for the hub's ack before a re-send, adapted to observed ack latency.", func() float64 { return a.sender.Stats().AckTimeout.Seconds() }),
 		counter("batches_acked_total", "Batches committed by the hub.", func() float64 { return float64(a.sender.Stats().Committed) }),
 		counter("batches_rejected_total", "Batches rejected by the hub (dead-lettered).", func() float64 { return float64(a.sender.Stats().Rejected) }),
 		counter("rows_rejected_total", "Source rows rejected by normalization.", func() float64 { return float64(a.rowsRejected.Load()) }),
@@ -383,6 +386,19 @@ func (a *Agent) registerMetrics(reg prometheus.Registerer) error {
 			return 0
 		}),
 		gauge("inflight_batches", "Batches sent and awaiting the hub's ack.", func() float64 { return float64(a.sender.Stats().InFlight) }),
+		gauge("oldest_unacked_age_seconds", "Age of the oldest spooled batch not yet acknowledged by the hub; 0 when none waits.", func() float64 {
+			if o := a.spool.Stats().Oldest; !o.IsZero() {
+				return time.Since(o).Seconds()
+			}
+			return 0
+		}),
+		gauge("files_waiting", "Source files taken and not yet done (being read, spooled, or waiting for acks).", func() float64 {
+			c, err := a.state.Counts()
+			if err != nil {
+				return 0
+			}
+			return float64(c.InProgress)
+		}),
 	}
 	for _, c := range append(cs, a.m.collectors()...) {
 		if err := reg.Register(c); err != nil {

@@ -49,8 +49,14 @@ type Config struct {
 	RescanInterval time.Duration `yaml:"rescan_interval"`
 	// BatchRows is the most rows in one batch.
 	BatchRows int `yaml:"batch_rows"`
-	// AckTimeout is how long a batch waits for the hub's ack before it is re-sent.
+	// AckTimeout is the shortest wait for the hub's ack before a batch is re-sent
+	// (default 5s). The wait adapts to the ack latency the agent observes (smoothed
+	// latency plus four times its variation, as TCP's retransmission timeout), and a
+	// batch re-sent again waits twice as long each time, with jitter, up to
+	// AckTimeoutMax. Re-sends are safe: the hub recognizes a batch it has committed.
 	AckTimeout time.Duration `yaml:"ack_timeout"`
+	// AckTimeoutMax caps that wait (default 2m; never below ack_timeout).
+	AckTimeoutMax time.Duration `yaml:"ack_timeout_max"`
 	// MaxInflight bounds batches sent and not yet acked.
 	MaxInflight int `yaml:"max_inflight"`
 	// SpoolMaxBytes and SpoolMaxBatches bound the spool; intake pauses when it is full.
@@ -101,7 +107,8 @@ func DefaultConfig() Config {
 		QuietPeriod:     2 * time.Second,
 		RescanInterval:  30 * time.Second,
 		BatchRows:       50000,
-		AckTimeout:      60 * time.Second,
+		AckTimeout:      5 * time.Second,
+		AckTimeoutMax:   2 * time.Minute,
 		MaxInflight:     32,
 		SpoolMaxBytes:   10 << 30,
 		SpoolMaxBatches: 100000,
@@ -201,6 +208,7 @@ func (c *Config) Validate() error {
 	pos("rescan_interval", c.RescanInterval > 0, c.RescanInterval)
 	pos("batch_rows", c.BatchRows > 0, c.BatchRows)
 	pos("ack_timeout", c.AckTimeout > 0, c.AckTimeout)
+	pos("ack_timeout_max", c.AckTimeoutMax > 0, c.AckTimeoutMax)
 	pos("max_inflight", c.MaxInflight > 0, c.MaxInflight)
 	pos("spool_max_bytes", c.SpoolMaxBytes > 0, c.SpoolMaxBytes)
 	pos("spool_max_batches", c.SpoolMaxBatches > 0, c.SpoolMaxBatches)

@@ -29,7 +29,7 @@ func TestParseConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.QuietPeriod != 2*time.Second || cfg.AckTimeout != time.Minute || cfg.MaxInflight != 32 {
+	if cfg.QuietPeriod != 2*time.Second || cfg.AckTimeout != time.Minute || cfg.AckTimeoutMax != 2*time.Minute || cfg.MaxInflight != 32 {
 		t.Fatalf("durations/numbers: %+v", cfg)
 	}
 	if w := cfg.Watch[0]; w.DoneDir != "/exports/fac0001/.medlake-done" || !w.Recursive || w.Done != DoneMove {

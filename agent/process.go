@@ -210,6 +210,7 @@ func (a *Agent) spoolFile(ctx context.Context, ident state.File, res *parsed) er
 				Feed: f.p.def.Name, FeedVersion: f.p.def.Version, Table: f.p.table(),
 				SourceFile: filepath.Base(ident.Path), SourceSHA256: ident.SHA256,
 				Part: f.n, Parts: counts[f.p.key()], Rows: f.p.rows, CreatedAt: now,
+				SourceModTime: ident.ModTime.UTC(),
 			}, payload)
 			if err != nil {
 				return fmt.Errorf("framing batch %s of %s: %w", f.id, ident.Path, err)

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -26,12 +28,19 @@ import (
 const (
 	PropBatchIDs = "medlake.batch_ids" // comma-separated batch ids in this snapshot
 	PropHub      = "medlake.hub"       // client id of the committing hub
+	// PropSourceMtimeMin is the oldest source file mtime among the snapshot's batches,
+	// Unix milliseconds (created_at for batches of 1.0 agents): the query role measures
+	// freshness to queryable from it when the snapshot becomes visible.
+	PropSourceMtimeMin = "medlake.source_mtime_min"
 )
 
 const (
 	// conflictRetries bounds immediate retries after another hub moved the table.
 	conflictRetries = 10
-	maxBackoff      = 30 * time.Second
+	// maxBackoff caps the wait between commit attempts while the catalog or the object
+	// store is down: agents hold their batches meanwhile, and the first attempt after the
+	// store returns drains them, so waiting long only delays recovery.
+	maxBackoff = 5 * time.Second
 	// finalFlushTimeout bounds the last commit when the hub stops.
 	finalFlushTimeout = 30 * time.Second
 )
@@ -58,6 +67,10 @@ type committer struct {
 	now     func() time.Time
 
 	in chan *batch // fed by the message handler
+
+	// pendingSince is the receipt time (Unix ns) of the oldest buffered batch, 0 when
+	// the buffer is empty; written by run, read by metrics.
+	pendingSince atomic.Int64
 
 	// Owned by run.
 	buf          []*batch
@@ -122,6 +135,7 @@ func (c *committer) run(ctx context.Context) {
 		c.buf = nil
 	}()
 	for {
+		c.notePending()
 		in := c.in
 		if c.full() {
 			in = nil // backpressure: the message handler blocks until we commit
@@ -146,6 +160,17 @@ func (c *committer) run(ctx context.Context) {
 			flush(ctx)
 		}
 	}
+}
+
+// notePending publishes the receipt time of the oldest buffered batch.
+func (c *committer) notePending() {
+	var oldest int64
+	for _, b := range c.buf {
+		if ns := b.received.UnixNano(); !b.received.IsZero() && (oldest == 0 || ns < oldest) {
+			oldest = ns
+		}
+	}
+	c.pendingSince.Store(oldest)
 }
 
 func (c *committer) full() bool {
@@ -224,6 +249,15 @@ func (c *committer) commit(ctx context.Context, tbl *table.Table) ([]ackOut, err
 
 	txn := tbl.NewTransaction()
 	props := iceberg.Properties{PropBatchIDs: strings.Join(ids, ","), PropHub: c.hubID}
+	var mtimeMin time.Time
+	for _, b := range c.buf {
+		if t := sourceTime(b.hdr); mtimeMin.IsZero() || t.Before(mtimeMin) {
+			mtimeMin = t
+		}
+	}
+	if !mtimeMin.IsZero() {
+		props[PropSourceMtimeMin] = strconv.FormatInt(mtimeMin.UnixMilli(), 10)
+	}
 	if err := txn.AppendTable(ctx, at, 1<<20, props); err != nil {
 		return nil, fmt.Errorf("writing %d rows of %d batches to table %s: %w", at.NumRows(), len(ids), c.table, err)
 	}
@@ -252,6 +286,15 @@ func (c *committer) commit(ctx context.Context, tbl *table.Table) ([]ackOut, err
 				SnapshotID: snap.SnapshotID, CommittedAt: committedAt}})
 		c.m.duplicates.WithLabelValues(c.table).Inc()
 	}
+	for _, b := range c.buf {
+		if !b.hdr.CreatedAt.IsZero() {
+			c.m.commitLag.WithLabelValues(c.table).Observe(max(committedAt.Sub(b.hdr.CreatedAt), 0).Seconds())
+		}
+		if t := sourceTime(b.hdr); !t.IsZero() {
+			c.m.freshness.WithLabelValues(c.table).Observe(max(committedAt.Sub(t), 0).Seconds())
+		}
+	}
+	c.m.lastCommit.WithLabelValues(c.table).Set(float64(committedAt.UnixMilli()) / 1e3)
 	rows := c.bufRows
 	c.clearBuffer()
 	c.m.committed.WithLabelValues(c.table).Add(float64(len(entries)))
@@ -268,6 +311,15 @@ func (c *committer) commit(ctx context.Context, tbl *table.Table) ([]ackOut, err
 	}
 	c.log.Debug("committed", "snapshot_id", snap.SnapshotID, "batches", len(entries), "rows", rows)
 	return acks, nil
+}
+
+// sourceTime is where a batch's freshness is measured from: its source file's mtime,
+// or for a 1.0 agent, which does not send one, when the batch was spooled.
+func sourceTime(h protocol.BatchHeader) time.Time {
+	if !h.SourceModTime.IsZero() {
+		return h.SourceModTime
+	}
+	return h.CreatedAt
 }
 
 func (c *committer) record(ctx context.Context, entries []catalog.Ledger) error {

@@ -23,8 +23,8 @@ type Config struct {
 	Broker   string `yaml:"broker"`
 	Username string `yaml:"username"`
 	Password string `yaml:"password"`
-	// ClientID must be stable per hub instance and unique across hubs: the broker keeps
-	// the hub's persistent session (and queued batches) under it. Default
+	// ClientID must be unique across hubs: the broker allows one connection per client
+	// id. Default
 	// "medlake-hub-<hostname>".
 	ClientID string `yaml:"client_id"`
 	// FeedsDir optionally holds feed definitions (*.yaml) applied to the catalog at

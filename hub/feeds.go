@@ -225,6 +225,8 @@ type knownAgent struct {
 	topic    protocol.Topic
 	pushed   string // revision this hub last published to it
 	pushedAt time.Time
+	status   protocol.Status // the last status received
+	seen     time.Time       // when it was received (hub clock)
 }
 
 // noteAgent records an agent's status and pushes the current config to it unless its
@@ -238,6 +240,8 @@ func (in *Ingester) noteAgent(t protocol.Topic, s protocol.Status) {
 		ka = &knownAgent{topic: protocol.Topic{Tenant: t.Tenant, Facility: t.Facility, Agent: t.Agent, Kind: protocol.KindConfig}}
 		in.agents[key] = ka
 	}
+	ka.status, ka.seen = s, time.Now()
+	ka.status.Events = nil // logged and counted on arrival; the fleet view needs none
 	want := st.config.Revision
 	handled := s.Config != nil && (s.Config.Applied == want || s.Config.Refused == want)
 	if handled {

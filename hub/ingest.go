@@ -72,6 +72,9 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger, registerer prome
 	}
 	in := &Ingester{cfg: cfg, cat: cat, log: logger.With("component", "hub"), m: m, subscribed: make(chan struct{}),
 		mem: memory.DefaultAllocator, cmts: map[string]*committer{}, agents: map[string]*knownAgent{}}
+	if err := registerer.Register(newFleetCollector(in)); err != nil {
+		return nil, fmt.Errorf("registering hub fleet metrics: %w", err)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if cfg.FeedsDir != "" {
@@ -156,12 +159,17 @@ func (in *Ingester) clientOptions() *paho.ClientOptions {
 		SetClientID(in.cfg.ClientID).
 		SetUsername(in.cfg.Username).
 		SetPassword(in.cfg.Password).
-		// A persistent session keeps batches queued at the broker while the hub restarts.
-		SetCleanSession(false).
+		// A clean session: when a hub dies its session ends with it, so the broker stops
+		// giving it a share of the batches. A persistent session would keep receiving its
+		// share while the hub is down (mosquitto queues shared-subscription messages for
+		// an offline persistent member), and every such batch would wait for its agent's
+		// re-send, again and again. What the dead hub held unacknowledged is re-sent by
+		// the agents in any case.
+		SetCleanSession(true).
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).
-		SetMaxReconnectInterval(30 * time.Second).
+		SetMaxReconnectInterval(5 * time.Second). // a restarted broker gets its hubs back in seconds
 		SetKeepAlive(30 * time.Second).
 		SetOrderMatters(true).
 		// Messages of the shared subscription arrive on "medlake/v1/..." without the
@@ -181,8 +189,8 @@ func (in *Ingester) onConnect(c paho.Client) {
 		protocol.HubBatchSubscription:  1,
 		protocol.HubStatusSubscription: 1,
 	}, nil)
-	// The persistent session keeps earlier subscriptions, so a failure here is logged
-	// and the next reconnect subscribes again.
+	// A clean session loses its subscriptions with the connection: every connect
+	// subscribes; a failure here is logged and the next reconnect subscribes again.
 	if !tok.WaitTimeout(30 * time.Second) {
 		in.log.Error("subscribing timed out", "err", "no suback within 30s")
 		return
@@ -228,6 +236,7 @@ func (in *Ingester) onBatch(t protocol.Topic, frame []byte) {
 		in.reject(rej)
 		return
 	}
+	b.received = time.Now()
 	c := in.committer(b.hdr.Table, st.byTable[b.hdr.Table]) // decodeBatch accepts only declared tables
 	if c == nil {
 		b.release() // stopping: not acked, the agent re-sends it to a running hub
@@ -242,12 +251,27 @@ func (in *Ingester) onBatch(t protocol.Topic, frame []byte) {
 				b.hdr.BatchID, b.hdr.Feed, b.hdr.FeedVersion, b.hdr.Table, c.def.Name, c.def.Version, err)})
 		return
 	}
+	// A committer whose buffer is full (the catalog or the object store is down, or
+	// commits fall behind) stops taking batches. Waiting for it here would stall paho's
+	// delivery goroutine, and with it agents' statuses and the connection itself, so after
+	// a short wait the batch is dropped unacknowledged: its agent keeps it spooled and
+	// re-sends it, backing off, and the hub commits it once there is room.
+	wait := time.NewTimer(enqueueWait)
+	defer wait.Stop()
 	select {
 	case c.in <- b:
+	case <-wait.C:
+		b.release()
+		in.m.deferred.WithLabelValues(b.hdr.Table).Inc()
+		in.log.Debug("commit buffer full, batch left to the agent's re-send", "table", b.hdr.Table, "batch_id", b.hdr.BatchID)
 	case <-in.ctx().Done():
 		b.release() // not acked: the agent re-sends it to a running hub
 	}
 }
+
+// enqueueWait is how long a batch waits for room in its table's commit buffer before it
+// is left to the agent's re-send.
+const enqueueWait = 2 * time.Second
 
 func (in *Ingester) reject(r *rejection) {
 	in.m.rejected.WithLabelValues(r.metric).Inc()
@@ -336,7 +360,7 @@ func (in *Ingester) publishAcks(_ context.Context, acks []ackOut) {
 // warehouse is unreachable it tries again; the committer creates the table anyway when
 // rejects arrive first.
 func (in *Ingester) createRejectsTable(ctx context.Context) {
-	for wait := time.Second; ; wait = min(2*wait, time.Minute) {
+	for wait := time.Second; ; wait = min(2*wait, maxBackoff) {
 		_, err := loadOrCreateTable(ctx, in.cat, feed.Rejects(), in.log)
 		if err == nil || ctx.Err() != nil {
 			return

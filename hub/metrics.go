@@ -7,6 +7,7 @@ type metrics struct {
 	committed  *prometheus.CounterVec // by table
 	duplicates *prometheus.CounterVec // by table
 	rejected   *prometheus.CounterVec // by reason
+	deferred   *prometheus.CounterVec // by table
 	rows       *prometheus.CounterVec // by table
 	failures   *prometheus.CounterVec // by table
 	duration   *prometheus.HistogramVec
@@ -19,7 +20,17 @@ type metrics struct {
 	// facility without logging in to it.
 	agentEvents *prometheus.CounterVec // by kind
 	quarantined prometheus.Counter
+
+	// Delivery: per committed batch, from the agent's spooling (commitLag) and from the
+	// source file's mtime (freshness) to the snapshot's commit.
+	commitLag  *prometheus.HistogramVec // by table
+	freshness  *prometheus.HistogramVec // by table
+	lastCommit *prometheus.GaugeVec     // by table
 }
+
+// LatencyBuckets are the buckets of the delivery latency histograms (commit lag,
+// freshness), in seconds: fine around the 10 s freshness goal, coarse beyond it.
+var LatencyBuckets = []float64{0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 30, 45, 60, 90, 120, 300, 600, 1800, 3600}
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
@@ -52,7 +63,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		quarantined: prometheus.NewCounter(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
 			Name: "agent_quarantined_files_total", Help: "Source files agents reported quarantined (unreadable, or rejected by the hub)."}),
 	}
-	for _, c := range []prometheus.Collector{m.received, m.committed, m.duplicates, m.rejected, m.rows, m.failures, m.duration, m.commitRows,
+	m.deferred = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
+		Name: "batches_deferred_total", Help: "Batches left unacknowledged because the table's commit buffer stayed full; their agents re-send them."}, []string{"table"})
+	m.commitLag = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "medlake", Subsystem: "hub",
+		Name: "commit_lag_seconds", Help: "Per committed batch: from the agent spooling it (created_at, agent clock) to the snapshot commit (hub clock).",
+		Buckets: LatencyBuckets}, []string{"table"})
+	m.freshness = prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: "medlake", Subsystem: "hub",
+		Name: "freshness_committed_seconds", Help: "Per committed batch: from the source file's mtime (facility clock; created_at for 1.0 agents) to the snapshot commit (hub clock).",
+		Buckets: LatencyBuckets}, []string{"table"})
+	m.lastCommit = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "medlake", Subsystem: "hub",
+		Name: "table_last_commit_timestamp_seconds", Help: "When this hub last committed a snapshot of the table (Unix seconds)."}, []string{"table"})
+	for _, c := range []prometheus.Collector{m.deferred, m.commitLag, m.freshness, m.lastCommit, m.received, m.committed, m.duplicates, m.rejected, m.rows, m.failures, m.duration, m.commitRows,
 		m.feedVersions, m.feedRefreshFailures, m.configPublishes, m.agentEvents, m.quarantined} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

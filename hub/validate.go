@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -25,6 +26,8 @@ type batch struct {
 	extra []arrow.Field
 	rows  int64
 	bytes int64 // decoded Arrow size, bounds the commit buffer
+	// received is when this hub got the batch, for the age of uncommitted batches.
+	received time.Time
 }
 
 func (b *batch) release() {

@@ -17,7 +17,7 @@ import (
 // Protocol version carried by every message this package encodes.
 const (
 	MajorVersion = 1
-	MinorVersion = 0
+	MinorVersion = 1
 )
 
 // Version is the "major.minor" string written into every message.
@@ -63,14 +63,19 @@ type BatchHeader struct {
 	// SourceFile is the name of the file the agent took (an archive, or a plain file);
 	// SourceSHA256 is its content hash. The entry each row comes from is in the rows'
 	// _source_file column.
-	SourceFile    string    `json:"source_file"`
-	SourceSHA256  string    `json:"source_sha256"`
-	Part          int       `json:"part"`
-	Parts         int       `json:"parts"`
-	Rows          int64     `json:"rows"`
-	PayloadBytes  int64     `json:"payload_bytes"`
-	PayloadSHA256 string    `json:"payload_sha256"`
-	CreatedAt     time.Time `json:"created_at"`
+	SourceFile    string `json:"source_file"`
+	SourceSHA256  string `json:"source_sha256"`
+	Part          int    `json:"part"`
+	Parts         int    `json:"parts"`
+	Rows          int64  `json:"rows"`
+	PayloadBytes  int64  `json:"payload_bytes"`
+	PayloadSHA256 string `json:"payload_sha256"`
+	// CreatedAt is when the agent framed and spooled the batch (agent clock).
+	CreatedAt time.Time `json:"created_at"`
+	// SourceModTime is the source file's modification time as the agent found it
+	// (facility clock): where freshness is measured from. Since 1.1; absent from older
+	// agents, and then the hub measures freshness from CreatedAt.
+	SourceModTime time.Time `json:"source_mtime,omitzero"`
 }
 
 // Batch is a decoded batch frame. Payload is an Arrow IPC stream (see EncodeRecords).

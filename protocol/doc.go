@@ -25,4 +25,15 @@
 // Versioning: every message carries "major.minor". A decoder accepts any minor version of
 // the major it knows (new fields are ignored) and rejects another major with
 // ErrUnknownVersion, so an old hub never half-understands a new agent.
+//
+// History of minor versions (every one readable by every 1.x peer):
+//
+//   - 1.0: the first contract.
+//   - 1.1: freshness and backlog. BatchHeader.SourceModTime (source_mtime) carries the
+//     source file's modification time, from which the hub measures freshness; Status
+//     gains OldestUnacked (oldest_unacked, when the oldest unacknowledged batch was
+//     spooled) and FilesWaiting (files_waiting). All three are optional: a 1.1 hub
+//     reading a 1.0 agent finds them zero and says so (freshness falls back to
+//     created_at), and a 1.0 hub ignores them. testdata/batch_v1_0.bin and
+//     testdata/status_v1_0.json keep 1.0 messages that every decoder must still read.
 package protocol

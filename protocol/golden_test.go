@@ -67,6 +67,8 @@ func goldenHeader(def *feed.Definition, rows int64) protocol.BatchHeader {
 		Parts:        1,
 		Rows:         rows,
 		CreatedAt:    goldenTime,
+		// The file was exported 4 s before the agent spooled it.
+		SourceModTime: goldenTime.Add(-4 * time.Second),
 	}
 }
 
@@ -169,6 +171,7 @@ func goldenVectors(tb testing.TB) map[string][]byte {
 	if v["status.json"], err = protocol.EncodeStatus(protocol.Status{
 		Agent: "agent-f000001", Tenant: "t0001", Facility: "f000001", State: protocol.StateOnline,
 		Time: goldenTime, SpoolBatches: 2, SpoolBytes: 81920, InFlight: 1, FilesDone: 17, DeadLetters: 1,
+		OldestUnacked: goldenTime.Add(-90 * time.Second), FilesWaiting: 3,
 		Events: []protocol.Event{{Kind: protocol.EventDeadLetter, BatchID: hu.BatchID, File: hu.SourceFile,
 			Reason: `unknown table "no_such_table"`, Time: goldenTime}},
 	}); err != nil {
@@ -322,6 +325,61 @@ func TestDecodeGoldenMessages(t *testing.T) {
 	}
 	if s.Agent != "agent-f000001" || len(s.Events) != 1 || s.Events[0].Kind != protocol.EventDeadLetter {
 		t.Errorf("status = %+v", s)
+	}
+}
+
+// TestDecodeVersion10 reads messages of an agent that speaks 1.0, before source_mtime,
+// oldest_unacked and files_waiting: they decode, with those fields zero.
+func TestDecodeVersion10(t *testing.T) {
+	frame, err := os.ReadFile("testdata/batch_v1_0.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if frame[4] != 1 || frame[5] != 0 {
+		t.Fatalf("batch_v1_0.bin is version %d.%d, want 1.0", frame[4], frame[5])
+	}
+	b, err := protocol.DecodeBatch(frame)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Header.Version != "1.0" || !b.Header.SourceModTime.IsZero() || !b.Header.CreatedAt.Equal(goldenTime) {
+		t.Errorf("1.0 header = %+v", b.Header)
+	}
+	data, err := os.ReadFile("testdata/status_v1_0.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := protocol.DecodeStatus(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Version != "1.0" || !s.OldestUnacked.IsZero() || s.FilesWaiting != 0 || s.SpoolBatches != 2 {
+		t.Errorf("1.0 status = %+v", s)
+	}
+
+	// The 1.1 vectors carry the new fields. A 1.0 decoder reads them too: it accepts
+	// any 1.x and encoding/json skips the fields it does not know.
+	cur, err := os.ReadFile("testdata/batch_v1.bin")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nb, err := protocol.DecodeBatch(cur)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := goldenTime.Add(-4 * time.Second); !nb.Header.SourceModTime.Equal(want) {
+		t.Errorf("1.1 source_mtime = %s, want %s", nb.Header.SourceModTime, want)
+	}
+	cs, err := os.ReadFile("testdata/status.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := protocol.DecodeStatus(cs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.FilesWaiting != 3 || st.Time.Sub(st.OldestUnacked) != 90*time.Second {
+		t.Errorf("1.1 status backlog = files %d, oldest unacked %s", st.FilesWaiting, st.OldestUnacked)
 	}
 }
 

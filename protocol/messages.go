@@ -103,13 +103,20 @@ type Status struct {
 	SpoolBatches int       `json:"spool_batches"`
 	SpoolBytes   int64     `json:"spool_bytes"`
 	SpoolFull    bool      `json:"spool_full,omitempty"`
-	InFlight     int       `json:"in_flight"`
-	FilesDone    int64     `json:"files_done"`
-	DeadLetters  int       `json:"dead_letters"`
-	Quarantined  int       `json:"quarantined"`
-	RowsRejected int64     `json:"rows_rejected"`
-	LastError    string    `json:"last_error,omitempty"`
-	Events       []Event   `json:"events,omitempty"`
+	// OldestUnacked is when the oldest batch still waiting for the hub's ack was
+	// spooled (agent clock, like Time, so Time minus OldestUnacked is its age free of
+	// clock skew); zero when nothing waits. Since 1.1.
+	OldestUnacked time.Time `json:"oldest_unacked,omitzero"`
+	// FilesWaiting counts source files taken and not yet done (being read, spooled, or
+	// waiting for acks). Since 1.1.
+	FilesWaiting int     `json:"files_waiting,omitempty"`
+	InFlight     int     `json:"in_flight"`
+	FilesDone    int64   `json:"files_done"`
+	DeadLetters  int     `json:"dead_letters"`
+	Quarantined  int     `json:"quarantined"`
+	RowsRejected int64   `json:"rows_rejected"`
+	LastError    string  `json:"last_error,omitempty"`
+	Events       []Event `json:"events,omitempty"`
 	// Config is the agent's account of pushed feed definitions; absent from agents that
 	// predate config messages.
 	Config *ConfigState `json:"config,omitempty"`

@@ -126,6 +126,9 @@ type Service struct {
 
 	queries  *prometheus.CounterVec
 	duration prometheus.Histogram
+	// visibleLag and freshness are observed per snapshot a refresh makes visible.
+	visibleLag *prometheus.HistogramVec // by table
+	freshness  *prometheus.HistogramVec // by table
 }
 
 // Option configures optional Service behaviour.
@@ -150,6 +153,9 @@ func WithReports(store reports.Store, objects reports.Objects) Option {
 // WithAuditor records every statement clients send in a's audit log (the catalog's),
 // before it runs; a statement the log cannot record is not run.
 func WithAuditor(a audit.Log) Option { return func(o *options) { o.auditor = a } }
+
+// latencyBuckets are the delivery latency buckets (seconds), as the hub's.
+var latencyBuckets = []float64{0.1, 0.25, 0.5, 1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 30, 45, 60, 90, 120, 300, 600, 1800, 3600}
 
 // New opens the engine (building views for every table in namespace) and
 // the pgwire server, and registers the metrics with reg (nil: not
@@ -176,12 +182,22 @@ func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace stri
 			Help:    "Execution time of statements run by SQL clients, including sending rows.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 10),
 		}),
+		visibleLag: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "medlake", Subsystem: "query", Name: "snapshot_visible_lag_seconds",
+			Help:    "Per snapshot made visible by a view refresh: from its commit (hub clock) to the refreshed view (this host's clock).",
+			Buckets: latencyBuckets,
+		}, []string{"table"}),
+		freshness: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "medlake", Subsystem: "query", Name: "freshness_queryable_seconds",
+			Help:    "Per snapshot made visible by a view refresh: from the oldest source file mtime among its batches (facility clock) to the refreshed view: the snapshot's stalest row.",
+			Buckets: latencyBuckets,
+		}, []string{"table"}),
 	}
 	for _, o := range []string{"ok", "error", "refused"} {
 		s.queries.WithLabelValues(o)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{s.queries, s.duration} {
+		for _, c := range []prometheus.Collector{s.queries, s.duration, s.visibleLag, s.freshness} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("registering query metrics: %w", err)
 			}
@@ -190,7 +206,7 @@ func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace stri
 	eng, err := engine.New(ctx, engine.Config{
 		CacheDir: cfg.CacheDir, CacheMaxBytes: cfg.CacheMaxBytes, RefreshInterval: cfg.RefreshInterval,
 		Setup: pgwire.CatalogSetup(), MetadataSchemas: []string{pgwire.CatalogSchema},
-	}, cat, namespace, base)
+	}, cat, namespace, base, engine.WithVisibilityObserver(s.observeVisible))
 	if err != nil {
 		return nil, err
 	}
@@ -253,6 +269,13 @@ func (s *Service) observe(outcome string, elapsed time.Duration) {
 	s.queries.WithLabelValues(outcome).Inc()
 	if outcome == "ok" {
 		s.duration.Observe(elapsed.Seconds())
+	}
+}
+
+func (s *Service) observeVisible(v engine.Visible) {
+	s.visibleLag.WithLabelValues(v.Table).Observe(max(v.VisibleAt.Sub(v.CommittedAt), 0).Seconds())
+	if !v.SourceMtimeMin.IsZero() {
+		s.freshness.WithLabelValues(v.Table).Observe(max(v.VisibleAt.Sub(v.SourceMtimeMin), 0).Seconds())
 	}
 }
 

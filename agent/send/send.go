@@ -1,6 +1,7 @@
 package send
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -45,8 +46,12 @@ type Config struct {
 	Tenant, Facility, Agent string
 	// MaxInflight bounds batches published and not yet acked by the hub.
 	MaxInflight int
-	// AckTimeout is how long a batch may wait for the hub's ack before it is re-sent.
+	// AckTimeout is the shortest wait for the hub's ack before a batch is re-sent; the
+	// wait adapts to the ack latency observed, up to AckTimeoutMax (see ackTimer).
 	AckTimeout time.Duration
+	// AckTimeoutMax caps the adaptive wait and the backoff of repeated re-sends of one
+	// batch. Zero means max(2m, AckTimeout).
+	AckTimeoutMax time.Duration
 	// StatusInterval is how often status is published besides on events.
 	StatusInterval time.Duration
 	// MaxReconnectInterval caps the reconnect backoff.
@@ -60,8 +65,17 @@ type Config struct {
 
 // DefaultConfig returns flow-control defaults; identity and broker must still be set.
 func DefaultConfig() Config {
-	return Config{MaxInflight: 32, AckTimeout: 60 * time.Second, StatusInterval: 30 * time.Second, MaxReconnectInterval: time.Minute}
+	return Config{MaxInflight: 32, AckTimeout: DefaultAckTimeout, AckTimeoutMax: DefaultAckTimeoutMax,
+		StatusInterval: 30 * time.Second, MaxReconnectInterval: 10 * time.Second}
 }
+
+// Ack timeout defaults. With the hub committing every second, the adaptive wait sits at
+// the floor: a batch sent to a hub that died is re-sent, and committed by another, within
+// about 5 s plus one commit.
+const (
+	DefaultAckTimeout    = 5 * time.Second
+	DefaultAckTimeoutMax = 2 * time.Minute
+)
 
 func (c Config) validate() error {
 	for _, f := range []struct{ kind, v string }{{"tenant", c.Tenant}, {"facility", c.Facility}, {"agent", c.Agent}} {
@@ -76,6 +90,8 @@ func (c Config) validate() error {
 		return fmt.Errorf("max_inflight %d must be at least 1", c.MaxInflight)
 	case c.AckTimeout <= 0:
 		return fmt.Errorf("ack_timeout %s must be positive", c.AckTimeout)
+	case c.AckTimeoutMax < 0:
+		return fmt.Errorf("ack_timeout_max %s must not be negative", c.AckTimeoutMax)
 	case c.StatusInterval <= 0:
 		return fmt.Errorf("status interval %s must be positive", c.StatusInterval)
 	case c.MaxReconnectInterval <= 0:
@@ -93,11 +109,40 @@ type Stats struct {
 	Ignored   int64 // unknown or duplicate acks
 	InFlight  int
 	Connected bool
+	// AckTimeout is the current first wait for an ack (adapted to observed latency).
+	AckTimeout time.Duration
 }
 
 // maxPendingEvents bounds events waiting for the next status; the facts behind them are
 // kept on disk (state, dead-letter, quarantine), the events only announce them.
 const maxPendingEvents = 256
+
+// flight is a batch sent and not yet acked.
+type flight struct {
+	sentAt   time.Time // last send
+	deadline time.Time // re-send after
+	sends    int
+	// level is the backoff step of the last send (ackTimer.timeout's argument): it
+	// grows with each re-send while no ack at all arrives (the hubs are down or
+	// stalled), and drops back to the first re-send's when other batches were acked
+	// since this one was sent (the hubs work; this copy was lost, e.g. with a hub that
+	// died holding it).
+	level int
+}
+
+// nextLevel is the backoff level of the send about to be made, given when an ack last
+// arrived: 1 for a first send; for a re-send, one above the last while no ack arrived
+// since the last send, else the first re-send's level again.
+func (f *flight) nextLevel(lastAck time.Time) int {
+	switch {
+	case f.sends <= 1:
+		return 1
+	case lastAck.After(f.sentAt):
+		return 2
+	default:
+		return f.level + 1
+	}
+}
 
 type inboundAck struct {
 	ack protocol.Ack
@@ -121,11 +166,13 @@ type Sender struct {
 	stop   chan struct{}   // closed when Run returns, unblocks paho handlers
 
 	mu        sync.Mutex
-	inflight  map[string]time.Time // guarded by mu; batch id → re-send deadline
-	events    []protocol.Event     // guarded by mu
-	dropped   int                  // guarded by mu; events beyond maxPendingEvents
-	stats     Stats                // guarded by mu
-	connected bool                 // guarded by mu
+	inflight  map[string]*flight // guarded by mu; by batch id
+	timer     *ackTimer          // guarded by mu
+	lastAck   time.Time          // guarded by mu; when an ack last arrived
+	events    []protocol.Event   // guarded by mu
+	dropped   int                // guarded by mu; events beyond maxPendingEvents
+	stats     Stats              // guarded by mu
+	connected bool               // guarded by mu
 }
 
 // New builds a sender. onAck and status may be nil.
@@ -159,7 +206,8 @@ func New(cfg Config, sp Spool, onAck AckFunc, status StatusFunc, logger *slog.Lo
 		connCh:      make(chan struct{}, 1),
 		kick:        make(chan struct{}, 1),
 		stop:        make(chan struct{}),
-		inflight:    make(map[string]time.Time),
+		inflight:    make(map[string]*flight),
+		timer:       newAckTimer(cfg.AckTimeout, cmp.Or(cfg.AckTimeoutMax, max(DefaultAckTimeoutMax, cfg.AckTimeout))),
 	}, nil
 }
 
@@ -188,6 +236,7 @@ func (s *Sender) Stats() Stats {
 	st := s.stats
 	st.InFlight = len(s.inflight)
 	st.Connected = s.connected
+	st.AckTimeout = s.timer.base()
 	return st
 }
 
@@ -414,7 +463,17 @@ func (s *Sender) publish(client mqtt.Client, id string, resend bool) bool {
 	// timer covers a publish that never reaches the broker.
 	client.Publish(s.batchTopic, 1, false, frame)
 	s.mu.Lock()
-	s.inflight[id] = time.Now().Add(s.cfg.AckTimeout)
+	f := s.inflight[id]
+	if f == nil {
+		f = &flight{}
+		s.inflight[id] = f
+	}
+	f.sends++
+	f.level = f.nextLevel(s.lastAck)
+	f.sentAt = time.Now()
+	wait := s.timer.timeout(f.level)
+	f.deadline = f.sentAt.Add(wait)
+	sends := f.sends
 	if resend {
 		s.stats.Resent++
 	} else {
@@ -422,7 +481,7 @@ func (s *Sender) publish(client mqtt.Client, id string, resend bool) bool {
 	}
 	s.mu.Unlock()
 	if resend {
-		s.logger.Info("re-sending batch without hub ack", "batch_id", id, "ack_timeout", s.cfg.AckTimeout)
+		s.logger.Info("re-sending batch without hub ack", "batch_id", id, "sends", sends, "next_in", wait.String())
 	} else {
 		s.logger.Debug("batch published", "batch_id", id, "bytes", len(frame))
 	}
@@ -434,8 +493,8 @@ func (s *Sender) untilNextDeadline() time.Duration {
 	defer s.mu.Unlock()
 	next := time.Hour
 	now := time.Now()
-	for _, dl := range s.inflight {
-		next = min(next, max(dl.Sub(now), 0))
+	for _, f := range s.inflight {
+		next = min(next, max(f.deadline.Sub(now), 0))
 	}
 	return next
 }
@@ -444,8 +503,8 @@ func (s *Sender) resendExpired(client mqtt.Client) {
 	now := time.Now()
 	s.mu.Lock()
 	var due []string
-	for id, dl := range s.inflight {
-		if !dl.After(now) {
+	for id, f := range s.inflight {
+		if !f.deadline.After(now) {
 			due = append(due, id)
 		}
 	}
@@ -458,6 +517,10 @@ func (s *Sender) resendExpired(client mqtt.Client) {
 func (s *Sender) handleAck(ctx context.Context, in inboundAck) {
 	ack := in.ack
 	s.mu.Lock()
+	if f := s.inflight[ack.BatchID]; f != nil && f.sends == 1 {
+		s.timer.observe(time.Since(f.sentAt))
+	}
+	s.lastAck = time.Now()
 	delete(s.inflight, ack.BatchID)
 	s.mu.Unlock()
 	if ack.BatchID == "" || !s.spool.Has(ack.BatchID) {
@@ -473,7 +536,8 @@ func (s *Sender) handleAck(ctx context.Context, in inboundAck) {
 		// again, so this ack message itself need not be kept.
 		s.logger.Error("recording hub ack failed", "batch_id", ack.BatchID, "err", err)
 		s.mu.Lock()
-		s.inflight[ack.BatchID] = time.Now().Add(s.cfg.AckTimeout)
+		now := time.Now()
+		s.inflight[ack.BatchID] = &flight{sentAt: now, deadline: now.Add(s.timer.base()), sends: 1, level: 1}
 		s.mu.Unlock()
 		in.msg.Ack()
 		return

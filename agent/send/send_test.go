@@ -322,3 +322,63 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 }
+
+// TestSlowHubNoResendStorm: a hub that is alive but answers each batch only after ten
+// times the ack timeout floor. Re-sends back off per batch, so each batch is re-sent a
+// handful of times rather than once per floor, and every batch is committed once.
+func TestSlowHubNoResendStorm(t *testing.T) {
+	broker := stack.Mosquitto(t)
+	hub := newTestHub(t, broker)
+	dir := t.TempDir()
+	sp, err := spool.Open(spool.Config{Dir: filepath.Join(dir, "spool"), DeadLetterDir: filepath.Join(dir, "dead"), MaxBytes: 1 << 20, MaxBatches: 100}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const batches, floor, answerAfter = 4, 100 * time.Millisecond, time.Second
+	ids := fillSpool(t, sp, batches)
+	cfg := testConfig(broker)
+	cfg.AckTimeout, cfg.AckTimeoutMax = floor, 10*time.Second
+	var log ackLog
+	s, _ := startSender(t, cfg, sp, log.record)
+
+	// The hub answers every copy it receives, answerAfter after the first copy of a batch.
+	first := map[string]time.Time{}
+	copies := map[string]int{}
+	var answers sync.WaitGroup
+	defer answers.Wait()
+	deadline := time.After(30 * time.Second)
+	for len(log.ids()) < batches {
+		select {
+		case b := <-hub.frames:
+			id := b.Header.BatchID
+			if !slices.Contains(ids, id) {
+				continue // another test's batch, redelivered by the shared broker
+			}
+			copies[id]++
+			if _, ok := first[id]; !ok {
+				first[id] = time.Now()
+				answers.Go(func() {
+					time.Sleep(answerAfter)
+					hub.ack(protocol.Ack{BatchID: id, Status: protocol.AckCommitted})
+				})
+			}
+		case <-time.After(10 * time.Millisecond):
+		case <-deadline:
+			t.Fatalf("acked %d of %d batches in 30 s", len(log.ids()), batches)
+		}
+	}
+	// Without backoff a batch would go out answerAfter/floor = 10 times; with it the
+	// waits are 0.1, 0.1, 0.2, 0.4, 0.8 s (±20%): at most 6 sends in the first second.
+	for _, id := range ids {
+		if copies[id] > 6 {
+			t.Errorf("batch %s sent %d times in %s, want at most 6", id, copies[id], answerAfter)
+		}
+	}
+	waitFor(t, "every batch committed", func() bool { return s.Stats().Committed == batches })
+	if st := s.Stats(); st.Resent > 5*batches {
+		t.Errorf("stats = %+v, want %d committed and at most %d re-sends", st, batches, 5*batches)
+	}
+	if len(sp.List()) != 0 {
+		t.Errorf("spool still holds %v", sp.List())
+	}
+}

@@ -53,12 +53,17 @@ type Stats struct {
 	Bytes       int64
 	Full        bool
 	DeadLetters int
+	// Oldest is when the oldest spooled batch was put (its file's mtime after a
+	// restart); zero when the spool is empty. Every spooled batch waits for the hub's
+	// ack, so this is the oldest unacknowledged batch.
+	Oldest time.Time
 }
 
 type entry struct {
 	id   string
 	size int64
 	seq  uint64
+	at   time.Time // when it was put
 }
 
 // Spool is safe for concurrent use.
@@ -175,7 +180,7 @@ func (s *Spool) load() error {
 		return strings.Compare(a.id, b.id)
 	})
 	for _, f := range frames {
-		s.addLocked(f.id, f.size)
+		s.addLocked(f.id, f.size, f.mtime)
 	}
 	dead, err := os.ReadDir(s.cfg.DeadLetterDir)
 	if err != nil {
@@ -225,9 +230,9 @@ func checkID(id string) error {
 	return nil
 }
 
-func (s *Spool) addLocked(id string, size int64) {
+func (s *Spool) addLocked(id string, size int64, at time.Time) {
 	s.seq++
-	e := &entry{id: id, size: size, seq: s.seq}
+	e := &entry{id: id, size: size, seq: s.seq, at: at}
 	s.entries[id] = e
 	s.order = append(s.order, e)
 	s.bytes += size
@@ -319,7 +324,7 @@ func (s *Spool) Put(ctx context.Context, batchID string, frame []byte) error {
 		s.added = make(chan struct{})
 		return err
 	}
-	s.addLocked(batchID, size)
+	s.addLocked(batchID, size, time.Now())
 	return nil
 }
 
@@ -471,7 +476,11 @@ func (s *Spool) fullLocked() bool {
 func (s *Spool) Stats() Stats {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return Stats{Batches: len(s.order), Bytes: s.bytes, Full: s.fullLocked(), DeadLetters: s.dead}
+	st := Stats{Batches: len(s.order), Bytes: s.bytes, Full: s.fullLocked(), DeadLetters: s.dead}
+	if len(s.order) > 0 {
+		st.Oldest = s.order[0].at // creation order
+	}
+	return st
 }
 
 // Close wakes blocked Puts with ErrClosed. Spooled frames stay on disk. Safe to call twice.

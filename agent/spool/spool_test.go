@@ -289,3 +289,48 @@ func TestOpenAfterCrash(t *testing.T) {
 		t.Fatalf("stats dead letters = %d", st.DeadLetters)
 	}
 }
+
+// TestOldest checks the age of the oldest unacknowledged batch: the first Put, then the
+// next once the first is acknowledged, its file's mtime after a restart, none when empty.
+func TestOldest(t *testing.T) {
+	dir := t.TempDir()
+	s := openTest(t, dir, 1<<20, 10)
+	ctx := context.Background()
+	if o := s.Stats().Oldest; !o.IsZero() {
+		t.Fatalf("empty spool: oldest = %s", o)
+	}
+	before := time.Now()
+	id1, f1 := testFrame(t, 1, "one")
+	id2, f2 := testFrame(t, 2, "two")
+	if err := s.Put(ctx, id1, f1); err != nil {
+		t.Fatal(err)
+	}
+	first := s.Stats().Oldest
+	if first.Before(before) || first.After(time.Now()) {
+		t.Fatalf("oldest = %s, want the first Put's time (after %s)", first, before)
+	}
+	if err := s.Put(ctx, id2, f2); err != nil {
+		t.Fatal(err)
+	}
+	if o := s.Stats().Oldest; !o.Equal(first) {
+		t.Fatalf("oldest after a second Put = %s, want %s", o, first)
+	}
+	// After a restart the frame's mtime stands in for the Put time.
+	old := time.Now().Add(-time.Hour).Truncate(time.Second)
+	if err := os.Chtimes(filepath.Join(dir, "spool", id2+frameExt), old, old); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openTest(t, dir, 1<<20, 10)
+	if o := s.Stats().Oldest; !o.Equal(old) {
+		t.Fatalf("oldest after reopen = %s, want the mtime %s", o, old)
+	}
+	for _, id := range []string{id2, id1} {
+		if err := s.Delete(id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if o := s.Stats().Oldest; !o.IsZero() {
+		t.Fatalf("drained spool: oldest = %s", o)
+	}
+}

@@ -235,6 +235,8 @@ func benchSystem(ctx context.Context, stdout io.Writer, m *gen.Manifest, genDir 
 	}
 
 	// Latency: one archive at a time, from rename into the folder to visible in a query.
+	// The node's delivery histograms are read from here on (see medlake status).
+	window := newStatusWindows(n.registry)
 	var lat []time.Duration
 	total := m.Rows
 	for i, f := range lm.Files {
@@ -257,6 +259,23 @@ func benchSystem(ctx context.Context, stdout io.Writer, m *gen.Manifest, genDir 
 	q := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
 	fmt.Fprintf(stdout, "| drop-to-queryable latency, %d archives one at a time (quiet period %s, commit interval %s) | p50 %s, p99 %s, max %s |\n",
 		len(lat), demoQuietPeriod, cfg.Ingest.CommitInterval, q(0.5).Round(time.Millisecond), q(0.99).Round(time.Millisecond), lat[len(lat)-1].Round(time.Millisecond))
+	// The same run as the node's own metrics see it (estimates within histogram
+	// buckets): measured from each file's mtime, which is its drop (it is written into
+	// the folder, then renamed).
+	r := window.report(time.Now(), n.ingest.Load())
+	f := func(q Quantiles) string {
+		if q.Count == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("p50 %.2f s, p99 %.2f s (%d)", *q.P50, *q.P99, q.Count)
+	}
+	for _, t := range r.Tables {
+		if t.CommitLag.Count == 0 && t.FreshnessQueryable.Count == 0 {
+			continue
+		}
+		fmt.Fprintf(stdout, "| same run, %s: commit lag / freshness to committed (per batch) / to queryable (per snapshot) | %s; %s; %s |\n",
+			t.Table, f(t.CommitLag), f(t.FreshnessCommitted), f(t.FreshnessQueryable))
+	}
 	return nil
 }
 

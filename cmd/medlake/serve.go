@@ -42,7 +42,8 @@ config topic; agents switch to a new version for their next file. --feeds names 
 optional directory of definitions applied to the catalog at start (seed input, as
 medlake feeds apply -f DIR would); the catalog's newer versions win over its files.
 
-Every process serves /healthz, /readyz and /metrics on --http-listen.
+Every process serves /healthz, /readyz, /metrics and the status API /api/v1/status
+(what medlake status prints) on --http-listen.
 `
 
 func runServe(ctx context.Context, args []string) error {
@@ -91,6 +92,11 @@ type node struct {
 	cat      *catalog.Catalog
 	started  atomic.Bool                  // every module has been started
 	queryAPI atomic.Pointer[http.Handler] // the query role's HTTP API, once it runs
+
+	ingest      atomic.Pointer[hub.Ingester] // set once the ingest module starts; read by the status API
+	windows     *statusWindows
+	windowsStop context.CancelFunc
+	windowsDone chan struct{}
 }
 
 // startNode opens and starts every module the roles need, in dependency order.
@@ -134,6 +140,7 @@ func startNode(ctx context.Context, cfg *Config, roles []string, logger *slog.Lo
 			if err != nil {
 				return n, fmt.Errorf("ingest: %w", err)
 			}
+			n.ingest.Store(in)
 			n.group.start(m, in)
 		case modQuery:
 			q, err := query.New(ctx, cfg.Query, n.cat.Iceberg(), strings.Join(n.cat.Namespace(), "."), logger, reg,
@@ -168,6 +175,16 @@ func (n *node) serveHTTP(addr string, reg *prometheus.Registry) error {
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "alive"})
+	})
+	n.windows = newStatusWindows(reg)
+	wctx, wcancel := context.WithCancel(context.Background())
+	n.windowsStop, n.windowsDone = wcancel, make(chan struct{})
+	go func() {
+		defer close(n.windowsDone)
+		n.windows.run(wctx)
+	}()
+	mux.HandleFunc("GET "+statusPath, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusOK, n.windows.report(time.Now(), n.ingest.Load()))
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !n.started.Load() || !n.group.ready() {
@@ -213,6 +230,8 @@ func (n *node) stop() {
 		cancel()
 		<-n.httpEnd
 		n.http = nil
+		n.windowsStop()
+		<-n.windowsDone
 	}
 	n.group.stop()
 	if n.cat != nil {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -22,6 +23,34 @@ import (
 
 // DefaultRefreshInterval is how often Run polls the catalog for new snapshots.
 const DefaultRefreshInterval = 2 * time.Second
+
+// PropSourceMtimeMin is the snapshot summary property in which the hub writes the
+// oldest source file mtime among the snapshot's batches (Unix milliseconds).
+const PropSourceMtimeMin = "medlake.source_mtime_min"
+
+// Visible reports a snapshot that became visible to queries at a refresh.
+type Visible struct {
+	Table       string
+	SnapshotID  int64
+	CommittedAt time.Time // the snapshot's timestamp (committing hub's clock)
+	// SourceMtimeMin is the oldest source file mtime of the snapshot's batches, zero
+	// when the snapshot does not say (not written by a medlake hub, or a compaction).
+	SourceMtimeMin time.Time
+	VisibleAt      time.Time // when the view showing it was in place (this host's clock)
+}
+
+// Option adjusts an Engine at construction.
+type Option func(*Engine)
+
+// WithVisibilityObserver has fn called, from the refreshing goroutine, for every
+// snapshot a refresh makes visible, including the intermediate snapshots a refresh
+// skips over; not for the snapshots the first refresh (in New) finds.
+func WithVisibilityObserver(fn func(Visible)) Option {
+	return func(e *Engine) { e.onVisible = fn }
+}
+
+// maxVisibleWalk bounds how many snapshots one refresh reports as visible.
+const maxVisibleWalk = 1000
 
 // Config configures an Engine.
 type Config struct {
@@ -78,6 +107,10 @@ type Engine struct {
 	metaSchemas map[string]bool
 
 	refreshMu sync.Mutex
+	onVisible func(Visible) // nil: none; fixed after New
+	// started is set once New's first refresh is done: tables that appear after it are
+	// reported as visible from their first snapshot. Guarded by refreshMu.
+	started bool
 
 	mu     sync.Mutex
 	views  map[string]*view // table name -> current view
@@ -103,7 +136,7 @@ type view struct {
 
 // New opens DuckDB locked down to the cache directory and builds a view for
 // every table in namespace.
-func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace string, logger *slog.Logger) (*Engine, error) {
+func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace string, logger *slog.Logger, opts ...Option) (*Engine, error) {
 	if cfg.RefreshInterval <= 0 {
 		cfg.RefreshInterval = DefaultRefreshInterval
 	}
@@ -128,6 +161,9 @@ func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace stri
 	for _, m := range cfg.MetadataSchemas {
 		e.metaSchemas[strings.ToLower(m)] = true
 	}
+	for _, o := range opts {
+		o(e)
+	}
 	if err := e.lockDown(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -148,6 +184,9 @@ func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace stri
 		e.Close()
 		return nil, err
 	}
+	e.refreshMu.Lock()
+	e.started = true
+	e.refreshMu.Unlock()
 	return e, nil
 }
 
@@ -310,7 +349,33 @@ func (e *Engine) refreshTable(ctx context.Context, ident table.Identifier) error
 	e.mu.Unlock()
 	e.generation.Add(1)
 	e.logger.Info("table view refreshed", "table", name, "snapshot_id", snapID, "data_files", len(objs))
+	switch {
+	case e.onVisible == nil:
+	case old != nil && old.snapshotID != snapID:
+		e.reportVisible(name, tbl, old.snapshotID, time.Now())
+	case old == nil && e.started:
+		e.reportVisible(name, tbl, -1, time.Now()) // a table created since the engine started
+	}
 	return nil
+}
+
+// reportVisible reports the snapshots from tbl's current one back to (not including)
+// the one the previous view showed.
+func (e *Engine) reportVisible(name string, tbl *table.Table, prevID int64, at time.Time) {
+	s := tbl.CurrentSnapshot()
+	for n := 0; s != nil && s.SnapshotID != prevID && n < maxVisibleWalk; n++ {
+		v := Visible{Table: name, SnapshotID: s.SnapshotID, CommittedAt: time.UnixMilli(s.TimestampMs), VisibleAt: at}
+		if s.Summary != nil {
+			if ms, err := strconv.ParseInt(s.Summary.Properties[PropSourceMtimeMin], 10, 64); err == nil {
+				v.SourceMtimeMin = time.UnixMilli(ms)
+			}
+		}
+		e.onVisible(v)
+		if s.ParentSnapshotID == nil {
+			return
+		}
+		s = tbl.SnapshotByID(*s.ParentSnapshotID)
+	}
 }
 
 // fetchSnapshot plans the current snapshot's data files and brings each into

@@ -79,6 +79,13 @@ func LabRow(i int) (labID int64, facility, patient string, value float64, valueN
 // returns the updated table.
 func AppendLabRows(tb testing.TB, cat icecatalog.Catalog, name string, from, to int) *table.Table {
 	tb.Helper()
+	return AppendLabRowsProps(tb, cat, name, from, to, nil)
+}
+
+// AppendLabRowsProps is AppendLabRows writing props into the snapshot summary, as the
+// hub writes its batch ids and source mtimes.
+func AppendLabRowsProps(tb testing.TB, cat icecatalog.Catalog, name string, from, to int, props iceberg.Properties) *table.Table {
+	tb.Helper()
 	ctx := context.Background()
 	tbl, err := cat.LoadTable(ctx, table.Identifier{Namespace, name})
 	if err != nil {
@@ -111,7 +118,7 @@ func AppendLabRows(tb testing.TB, cat icecatalog.Catalog, name string, from, to 
 	defer rec.Release()
 	at := array.NewTableFromRecords(sc, []arrow.RecordBatch{rec})
 	defer at.Release()
-	tbl, err = tbl.AppendTable(ctx, at, int64(to-from), nil)
+	tbl, err = tbl.AppendTable(ctx, at, int64(to-from), props)
 	if err != nil {
 		tb.Fatalf("appending rows %d..%d to %s: %v", from, to, name, err)
 	}

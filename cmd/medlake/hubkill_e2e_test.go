@@ -1,0 +1,262 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"maps"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/medlake/medlake/cmd/medlake/internal/gen"
+	"github.com/medlake/medlake/deploy/local/stack"
+)
+
+// maxIngestGap is the acceptance bound: with one of two hubs killed, no span longer than
+// this passes without a commit while files keep arriving.
+const maxIngestGap = 10 * time.Second
+
+// TestHubKillGap runs two ingest processes and a query process on real mosquitto, MinIO
+// and PostgreSQL, with two agents taking a file every few hundred milliseconds, and
+// kills one hub with SIGKILL mid-stream. The batches the dead hub held unacknowledged are
+// re-sent by their agents once their ack timeout passes and committed by the other hub:
+// the longest span without a commit stays under 10 s, and every row is in the lake
+// exactly once.
+func TestHubKillGap(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts real servers; run without -short")
+	}
+	s3 := stack.MinIO(t)
+	dsn := stack.Postgres(t)
+	brokerURL := stack.Mosquitto(t)
+	bin := buildBinaries(t)
+	work := t.TempDir()
+	genDir := filepath.Join(work, "gen")
+	runCmd(t, exec.Command(filepath.Join(bin, "medlake"), "gen", "--out", genDir, "--seed", "31",
+		"--facilities", "2", "--files-per-facility", "40", "--formats", "csv", "--quiet"))
+	m, err := gen.ReadManifest(filepath.Join(genDir, "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"MEDLAKE_CATALOG_S3_ACCESS_KEY=" + s3.AccessKey, "MEDLAKE_CATALOG_S3_SECRET_KEY=" + s3.SecretKey,
+		"MEDLAKE_CATALOG_S3_REGION=" + s3.Region}
+	common := []string{"--feeds", filepath.Join(genDir, "feeds"), "--log-format", "json", "--broker-url", brokerURL,
+		"--catalog", dsn, "--warehouse", "s3://" + s3.Bucket + "/warehouse", "--s3-endpoint", s3.Endpoint}
+	hubs := map[string]string{} // name → http address
+	var victim *exec.Cmd
+	for _, name := range []string{"hub-a", "hub-b"} {
+		cfgPath := filepath.Join(work, name+".yaml")
+		writeFile(t, cfgPath, "ingest:\n  client_id: "+name+"\n")
+		hubs[name] = freeAddr(t)
+		cmd := startProc(t, name, env, filepath.Join(bin, "medlake"), append([]string{"serve", "--roles=ingest", "--config", cfgPath,
+			"--data-dir", filepath.Join(work, name), "--http-listen", hubs[name]}, common...)...)
+		if name == "hub-a" {
+			victim = cmd
+		}
+		waitReady(t, "http://"+hubs[name]+"/readyz")
+	}
+	pgAddr, queryHTTP := freeAddr(t), freeAddr(t)
+	startProc(t, "query", env, filepath.Join(bin, "medlake"), append([]string{"serve", "--roles=query",
+		"--data-dir", filepath.Join(work, "query"), "--http-listen", queryHTTP, "--pg-listen", pgAddr}, common...)...)
+	waitReady(t, "http://"+queryHTTP+"/readyz")
+
+	watchRoot := filepath.Join(work, "exports")
+	for _, tn := range m.Tenants {
+		for _, f := range tn.Facilities {
+			watch := filepath.Join(watchRoot, f.ID)
+			if err := os.MkdirAll(watch, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			cfgPath := filepath.Join(work, "agent-"+f.ID+".yaml")
+			writeFile(t, cfgPath, fmt.Sprintf(`id: agent-%s
+tenant: %s
+facility: %s
+broker: %s
+state_dir: %s
+feeds_dir: %s
+watch:
+  - path: %s
+quiet_period: 200ms
+rescan_interval: 2s
+status_interval: 2s
+`, f.ID, tn.ID, f.ID, brokerURL, filepath.Join(work, "state-"+f.ID), filepath.Join(genDir, "feeds"), watch))
+			startProc(t, "agent-"+f.ID, nil, filepath.Join(bin, "medlake-agent"), "run", "--config", cfgPath, "--log-format", "json")
+		}
+	}
+
+	var files []gen.File
+	for _, f := range m.Files {
+		if !f.Pending {
+			files = append(files, f)
+		}
+	}
+	const every = 350 * time.Millisecond
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	dropped := make(chan struct{})
+	go func() {
+		defer close(dropped)
+		for _, f := range files {
+			dst := filepath.Join(watchRoot, f.Facility, filepath.Base(f.Path))
+			data, err := os.ReadFile(filepath.Join(genDir, filepath.FromSlash(f.Path)))
+			if err == nil {
+				err = os.WriteFile(dst+".tmp", data, 0o644)
+			}
+			if err == nil {
+				err = os.Rename(dst+".tmp", dst)
+			}
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(every):
+			}
+		}
+	}()
+
+	// Let commits start on both hubs, then kill one of them.
+	waitFor(ctx, t, "both hubs committing", func() bool {
+		return metricSum(t, "http://"+hubs["hub-a"]+"/metrics", "medlake_hub_rows_committed_total") > 0 &&
+			metricSum(t, "http://"+hubs["hub-b"]+"/metrics", "medlake_hub_rows_committed_total") > 0
+	})
+	lastA := metricSum(t, "http://"+hubs["hub-a"]+"/metrics", "medlake_hub_rows_committed_total")
+	time.Sleep(time.Duration(rand.IntN(1000)) * time.Millisecond) // somewhere in a commit cycle
+	if err := victim.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	_ = victim.Wait()
+	killed := time.Now()
+	t.Logf("hub-a killed with SIGKILL after committing %.0f rows", lastA)
+
+	// The longest span without a commit by the surviving hub, from the kill to its last
+	// commit, while the query node shows the rows arriving.
+	var manifestRows int64
+	for _, f := range files {
+		manifestRows += f.Rows
+	}
+	conn := connect(ctx, t, pgAddr)
+	tables := slices.DeleteFunc(slices.Sorted(maps.Keys(m.Tables)), func(n string) bool { return m.Tables[n].Ready.Rows == 0 })
+	survivor := "http://" + hubs["hub-b"] + "/metrics"
+	last, lastChange, gap := metricSum(t, survivor, "medlake_hub_rows_committed_total"), killed, time.Duration(0)
+	nextCount := time.Now()
+	for {
+		if now := metricSum(t, survivor, "medlake_hub_rows_committed_total"); now != last {
+			gap = max(gap, time.Since(lastChange))
+			last, lastChange = now, time.Now()
+		}
+		if time.Now().After(nextCount) {
+			got := total(ctx, conn, tables)
+			if got > manifestRows {
+				t.Fatalf("%d rows queryable, more than the %d generated: duplicates", got, manifestRows)
+			}
+			if got == manifestRows && isClosed(dropped) {
+				break
+			}
+			nextCount = time.Now().Add(time.Second)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("not every row queryable 10 minutes in: %d of %d", total(context.Background(), conn, tables), manifestRows)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	t.Logf("after the kill: longest span without a commit %s; all rows committed %s after the kill",
+		gap.Round(10*time.Millisecond), time.Since(killed).Round(100*time.Millisecond))
+	if gap > maxIngestGap {
+		t.Errorf("ingestion stalled %s with one of two hubs killed, want under %s", gap.Round(10*time.Millisecond), maxIngestGap)
+	}
+	checkManifest(ctx, t, conn, m, tables)
+}
+
+// isClosed reports whether c is closed, without waiting.
+func isClosed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
+	}
+}
+
+// metricSum sums a metric's samples over its labels from a /metrics endpoint; 0 when
+// the endpoint does not answer or has none yet.
+func metricSum(t *testing.T, url, name string) float64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err == nil {
+			sum += v
+		}
+	}
+	return sum
+}
+
+// startProc is start that returns the command, for a test that kills it.
+func startProc(t *testing.T, name string, env []string, path string, args ...string) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command(path, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stdout = cmd.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logged := make(chan struct{})
+	go func() {
+		defer close(logged)
+		sc := bufio.NewScanner(out)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			if testing.Verbose() || strings.Contains(sc.Text(), `"level":"ERROR"`) {
+				t.Logf("%s: %s", name, sc.Text())
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Signal(os.Interrupt)
+			done := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+		}
+		<-logged
+	})
+	return cmd
+}
