@@ -34,6 +34,7 @@ Commands:
   feeds          author feed definitions: test one over sample files with no server
   sql            run a SQL statement against a medlake query node and print the result
   bench          measure agent parse, hub commit and drop-to-queryable latency
+  chaos          run the fault-injection harness: kill, restart and pause components, check exactly-once
   check-config   validate the configuration and print the effective values
   version        print the version
 
@@ -74,6 +75,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return runFeeds(ctx, rest, stdout)
 	case "bench":
 		return runBench(ctx, rest, stdout)
+	case "chaos":
+		return runChaos(ctx, rest, stdout)
 	case "check-config":
 		return runCheckConfig(rest, stdout)
 	case "version", "--version", "-version":
