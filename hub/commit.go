@@ -185,7 +185,7 @@ func (c *committer) flush(ctx context.Context) error {
 			break
 		}
 		newAcks, err := c.commit(ctx, tbl)
-		if errors.Is(err, table.ErrCommitFailed) && attempt < conflictRetries {
+		if isCommitConflict(err) && attempt < conflictRetries {
 			c.log.Info("table moved by another commit, retrying", "attempt", attempt+1, "err", err)
 			continue
 		}
@@ -201,6 +201,15 @@ func (c *committer) flush(ctx context.Context) error {
 	}
 	c.publish(ctx, acks)
 	return nil
+}
+
+// isCommitConflict says whether a commit failed because the table moved underneath it
+// (another hub committed first), so re-planning against the new version will do. The
+// SQL catalog's compare-and-swap reports table.ErrCommitFailed, but when the move is
+// already visible as the catalog checks the transaction's requirements (the branch's
+// snapshot id), iceberg-go returns a bare "requirement failed: ..." error instead.
+func isCommitConflict(err error) bool {
+	return err != nil && (errors.Is(err, table.ErrCommitFailed) || strings.Contains(err.Error(), "requirement failed: "))
 }
 
 // commit appends the buffer as one snapshot and records it in the ledger. It clears the
