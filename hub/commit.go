@@ -31,7 +31,11 @@ const (
 const (
 	// conflictRetries bounds immediate retries after another hub moved the table.
 	conflictRetries = 10
-	maxBackoff      = 30 * time.Second
+	// maxBackoff caps the wait between attempts of a failing commit (object store or
+	// catalog down): once they are back, the hub commits within this time.
+	maxBackoff = 5 * time.Second
+	// maxReconnectInterval caps the broker reconnect backoff.
+	maxReconnectInterval = 5 * time.Second
 	// finalFlushTimeout bounds the last commit when the hub stops.
 	finalFlushTimeout = 30 * time.Second
 )

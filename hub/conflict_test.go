@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/table"
@@ -42,5 +43,17 @@ func TestIsCommitConflict(t *testing.T) {
 				t.Errorf("isCommitConflict(%v) = %v, want %v", tt.err, got, tt.want)
 			}
 		})
+	}
+}
+
+// TestRecoveryWaitsCapped: after a broker restart or a catalog or object store outage,
+// the hub is back within seconds, not after a backoff grown to half a minute.
+func TestRecoveryWaitsCapped(t *testing.T) {
+	in := &Ingester{cfg: Config{Broker: "tcp://127.0.0.1:1883", ClientID: "hub-test"}}
+	if got := in.clientOptions().MaxReconnectInterval; got <= 0 || got > 5*time.Second {
+		t.Errorf("broker reconnect backoff capped at %s, want at most 5s", got)
+	}
+	if maxBackoff > 5*time.Second {
+		t.Errorf("commit retry backoff capped at %s, want at most 5s", maxBackoff)
 	}
 }
