@@ -545,7 +545,7 @@ func (r *run) checkSpools(rep *Report) {
 	for _, dir := range r.agentDirs {
 		des, _ := os.ReadDir(filepath.Join(dir, "quarantine"))
 		for _, de := range des {
-			if !de.IsDir() && strings.HasSuffix(de.Name(), ".reason") {
+			if !de.IsDir() && strings.HasSuffix(de.Name(), ".reason.txt") {
 				rep.Quarantined++
 			}
 		}
