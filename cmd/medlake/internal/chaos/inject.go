@@ -45,6 +45,7 @@ func (r *run) inject(ctx context.Context, f Fault) FaultResult {
 			return fail("restarting %s: %v", f.Target, err)
 		}
 		res.Restored = time.Now()
+		r.kick(f.Target)
 
 	case KindPause:
 		p := r.procByName(f.Target)
@@ -60,6 +61,7 @@ func (r *run) inject(ctx context.Context, f Fault) FaultResult {
 			return fail("%v", err)
 		}
 		res.Restored = time.Now()
+		r.kick(f.Target)
 
 	case KindBrokerRestart:
 		port := r.broker.Get("MQTT_PORT")
@@ -98,7 +100,7 @@ func (r *run) inject(ctx context.Context, f Fault) FaultResult {
 		}
 		qctx, stopQueries := context.WithCancel(ctx)
 		var wg sync.WaitGroup
-		wg.Go(func() { res.Queries, res.QueryFailures = r.queryLoop(qctx) })
+		wg.Go(func() { res.Queries, res.QueryFailures, res.QueryErr = r.queryLoop(qctx) })
 		res.Injected = time.Now()
 		if err := node.stop(syscall.SIGKILL, 10*time.Second); err != nil {
 			stopQueries()
@@ -120,6 +122,16 @@ func (r *run) inject(ctx context.Context, f Fault) FaultResult {
 	return res
 }
 
+// kick gives a restored agent its facility's next file at once, so its recovery shows
+// in its next commit instead of waiting for the drop schedule.
+func (r *run) kick(target string) {
+	if fac, ok := r.agentFacility[target]; ok {
+		if err := r.dropper.next(fac); err != nil {
+			r.logger.Warn("dropping a file", "err", err)
+		}
+	}
+}
+
 func (r *run) procByName(name string) *proc {
 	for _, p := range append(append([]*proc{}, r.hubs...), r.agents...) {
 		if p.name == name {
@@ -130,29 +142,33 @@ func (r *run) procByName(name string) *proc {
 }
 
 // queryLoop runs a count over a generated table on the query node every 250 ms until
-// ctx ends, and returns how many queries ran and how many failed.
-func (r *run) queryLoop(ctx context.Context) (n, failed int) {
-	table := ""
-	for name, t := range r.manifest.Tables {
-		if t.Ready.Rows > 0 && (table == "" || name < table) {
-			table = name
-		}
-	}
+// ctx ends, and returns how many queries ran, how many failed and the first error.
+func (r *run) queryLoop(ctx context.Context) (n, failed int, first string) {
+	start := time.Now()
 	for {
+		// A table with commits: one not created yet fails for its own reason.
+		tables := r.ledger.committedTables()
+		if len(tables) == 0 {
+			tables = []string{"medlake_rejects"}
+		}
+		table := tables[n%len(tables)]
 		qctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err := r.queryOnce(qctx, "SELECT count(*) FROM "+table)
 		cancel()
 		if ctx.Err() != nil {
-			return n, failed // cut short by the end of the fault, not a failure
+			return n, failed, first // cut short by the end of the fault, not a failure
 		}
 		n++
 		if err != nil {
 			failed++
+			if first == "" {
+				first = fmt.Sprintf("after %s: %v", time.Since(start).Round(time.Millisecond), err)
+			}
 			r.logger.Warn("query failed with a MinIO node down", "err", err)
 		}
 		select {
 		case <-ctx.Done():
-			return n, failed
+			return n, failed, first
 		case <-time.After(250 * time.Millisecond):
 		}
 	}

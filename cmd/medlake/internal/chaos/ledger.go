@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -23,12 +24,13 @@ type ledgerWatch struct {
 	mu      sync.Mutex
 	seen    map[string]bool // guarded by mu; batch ids
 	commits []Commit        // guarded by mu; in the order seen
+	seenIn  map[string]bool // guarded by mu; tables with a commit
 	rows    int64           // guarded by mu
 }
 
 func startLedgerWatch(dsn string, tables map[string]bool, logger *slog.Logger) *ledgerWatch {
 	ctx, cancel := context.WithCancel(context.Background())
-	l := &ledgerWatch{dsn: dsn, tables: tables, logger: logger, cancel: cancel, seen: map[string]bool{}}
+	l := &ledgerWatch{dsn: dsn, tables: tables, logger: logger, cancel: cancel, seen: map[string]bool{}, seenIn: map[string]bool{}}
 	l.wg.Go(func() { l.loop(ctx) })
 	return l
 }
@@ -87,10 +89,18 @@ func (l *ledgerWatch) poll(ctx context.Context, conn *pgx.Conn, since int64, wat
 			continue
 		}
 		l.seen[id] = true
+		l.seenIn[table] = true
 		l.commits = append(l.commits, Commit{At: time.UnixMicro(at), Agent: agent, Rows: n})
 		l.rows += n
 	}
 	return rows.Err()
+}
+
+// committedTables are the generated tables with at least one commit, sorted.
+func (l *ledgerWatch) committedTables() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Sorted(maps.Keys(l.seenIn))
 }
 
 // totals are the records and batches committed so far.

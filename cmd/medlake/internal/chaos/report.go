@@ -32,6 +32,7 @@ type FaultResult struct {
 	// Queries and QueryFailures count the queries run against the query node while a
 	// MinIO node was down.
 	Queries, QueryFailures int
+	QueryErr               string // the first query failure
 	Err                    string // the injection or restore failed
 }
 
@@ -234,6 +235,16 @@ func (r *Report) Write(w io.Writer) {
 		q, qf = q+s.Queries, qf+s.QueryFails
 	}
 	p("  queries with one MinIO node down: %d run, %d failed", q, qf)
+	for _, f := range r.Faults {
+		if f.QueryErr != "" {
+			p("    %s: %d of %d queries failed, first %s", f.Fault, f.QueryFailures, f.Queries, f.QueryErr)
+		}
+	}
+	for _, f := range r.Faults {
+		if f.Err != "" {
+			p("  fault %s failed: %s", f.Fault, f.Err)
+		}
+	}
 	for _, pr := range r.Problems {
 		p("  problem: %s", pr)
 	}

@@ -8,12 +8,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -67,8 +67,8 @@ func ShortConfig(seed int64) Config {
 		Duration:         4 * time.Minute,
 		FaultsPerKind:    10,
 		Facilities:       4,
-		FilesPerFacility: 24,
-		MaxBytes:         160 << 10,
+		FilesPerFacility: 20,
+		MaxBytes:         100 << 10,
 		Hubs:             2,
 		AckTimeout:       8 * time.Second,
 		DrainTimeout:     4 * time.Minute,
@@ -119,12 +119,14 @@ type run struct {
 	agentIDs   map[string]string
 	agentDirs  map[string]string
 	agentWatch map[string]string
-	queryAddr  string
+	// agentFacility maps agent-N to its facility id.
+	agentFacility map[string]string
+	queryAddr     string
 
-	ledger *ledgerWatch
+	ledger  *ledgerWatch
+	dropper *dropper
 
 	faultsDone atomic.Int64 // faults carried out, for progress lines
-	dropped    atomic.Int64 // files dropped, for progress lines
 }
 
 // Run runs the harness and returns its report. The error is for a run that could not
@@ -135,7 +137,7 @@ func Run(ctx context.Context, cfg Config) (rep *Report, err error) {
 		return nil, fmt.Errorf("chaos: %w", err)
 	}
 	r := &run{cfg: cfg, logger: cfg.Logger, out: cfg.Progress,
-		agentIDs: map[string]string{}, agentDirs: map[string]string{}, agentWatch: map[string]string{}}
+		agentIDs: map[string]string{}, agentDirs: map[string]string{}, agentWatch: map[string]string{}, agentFacility: map[string]string{}}
 	r.work = cfg.WorkDir
 	if r.work == "" {
 		// Not os.TempDir's 0700 default: nothing here needs the postgres user, but
@@ -268,7 +270,10 @@ func (r *run) startCentral(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		p := &proc{name: name, path: filepath.Join(r.bin, "medlake"), args: args, env: r.s3Env(),
+		// Unique per hub: the broker keeps a persistent session per client id, and a
+		// second hub connecting under the same id would take the first one's over.
+		env := append(r.s3Env(), "MEDLAKE_INGEST_CLIENT_ID=medlake-hub-chaos-"+strconv.Itoa(i+1))
+		p := &proc{name: name, path: filepath.Join(r.bin, "medlake"), args: args, env: env,
 			log: filepath.Join(r.work, "logs", name+".log"), ready: httpOK("http://" + httpAddr + "/readyz")}
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		err = p.start(sctx)
@@ -336,6 +341,7 @@ status_interval: 5s
 			}
 			r.agents = append(r.agents, p)
 			r.agentIDs[name], r.agentDirs[name], r.agentWatch[f.ID] = id, state, watch
+			r.agentFacility[name] = f.ID
 		}
 	}
 	r.progress("%d agents running", len(r.agents))
@@ -398,8 +404,9 @@ func (r *run) exercise(ctx context.Context) (*Report, error) {
 	phaseCtx, cancelPhase := context.WithCancel(ctx)
 	defer cancelPhase()
 	var wg sync.WaitGroup
+	r.dropper = newDropper(r.manifest, r.genDir, r.agentWatch, r.cfg.Seed)
 	dropErr := make(chan error, 1)
-	wg.Go(func() { dropErr <- r.drop(phaseCtx, r.cfg.Duration*9/10) })
+	wg.Go(func() { dropErr <- r.dropper.run(phaseCtx, r.cfg.Duration) })
 	wg.Go(func() { r.tick(phaseCtx, rep.RecordsIn, len(faults)) })
 
 	start := time.Now()
@@ -421,6 +428,12 @@ func (r *run) exercise(ctx context.Context) (*Report, error) {
 		}
 	}
 	if err := <-dropErr; err != nil {
+		cancelPhase()
+		wg.Wait()
+		return nil, fmt.Errorf("chaos: dropping files: %w", err)
+	}
+	// The files held back, so that there is work after the last fault too.
+	if err := r.dropper.rest(); err != nil {
 		cancelPhase()
 		wg.Wait()
 		return nil, fmt.Errorf("chaos: dropping files: %w", err)
@@ -448,42 +461,6 @@ func (r *run) exercise(ctx context.Context) (*Report, error) {
 	return rep, nil
 }
 
-// drop moves every ready archive into its facility's watched folder, as an export job
-// does (temporary name, then rename), spread evenly over span in a seeded order.
-func (r *run) drop(ctx context.Context, span time.Duration) error {
-	var files []gen.File
-	for _, f := range r.manifest.Files {
-		if !f.Pending {
-			files = append(files, f)
-		}
-	}
-	rng := rand.New(rand.NewPCG(uint64(r.cfg.Seed), 0x64726f70)) // "drop"
-	rng.Shuffle(len(files), func(i, j int) { files[i], files[j] = files[j], files[i] })
-	start := time.Now()
-	for i, f := range files {
-		due := start.Add(span * time.Duration(i) / time.Duration(len(files)))
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(time.Until(due)):
-		}
-		src := filepath.Join(r.genDir, filepath.FromSlash(f.Path))
-		dst := filepath.Join(r.agentWatch[f.Facility], filepath.Base(f.Path))
-		data, err := os.ReadFile(src)
-		if err != nil {
-			return err
-		}
-		if err := os.WriteFile(dst+".tmp", data, 0o644); err != nil {
-			return err
-		}
-		if err := os.Rename(dst+".tmp", dst); err != nil {
-			return err
-		}
-		r.dropped.Add(1)
-	}
-	return nil
-}
-
 // tick prints a progress line every 10 seconds until ctx ends.
 func (r *run) tick(ctx context.Context, total int64, faults int) {
 	t := time.NewTicker(10 * time.Second)
@@ -495,7 +472,7 @@ func (r *run) tick(ctx context.Context, total int64, faults int) {
 		case <-t.C:
 			rows, batches := r.ledger.totals()
 			r.progress("faults %d/%d, files dropped %d, committed %d/%d records in %d batches",
-				r.faultsDone.Load(), faults, r.dropped.Load(), rows, total, batches)
+				r.faultsDone.Load(), faults, r.dropper.count(), rows, total, batches)
 		}
 	}
 }

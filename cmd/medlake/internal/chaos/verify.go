@@ -24,6 +24,9 @@ func (r *run) verify(ctx context.Context, rep *Report) error {
 		return fmt.Errorf("verifying: connecting to the query node %s: %w", r.queryAddr, err)
 	}
 	defer conn.Close(context.Background())
+	if err := r.waitVisible(ctx, conn); err != nil {
+		rep.Problems = append(rep.Problems, err.Error())
+	}
 	for _, name := range slices.Sorted(maps.Keys(r.manifest.Tables)) {
 		want := r.manifest.Tables[name]
 		if want.Ready.Rows == 0 {
@@ -37,6 +40,41 @@ func (r *run) verify(ctx context.Context, rep *Report) error {
 		rep.Duplicated += tr.Duplicated
 	}
 	return nil
+}
+
+// visibleWait bounds how long committed records may take to show on the query node,
+// which polls the catalog for new snapshots (query.refresh_interval, 2 s by default).
+const visibleWait = time.Minute
+
+// waitVisible waits until the query node's count of every generated table reaches the
+// manifest's, so the check reads the lake's final state and not a view a refresh
+// behind. A table that never gets there is read anyway and shows what is missing.
+func (r *run) waitVisible(ctx context.Context, conn *pgx.Conn) error {
+	deadline := time.Now().Add(visibleWait)
+	for {
+		behind := []string{}
+		for _, name := range slices.Sorted(maps.Keys(r.manifest.Tables)) {
+			want := r.manifest.Tables[name].Ready.Rows
+			if want == 0 {
+				continue
+			}
+			var n int64
+			if err := conn.QueryRow(ctx, "SELECT count(*) FROM "+name).Scan(&n); err != nil || n < want {
+				behind = append(behind, fmt.Sprintf("%s %d/%d (err %v)", name, n, want, err))
+			}
+		}
+		if len(behind) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("query node still behind the ledger %s after every record was committed: %s", visibleWait, strings.Join(behind, ", "))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }
 
 // readTable reads one table's generated columns and sums them.
