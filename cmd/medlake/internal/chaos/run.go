@@ -64,7 +64,7 @@ type Config struct {
 func ShortConfig(seed int64) Config {
 	return Config{
 		Seed:             seed,
-		Duration:         4 * time.Minute,
+		Duration:         5 * time.Minute,
 		FaultsPerKind:    10,
 		Facilities:       4,
 		FilesPerFacility: 20,

@@ -87,3 +87,28 @@ func TestPlanRefuses(t *testing.T) {
 		})
 	}
 }
+
+// TestShortConfig: the configuration CI runs keeps the acceptance promise (ten faults of
+// each kind) and plans without error.
+func TestShortConfig(t *testing.T) {
+	cfg := ShortConfig(1)
+	if err := cfg.validate(); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.FaultsPerKind < 10 {
+		t.Errorf("short mode injects %d faults per kind, want at least 10", cfg.FaultsPerKind)
+	}
+	if _, err := Plan(cfg.Seed, cfg.FaultsPerKind, cfg.Duration, Targets{Agents: cfg.Agents, Hubs: cfg.Hubs, MinIONodes: 4}); err != nil {
+		t.Error(err)
+	}
+	bad := cfg
+	bad.Agents = cfg.Facilities + 1
+	if err := bad.validate(); err == nil {
+		t.Error("more agents than facilities accepted")
+	}
+	bad = cfg
+	bad.Hubs = 1
+	if err := bad.validate(); err == nil {
+		t.Error("one hub accepted")
+	}
+}
