@@ -140,7 +140,13 @@ func (c *minioCluster) makeBucket(ctx context.Context) error {
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
 		err = cl.MakeBucket(ctx, c.bucket, minio.MakeBucketOptions{Region: c.region})
-		if err == nil || time.Now().After(deadline) {
+		if err != nil {
+			// An attempt that failed for want of quorum may still have made it.
+			if ok, eerr := cl.BucketExists(ctx, c.bucket); eerr == nil && ok {
+				err = nil
+			}
+		}
+		if err == nil || time.Now().After(deadline) || ctx.Err() != nil {
 			break
 		}
 		time.Sleep(500 * time.Millisecond) // quorum forms a moment after every node is live

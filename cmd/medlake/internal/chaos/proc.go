@@ -45,7 +45,8 @@ func (p *proc) start(ctx context.Context) error {
 	cmd.Stdout, cmd.Stderr = f, f
 	// Its own process group: a terminal's ^C reaches the harness, which stops
 	// everything in order, and not each child at once.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// Pdeathsig: should the harness itself die, its servers go with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		f.Close()
 		p.mu.Unlock()
