@@ -113,6 +113,9 @@ func (r *run) inject(ctx context.Context, f Fault) FaultResult {
 		if err := node.start(restartCtx); err != nil {
 			return fail("restarting %s: %v", f.Target, err)
 		}
+		if err := waitOK(restartCtx, r.minio.readyURL(node)); err != nil {
+			return fail("%s not ready after its restart: %v", f.Target, err)
+		}
 		res.Restored = time.Now()
 
 	default:

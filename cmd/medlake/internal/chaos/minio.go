@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -94,7 +95,10 @@ func startMinIO(ctx context.Context, dir string, logger *slog.Logger) (*minioClu
 			args: []string{"-m", "sh", "-c", script},
 			env: []string{"MINIO_ROOT_USER=" + c.accessKey, "MINIO_ROOT_PASSWORD=" + c.secretKey,
 				"MINIO_REGION=" + c.region, "MINIO_BROWSER=off", "MINIO_UPDATE=off", "MINIO_CI_CD=1"},
-			log:   filepath.Join(dir, fmt.Sprintf("minio-%d.log", i+1)),
+			log: filepath.Join(dir, fmt.Sprintf("minio-%d.log", i+1)),
+			// live, not ready: a node that is not ready waits for the others, which
+			// start together with it; a restarted node's readiness is the balancer's
+			// business.
 			ready: httpOK(fmt.Sprintf("http://127.0.0.1:%d/minio/health/live", c.ports[i])),
 		})
 	}
@@ -166,6 +170,16 @@ func (c *minioCluster) node(name string) (*proc, error) {
 	return nil, fmt.Errorf("no MinIO node %q", name)
 }
 
+// readyURL is node's readiness check.
+func (c *minioCluster) readyURL(node *proc) string {
+	for i, p := range c.nodes {
+		if p == node {
+			return fmt.Sprintf("http://127.0.0.1:%d/minio/health/ready", c.ports[i])
+		}
+	}
+	return ""
+}
+
 func (c *minioCluster) close() {
 	if c.lb != nil {
 		c.lb.Close()
@@ -176,14 +190,20 @@ func (c *minioCluster) close() {
 }
 
 // balancer is a TCP proxy on 127.0.0.1 in front of the MinIO nodes: each connection
-// goes to the next node in turn that accepts it, so clients (hubs, the query node)
-// keep one endpoint and survive a node going down. A connection open to a node that
-// dies fails; the S3 clients retry it and their next connection skips the dead node.
+// goes to the next healthy node in turn, so clients (hubs, the query node) keep one
+// endpoint and survive a node going down. A node is healthy while its
+// /minio/health/ready answers 200 (checked every 500 ms), as a load balancer in front
+// of MinIO checks it; a node just restarted is live before it is ready, and answers
+// reads wrongly (object not found) until it is. When no node is healthy, any node that
+// accepts the connection gets it. A connection open to a node that dies fails; the S3
+// clients retry, and their next connection goes elsewhere.
 type balancer struct {
 	ln       net.Listener
 	backends []string
+	healthy  []atomic.Bool // per backend, set by the health loop
 	logger   *slog.Logger
 	next     atomic.Uint64
+	stopHC   chan struct{}
 
 	wg     sync.WaitGroup // the accept loop and every connection's copiers
 	mu     sync.Mutex
@@ -196,9 +216,55 @@ func newBalancer(backends []string, logger *slog.Logger) (*balancer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting MinIO balancer: %w", err)
 	}
-	b := &balancer{ln: ln, backends: backends, logger: logger, conns: map[net.Conn]struct{}{}}
+	b := &balancer{ln: ln, backends: backends, healthy: make([]atomic.Bool, len(backends)), logger: logger,
+		stopHC: make(chan struct{}), conns: map[net.Conn]struct{}{}}
+	b.checkHealth(&http.Client{Timeout: time.Second})
+	b.wg.Go(b.healthLoop)
 	b.wg.Go(b.accept)
 	return b, nil
+}
+
+func (b *balancer) healthLoop() {
+	client := &http.Client{Timeout: time.Second}
+	for {
+		select {
+		case <-b.stopHC:
+			return
+		case <-time.After(500 * time.Millisecond):
+		}
+		b.checkHealth(client)
+	}
+}
+
+func (b *balancer) checkHealth(client *http.Client) {
+	var wg sync.WaitGroup
+	for i, addr := range b.backends {
+		wg.Go(func() {
+			resp, err := client.Get("http://" + addr + "/minio/health/ready")
+			ok := err == nil && resp.StatusCode == http.StatusOK
+			if err == nil {
+				resp.Body.Close()
+			}
+			b.healthy[i].Store(ok)
+		})
+	}
+	wg.Wait()
+}
+
+// pick returns backends in the order to try: healthy ones from the next in turn, then
+// the others.
+func (b *balancer) pick() []string {
+	start := int(b.next.Add(1))
+	var good, rest []string
+	for i := range b.backends {
+		j := (start + i) % len(b.backends)
+		if b.healthy[j].Load() {
+			good = append(good, b.backends[j])
+		} else {
+			rest = append(rest, b.backends[j])
+		}
+	}
+	return append(good, rest...)
 }
 
 func (b *balancer) Addr() string { return b.ln.Addr().String() }
@@ -236,10 +302,8 @@ func (b *balancer) untrack(c net.Conn) {
 
 func (b *balancer) serve(client net.Conn) {
 	defer b.untrack(client)
-	start := b.next.Add(1)
 	var backend net.Conn
-	for i := range len(b.backends) {
-		addr := b.backends[(int(start)+i)%len(b.backends)]
+	for _, addr := range b.pick() {
 		c, err := net.DialTimeout("tcp", addr, time.Second)
 		if err == nil {
 			backend = c
@@ -275,6 +339,9 @@ func (b *balancer) Close() {
 	b.mu.Lock()
 	already := b.closed
 	b.closed = true
+	if !already {
+		close(b.stopHC)
+	}
 	for c := range b.conns {
 		c.Close()
 	}

@@ -144,3 +144,19 @@ func httpOK(url string) func(ctx context.Context) error {
 		return nil
 	}
 }
+
+// waitOK polls url until it answers 200 or ctx ends.
+func waitOK(ctx context.Context, url string) error {
+	check := httpOK(url)
+	for {
+		err := check(ctx)
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s: %w (last: %v)", url, ctx.Err(), err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
