@@ -229,6 +229,20 @@ func (r *Report) Write(w io.Writer) {
 		p("    %-17s %8d %6d %11d %13s %9s", s.Kind, s.Injected, s.Failed, s.Unrecovered,
 			s.MaxRecovery.Round(time.Millisecond), s.MaxGap.Round(time.Millisecond))
 	}
+	p("  worst fault of each kind (at = from the start of the run; down = fault to restore):")
+	for _, k := range Kinds() {
+		var worst *FaultResult
+		for i := range r.Faults {
+			f := &r.Faults[i]
+			if f.Kind == k && (worst == nil || max(f.Recovery, f.Gap) > max(worst.Recovery, worst.Gap)) {
+				worst = f
+			}
+		}
+		if worst != nil {
+			p("    %-40s at %7s down %7s recovery %7s gap %7s", worst.Fault.String(), worst.Injected.Sub(r.Started).Round(time.Second),
+				worst.Restored.Sub(worst.Injected).Round(time.Millisecond), worst.Recovery.Round(time.Millisecond), worst.Gap.Round(time.Millisecond))
+		}
+	}
 	p("  longest ingestion gap with one hub down: %s", r.HubDownGap().Round(time.Millisecond))
 	var q, qf int
 	for _, s := range r.Summaries() {
