@@ -229,7 +229,7 @@ func (r *Report) Write(w io.Writer) {
 		p("    %-17s %8d %6d %11d %13s %9s", s.Kind, s.Injected, s.Failed, s.Unrecovered,
 			s.MaxRecovery.Round(time.Millisecond), s.MaxGap.Round(time.Millisecond))
 	}
-	p("  worst fault of each kind (at = from the start of the run; down = fault to restore):")
+	p("  worst fault of each kind (at = from the start of the fault phase; down = fault to restore):")
 	for _, k := range Kinds() {
 		var worst *FaultResult
 		for i := range r.Faults {
