@@ -21,6 +21,10 @@ import (
 	"github.com/medlake/medlake/protocol/feed"
 )
 
+// maxReconnectInterval caps the broker reconnect backoff: a broker back after a restart
+// sees the agent again within this time.
+const maxReconnectInterval = 10 * time.Second
+
 // Option adjusts an Agent at construction.
 type Option func(*Agent)
 
@@ -157,8 +161,8 @@ func New(cfg Config, logger *slog.Logger, opts ...Option) (*Agent, error) {
 		Tenant: cfg.Tenant, Facility: cfg.Facility, Agent: cfg.ID,
 		MaxInflight: cfg.MaxInflight, AckTimeout: cfg.AckTimeout, AckTimeoutMax: cfg.AckTimeoutMax,
 		StatusInterval: cfg.StatusInterval,
-		// A broker back from a restart gets its agents back within seconds.
-		MaxReconnectInterval: 10 * time.Second,
+		// Capped so an agent is back within seconds of a broker restart.
+		MaxReconnectInterval: maxReconnectInterval,
 		OnConfig:             a.onConfig,
 	}, a.spool, a.onAck, a.status, logger)
 	if err != nil {

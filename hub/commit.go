@@ -37,10 +37,11 @@ const (
 const (
 	// conflictRetries bounds immediate retries after another hub moved the table.
 	conflictRetries = 10
-	// maxBackoff caps the wait between commit attempts while the catalog or the object
-	// store is down: agents hold their batches meanwhile, and the first attempt after the
-	// store returns drains them, so waiting long only delays recovery.
+	// maxBackoff caps the wait between attempts of a failing commit (object store or
+	// catalog down): once they are back, the hub commits within this time.
 	maxBackoff = 5 * time.Second
+	// maxReconnectInterval caps the broker reconnect backoff.
+	maxReconnectInterval = 5 * time.Second
 	// finalFlushTimeout bounds the last commit when the hub stops.
 	finalFlushTimeout = 30 * time.Second
 )
@@ -210,7 +211,7 @@ func (c *committer) flush(ctx context.Context) error {
 			break
 		}
 		newAcks, err := c.commit(ctx, tbl)
-		if errors.Is(err, table.ErrCommitFailed) && attempt < conflictRetries {
+		if isCommitConflict(err) && attempt < conflictRetries {
 			c.log.Info("table moved by another commit, retrying", "attempt", attempt+1, "err", err)
 			continue
 		}
@@ -226,6 +227,15 @@ func (c *committer) flush(ctx context.Context) error {
 	}
 	c.publish(ctx, acks)
 	return nil
+}
+
+// isCommitConflict says whether a commit failed because the table moved underneath it
+// (another hub committed first), so re-planning against the new version will do. The
+// SQL catalog's compare-and-swap reports table.ErrCommitFailed, but when the move is
+// already visible as the catalog checks the transaction's requirements (the branch's
+// snapshot id), iceberg-go returns a bare "requirement failed: ..." error instead.
+func isCommitConflict(err error) bool {
+	return err != nil && (errors.Is(err, table.ErrCommitFailed) || strings.Contains(err.Error(), "requirement failed: "))
 }
 
 // commit appends the buffer as one snapshot and records it in the ledger. It clears the

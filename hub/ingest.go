@@ -169,7 +169,9 @@ func (in *Ingester) clientOptions() *paho.ClientOptions {
 		SetAutoReconnect(true).
 		SetConnectRetry(true).
 		SetConnectRetryInterval(time.Second).
-		SetMaxReconnectInterval(5 * time.Second). // a restarted broker gets its hubs back in seconds
+		// A broker restart is over in seconds; a longer cap only delays the hub's
+		// return (and every agent's acks) after it.
+		SetMaxReconnectInterval(maxReconnectInterval).
 		SetKeepAlive(30 * time.Second).
 		SetOrderMatters(true).
 		// Messages of the shared subscription arrive on "medlake/v1/..." without the

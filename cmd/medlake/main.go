@@ -39,6 +39,7 @@ Commands:
   audit          print the query audit log: who ran which statement, from where, with what result
   status         print the fleet's backlog and the tables' commit lag and freshness
   bench          measure agent parse, hub commit and drop-to-queryable latency
+  chaos          run the fault-injection harness: kill, restart and pause components, check exactly-once
   check-config   validate the configuration and print the effective values
   version        print the version
 
@@ -89,6 +90,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return runBench(ctx, rest, stdout)
 	case "status":
 		return runStatus(ctx, rest, stdout)
+	case "chaos":
+		return runChaos(ctx, rest, stdout)
 	case "check-config":
 		return runCheckConfig(rest, stdout)
 	case "version", "--version", "-version":

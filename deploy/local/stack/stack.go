@@ -87,6 +87,25 @@ func (s *Server) Restart(t testing.TB) {
 	}
 }
 
+// StartServer is Start for programs that are not tests, such as a long fault-injection
+// run: it starts a dedicated server with its data in a fresh directory. The caller
+// stops it with Close; a watchdog stops it when this process exits first.
+func StartServer(name string, extraEnv ...string) (*Server, error) {
+	return startServer(name, extraEnv)
+}
+
+// StopKeep stops the server and keeps its data, for StartAgain.
+func (s *Server) StopKeep() error {
+	_, err := s.run("stop")
+	return err
+}
+
+// StartAgain starts a stopped server on its data and, when still free, its port.
+func (s *Server) StartAgain() error { return s.start() }
+
+// Close stops the server and removes its directory. Safe to call twice.
+func (s *Server) Close() error { return s.close() }
+
 func skipShort(t testing.TB, name string) {
 	t.Helper()
 	if testing.Short() {

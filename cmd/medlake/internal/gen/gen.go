@@ -95,6 +95,9 @@ func writeFeeds(opts Options, m *Manifest) (map[string]bool, error) {
 	}
 	for _, e := range entities {
 		t := &Table{Keys: e.keys, ByFormat: map[string]Counts{}}
+		for _, c := range e.cols {
+			t.Columns = append(t.Columns, c.name)
+		}
 		for _, format := range opts.Formats {
 			name := feedName(e, format)
 			data := feedYAML(e, format)
@@ -114,9 +117,10 @@ func writeFeeds(opts Options, m *Manifest) (map[string]bool, error) {
 				return nil, err
 			}
 			m.Feeds = append(m.Feeds, f)
-			t.ByFormat[format] = Counts{KeyChecksum: "0"}
+			t.ByFormat[format] = Counts{KeyChecksum: "0", RowChecksum: "0"}
 		}
 		t.KeyChecksum, t.Ready.KeyChecksum = "0", "0"
+		t.RowChecksum, t.Ready.RowChecksum = "0", "0"
 		m.Tables[e.name] = t
 	}
 	if _, err := feed.ParseFS(os.DirFS(filepath.Join(opts.Out, FeedsDir))); err != nil {
@@ -140,7 +144,7 @@ type runner struct {
 // fileResult is one written archive with its keys' checksum.
 type fileResult struct {
 	File
-	sum KeyChecksum
+	sum, rowSum KeyChecksum
 }
 
 func (r *runner) fileDone() {
@@ -250,11 +254,20 @@ func (r *runner) writeFile(ctx context.Context, st *facilityState, fp *facilityP
 	}
 	keyIdx := e.keyIndexes()
 	keyVals := make([]string, len(keyIdx))
+	var row []byte
 	addKey := func() {
 		for i, k := range keyIdx {
 			keyVals[i] = g.vals[k].s
 		}
 		res.sum.Add(keyVals...)
+		row = row[:0]
+		for i, v := range g.vals {
+			if i > 0 {
+				row = append(row, fieldSep)
+			}
+			row = v.appendCanonical(row)
+		}
+		res.rowSum.AddBytes(row)
 	}
 
 	var werr error
@@ -347,7 +360,7 @@ func (r *runner) writeFile(ctx context.Context, st *facilityState, fp *facilityP
 		os.Remove(tmpName)
 		return res, fmt.Errorf("moving archive into place: %w", err)
 	}
-	res.Bytes, res.SHA256, res.KeyChecksum = s.n, s.sum(), res.sum.String()
+	res.Bytes, res.SHA256, res.KeyChecksum, res.RowChecksum = s.n, s.sum(), res.sum.String(), res.rowSum.String()
 	for _, en := range res.Entries {
 		res.Rows += en.Rows
 	}
@@ -394,9 +407,9 @@ func (z *sizer) reached() (bool, error) {
 
 // assemble fills the manifest's files and table counts from the per-facility results.
 func assemble(m *Manifest, results [][]fileResult) {
-	type acc struct{ all, ready KeyChecksum }
+	type acc struct{ all, ready, allRows, readyRows KeyChecksum }
 	sums := map[string]*acc{}
-	byFormat := map[string]map[string]*KeyChecksum{}
+	byFormat := map[string]map[string]*[2]KeyChecksum{}
 	for _, rs := range results {
 		for _, r := range rs {
 			m.Files = append(m.Files, r.File)
@@ -407,20 +420,23 @@ func assemble(m *Manifest, results [][]fileResult) {
 			if a == nil {
 				a = &acc{}
 				sums[r.Table] = a
-				byFormat[r.Table] = map[string]*KeyChecksum{}
+				byFormat[r.Table] = map[string]*[2]KeyChecksum{}
 			}
 			a.all.Merge(r.sum)
+			a.allRows.Merge(r.rowSum)
 			t.Files++
 			if !r.Pending {
 				a.ready.Merge(r.sum)
+				a.readyRows.Merge(r.rowSum)
 				t.Ready.Files++
 			}
 			fs := byFormat[r.Table][r.Format]
 			if fs == nil {
-				fs = &KeyChecksum{}
+				fs = &[2]KeyChecksum{}
 				byFormat[r.Table][r.Format] = fs
 			}
-			fs.Merge(r.sum)
+			fs[0].Merge(r.sum)
+			fs[1].Merge(r.rowSum)
 			c := t.ByFormat[r.Format]
 			c.Files++
 			t.ByFormat[r.Format] = c
@@ -428,11 +444,11 @@ func assemble(m *Manifest, results [][]fileResult) {
 	}
 	for name, a := range sums {
 		t := m.Tables[name]
-		t.Rows, t.KeyChecksum = a.all.Count(), a.all.String()
-		t.Ready.Rows, t.Ready.KeyChecksum = a.ready.Count(), a.ready.String()
+		t.Rows, t.KeyChecksum, t.RowChecksum = a.all.Count(), a.all.String(), a.allRows.String()
+		t.Ready.Rows, t.Ready.KeyChecksum, t.Ready.RowChecksum = a.ready.Count(), a.ready.String(), a.readyRows.String()
 		for format, s := range byFormat[name] {
 			c := t.ByFormat[format]
-			c.Rows, c.KeyChecksum = s.Count(), s.String()
+			c.Rows, c.KeyChecksum, c.RowChecksum = s[0].Count(), s[0].String(), s[1].String()
 			t.ByFormat[format] = c
 		}
 	}

@@ -61,6 +61,8 @@ type Feed struct {
 // Table is what the generated files put into one lake table.
 type Table struct {
 	Keys []string `json:"keys"`
+	// Columns are the table's generated columns in order; RowChecksum covers them.
+	Columns []string `json:"columns"`
 	Counts
 	// Ready counts only files whose feed is in feeds/: what the lake holds today after
 	// ingesting everything.
@@ -70,10 +72,12 @@ type Table struct {
 }
 
 // Counts are rows, key checksum and files of some set of files. KeyChecksum is the
-// decimal KeyChecksum of the rows' keys.
+// decimal KeyChecksum of the rows' keys; RowChecksum the same sum over whole rows (every
+// column in Columns, each rendered by CanonicalField), so a changed value shows too.
 type Counts struct {
 	Rows        int64  `json:"rows"`
 	KeyChecksum string `json:"key_checksum"`
+	RowChecksum string `json:"row_checksum"`
 	Files       int    `json:"files"`
 }
 
@@ -89,8 +93,10 @@ type File struct {
 	Bytes    int64  `json:"bytes"`
 	SHA256   string `json:"sha256"`
 	Rows     int64  `json:"rows"`
-	// KeyChecksum covers this file's rows, so a test can check one file's ingest.
+	// KeyChecksum and RowChecksum cover this file's rows, so a test can check one
+	// file's ingest.
 	KeyChecksum string `json:"key_checksum"`
+	RowChecksum string `json:"row_checksum"`
 	Large       bool   `json:"large,omitempty"`
 	// Pending means the file's feed is in feeds-pending/.
 	Pending bool `json:"pending,omitempty"`
