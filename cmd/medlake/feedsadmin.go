@@ -22,23 +22,6 @@ import (
 // The catalog-backed feed commands: apply, list, show, diff, history. Each opens the
 // catalog named by the usual configuration (--catalog, MEDLAKE_CATALOG_URI, file).
 
-func openCatalogFor(ctx context.Context, name string, args []string, bind func(*flag.FlagSet)) (*catalog.Catalog, []string, error) {
-	cfg, rest, err := loadConfig("feeds "+name, feedsUsage, args, func(fs *flag.FlagSet, cfg *Config) {
-		fs.StringVar(&cfg.Catalog.URI, "catalog", cfg.Catalog.URI, `metadata database: "" (SQLite under data-dir), sqlite:///path.db or postgres://...`)
-		if bind != nil {
-			bind(fs)
-		}
-	})
-	if err != nil {
-		return nil, nil, err
-	}
-	cat, err := catalog.Open(ctx, cfg.Catalog)
-	if err != nil {
-		return nil, nil, fmt.Errorf("opening catalog: %w", err)
-	}
-	return cat, rest, nil
-}
-
 // readDefinitions parses every file given, or every *.yaml/*.yml in a directory given.
 func readDefinitions(paths []string) (map[string][]byte, []*feed.Definition, error) {
 	texts := map[string][]byte{}
@@ -107,7 +90,7 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 func runFeedsApply(ctx context.Context, args []string, stdout io.Writer) error {
 	var files multiFlag
-	cat, _, err := openCatalogFor(ctx, "apply", args, func(fs *flag.FlagSet) {
+	cat, _, err := openCatalogCmd(ctx, "feeds apply", feedsUsage, args, func(fs *flag.FlagSet) {
 		fs.Var(&files, "f", "definition file or directory (repeatable)")
 	})
 	if err != nil {
@@ -144,7 +127,7 @@ func runFeedsApply(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 func runFeedsList(ctx context.Context, args []string, stdout io.Writer) error {
-	cat, _, err := openCatalogFor(ctx, "list", args, nil)
+	cat, _, err := openCatalogCmd(ctx, "feeds list", feedsUsage, args, nil)
 	if err != nil {
 		return err
 	}
@@ -162,7 +145,7 @@ func runFeedsList(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 func runFeedsHistory(ctx context.Context, args []string, stdout io.Writer) error {
-	cat, rest, err := openCatalogFor(ctx, "history", args, nil)
+	cat, rest, err := openCatalogCmd(ctx, "feeds history", feedsUsage, args, nil)
 	if err != nil {
 		return err
 	}
@@ -187,7 +170,7 @@ func runFeedsHistory(ctx context.Context, args []string, stdout io.Writer) error
 
 func runFeedsShow(ctx context.Context, args []string, stdout io.Writer) error {
 	var version int
-	cat, rest, err := openCatalogFor(ctx, "show", args, func(fs *flag.FlagSet) {
+	cat, rest, err := openCatalogCmd(ctx, "feeds show", feedsUsage, args, func(fs *flag.FlagSet) {
 		fs.IntVar(&version, "version", 0, "version to show (default: the newest)")
 	})
 	if err != nil {
@@ -212,7 +195,7 @@ func runFeedsShow(ctx context.Context, args []string, stdout io.Writer) error {
 // the newest applied version of each feed. It exits non-zero when anything differs.
 func runFeedsDiff(ctx context.Context, args []string, stdout io.Writer) error {
 	var files multiFlag
-	cat, _, err := openCatalogFor(ctx, "diff", args, func(fs *flag.FlagSet) {
+	cat, _, err := openCatalogCmd(ctx, "feeds diff", feedsUsage, args, func(fs *flag.FlagSet) {
 		fs.Var(&files, "f", "definition file or directory (repeatable)")
 	})
 	if err != nil {

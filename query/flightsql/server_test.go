@@ -23,22 +23,9 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/medlake/medlake/catalog"
-	"github.com/medlake/medlake/query/auth"
 	"github.com/medlake/medlake/query/engine"
 	"github.com/medlake/medlake/query/internal/testlake"
 )
-
-// memStore is an in-memory auth.Store, the shape of logins kept in the
-// catalog.
-type memStore map[string]auth.Login
-
-func (m memStore) Login(_ context.Context, user string) (auth.Login, error) {
-	l, ok := m[user]
-	if !ok {
-		return auth.Login{}, fmt.Errorf("login %s: %w", user, auth.ErrUnknownUser)
-	}
-	return l, nil
-}
 
 const labRows = 1000
 
@@ -52,28 +39,13 @@ func startServerWith(t *testing.T, trust bool) (string, *catalog.Catalog) {
 	cat := testlake.Catalog(t)
 	testlake.CreateLabTable(t, cat, "lab_results")
 	testlake.AppendLabRows(t, cat, "lab_results", 0, labRows)
-	testlake.CreateTenantTable(t, cat, "visits", []testlake.TenantRow{
-		{ID: 1, Tenant: "t1", Facility: "f1", Patient: "p1"},
-		{ID: 2, Tenant: "t2", Facility: "f2", Patient: "p2"},
-		{ID: 3, Tenant: "t1", Facility: "f3", Patient: "p3"},
-	})
+	testlake.CreateVisits(t, cat)
 	e, err := engine.New(context.Background(), engine.Config{CacheDir: filepath.Join(t.TempDir(), "cache")}, cat, testlake.Namespace, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Close() })
-	mk := func(pw string) auth.Verifier {
-		v, err := auth.NewVerifier(pw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
-	store := memStore{
-		"ana":  {Principal: auth.Principal{User: "ana", Admin: true}, Verifier: mk("right")},
-		"off":  {Principal: auth.Principal{User: "off", Admin: true}, Verifier: mk("right"), Disabled: true},
-		"tina": {Principal: auth.Principal{User: "tina", Tenant: "t1"}, Verifier: mk("right")},
-	}
+	store := testlake.Logins(t)
 	meta, err := catalog.Open(t.Context(), catalog.Config{DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -140,7 +112,7 @@ func readAll(t *testing.T, ctx context.Context, c *arrowflightsql.Client, info *
 func TestQueries(t *testing.T) {
 	addr := startServer(t)
 	c := dial(t, addr)
-	ctx, err := c.Client.AuthenticateBasicToken(context.Background(), "ana", "right")
+	ctx, err := c.Client.AuthenticateBasicToken(context.Background(), "ana", testlake.Password)
 	if err != nil {
 		t.Fatalf("handshake: %v", err)
 	}
@@ -245,7 +217,7 @@ func TestQueries(t *testing.T) {
 func TestTenantScope(t *testing.T) {
 	addr, meta := startServerWith(t, false)
 	c := dial(t, addr)
-	ctx, err := c.Client.AuthenticateBasicToken(context.Background(), "tina", "right")
+	ctx, err := c.Client.AuthenticateBasicToken(context.Background(), "tina", testlake.Password)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +276,7 @@ func TestTrustLoopback(t *testing.T) {
 func TestLogins(t *testing.T) {
 	addr := startServer(t)
 	c := dial(t, addr)
-	for _, tt := range []struct{ user, pass string }{{"ana", "wrong"}, {"nobody", "right"}, {"off", "right"}} {
+	for _, tt := range []struct{ user, pass string }{{"ana", "wrong"}, {"nobody", testlake.Password}, {"off", testlake.Password}} {
 		if _, err := c.Client.AuthenticateBasicToken(context.Background(), tt.user, tt.pass); status.Code(err) != codes.Unauthenticated {
 			t.Errorf("login %s/%s: %v, want Unauthenticated", tt.user, tt.pass, err)
 		}

@@ -29,18 +29,6 @@ import (
 	"github.com/medlake/medlake/query/results"
 )
 
-// memStore is an in-memory auth.Store, the shape of logins kept in the
-// catalog.
-type memStore map[string]auth.Login
-
-func (m memStore) Login(_ context.Context, user string) (auth.Login, error) {
-	l, ok := m[user]
-	if !ok {
-		return auth.Login{}, fmt.Errorf("login %s: %w", user, auth.ErrUnknownUser)
-	}
-	return l, nil
-}
-
 type fixture struct {
 	srv     *httptest.Server
 	handler *Handler
@@ -56,28 +44,13 @@ func newFixtureTrusting(t *testing.T, trust bool) fixture {
 	cat := testlake.Catalog(t)
 	testlake.CreateLabTable(t, cat, "lab_results")
 	testlake.AppendLabRows(t, cat, "lab_results", 0, labRows)
-	testlake.CreateTenantTable(t, cat, "visits", []testlake.TenantRow{
-		{ID: 1, Tenant: "t1", Facility: "f1", Patient: "p1"},
-		{ID: 2, Tenant: "t2", Facility: "f2", Patient: "p2"},
-		{ID: 3, Tenant: "t1", Facility: "f3", Patient: "p3"},
-	})
+	testlake.CreateVisits(t, cat)
 	e, err := engine.New(context.Background(), engine.Config{CacheDir: filepath.Join(t.TempDir(), "cache")}, cat, testlake.Namespace, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.Close() })
-	mk := func(pw string) auth.Verifier {
-		v, err := auth.NewVerifier(pw)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return v
-	}
-	store := memStore{
-		"ana":  {Principal: auth.Principal{User: "ana", Admin: true}, Verifier: mk("right")},
-		"off":  {Principal: auth.Principal{User: "off", Admin: true}, Verifier: mk("right"), Disabled: true},
-		"tina": {Principal: auth.Principal{User: "tina", Tenant: "t1"}, Verifier: mk("right")},
-	}
+	store := testlake.Logins(t)
 	meta, err := catalog.Open(t.Context(), catalog.Config{DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +103,7 @@ func TestFormats(t *testing.T) {
 	}
 
 	t.Run("json", func(t *testing.T) {
-		resp := f.post(t, "ana", "right", "application/json", body("json"), "")
+		resp := f.post(t, "ana", testlake.Password, "application/json", body("json"), "")
 		if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "application/json" {
 			t.Fatalf("status %d, type %s: %s", resp.StatusCode, resp.Header.Get("Content-Type"), readAll(t, resp.Body))
 		}
@@ -159,7 +132,7 @@ func TestFormats(t *testing.T) {
 	})
 
 	t.Run("ndjson", func(t *testing.T) {
-		resp := f.post(t, "ana", "right", "application/json", body("ndjson"), "")
+		resp := f.post(t, "ana", testlake.Password, "application/json", body("ndjson"), "")
 		lines := strings.Split(strings.TrimSpace(string(readAll(t, resp.Body))), "\n")
 		if resp.StatusCode != 200 || len(lines) != 250 || !strings.HasPrefix(lines[249], `{"collected_at"`) && !strings.Contains(lines[249], `"lab_id":250`) {
 			t.Fatalf("status %d, %d lines, last %q", resp.StatusCode, len(lines), lines[len(lines)-1])
@@ -167,7 +140,7 @@ func TestFormats(t *testing.T) {
 	})
 
 	t.Run("csv", func(t *testing.T) {
-		resp := f.post(t, "ana", "right", "application/json", body("csv"), "")
+		resp := f.post(t, "ana", testlake.Password, "application/json", body("csv"), "")
 		recs, err := csv.NewReader(resp.Body).ReadAll()
 		if err != nil {
 			t.Fatal(err)
@@ -181,14 +154,14 @@ func TestFormats(t *testing.T) {
 	})
 
 	t.Run("csv of types arrow's writer lacks", func(t *testing.T) {
-		resp := f.post(t, "ana", "right", "", `SELECT TIME '01:02:03.5' AS t, INTERVAL '1 day' AS d, CAST(NULL AS TIME) AS n`, "?format=csv")
+		resp := f.post(t, "ana", testlake.Password, "", `SELECT TIME '01:02:03.5' AS t, INTERVAL '1 day' AS d, CAST(NULL AS TIME) AS n`, "?format=csv")
 		if got := string(readAll(t, resp.Body)); got != "t,d,n\n01:02:03.500000,\"{\"\"months\"\":0,\"\"days\"\":1,\"\"nanoseconds\"\":0}\",\n" {
 			t.Errorf("status %d, body %q", resp.StatusCode, got)
 		}
 	})
 
 	t.Run("arrow", func(t *testing.T) {
-		resp := f.post(t, "ana", "right", "application/json", body("arrow"), "")
+		resp := f.post(t, "ana", testlake.Password, "application/json", body("arrow"), "")
 		r, err := ipc.NewReader(resp.Body, ipc.WithAllocator(memory.DefaultAllocator))
 		if err != nil {
 			t.Fatal(err)
@@ -209,7 +182,7 @@ func TestFormats(t *testing.T) {
 	})
 
 	t.Run("parquet", func(t *testing.T) {
-		resp := f.post(t, "ana", "right", "application/json", body("parquet"), "")
+		resp := f.post(t, "ana", testlake.Password, "application/json", body("parquet"), "")
 		path := filepath.Join(t.TempDir(), "out.parquet")
 		if err := os.WriteFile(path, readAll(t, resp.Body), 0o600); err != nil {
 			t.Fatal(err)
@@ -232,7 +205,7 @@ func TestFormats(t *testing.T) {
 
 	t.Run("accept header and text body", func(t *testing.T) {
 		req, _ := http.NewRequest(http.MethodPost, f.srv.URL, strings.NewReader("SELECT count(*) AS n FROM lab_results"))
-		req.SetBasicAuth("ana", "right")
+		req.SetBasicAuth("ana", testlake.Password)
 		req.Header.Set("Content-Type", "application/sql")
 		req.Header.Set("Accept", "text/csv")
 		resp, err := f.srv.Client().Do(req)
@@ -249,11 +222,11 @@ func TestFormats(t *testing.T) {
 // A tenant's user sees only its tenant's rows, whatever the statement.
 func TestTenantScope(t *testing.T) {
 	f := newFixture(t)
-	resp := f.post(t, "tina", "right", "", "SELECT id FROM visits ORDER BY id", "?format=csv")
+	resp := f.post(t, "tina", testlake.Password, "", "SELECT id FROM visits ORDER BY id", "?format=csv")
 	if got := string(readAll(t, resp.Body)); resp.StatusCode != 200 || got != "id\n1\n3\n" {
 		t.Errorf("status %d, body %q: want only tenant t1's rows 1 and 3", resp.StatusCode, got)
 	}
-	resp = f.post(t, "tina", "right", "", "SELECT count(*) AS n FROM visits WHERE _tenant = 't2' OR true", "?format=csv")
+	resp = f.post(t, "tina", testlake.Password, "", "SELECT count(*) AS n FROM visits WHERE _tenant = 't2' OR true", "?format=csv")
 	if got := string(readAll(t, resp.Body)); got != "n\n2\n" {
 		t.Errorf("predicate escape: body %q", got)
 	}
@@ -263,8 +236,8 @@ func TestTenantScope(t *testing.T) {
 func TestAudit(t *testing.T) {
 	f := newFixture(t)
 	// Reading each whole body waits for its handler, and so its audit entry.
-	readAll(t, f.post(t, "tina", "right", "", "SELECT id FROM visits", "?format=csv").Body)
-	readAll(t, f.post(t, "tina", "right", "", "SELECT * FROM read_csv('/etc/passwd')", "").Body)
+	readAll(t, f.post(t, "tina", testlake.Password, "", "SELECT id FROM visits", "?format=csv").Body)
+	readAll(t, f.post(t, "tina", testlake.Password, "", "SELECT * FROM read_csv('/etc/passwd')", "").Body)
 	entries, err := f.cat.AuditLog(t.Context(), catalog.AuditFilter{User: "tina"})
 	if err != nil {
 		t.Fatal(err)
@@ -310,18 +283,18 @@ func TestErrors(t *testing.T) {
 	}{
 		{"no credentials", "", "", "", "SELECT 1", "", 401, "28P01"},
 		{"wrong password", "ana", "wrong", "", "SELECT 1", "", 401, "28P01"},
-		{"unknown user", "nobody", "right", "", "SELECT 1", "", 401, "28P01"},
-		{"disabled login", "off", "right", "", "SELECT 1", "", 401, "28P01"},
-		{"syntax", "ana", "right", "", "SELEC 1", "", 400, "42601"},
-		{"unknown table", "ana", "right", "", "SELECT * FROM nope", "", 400, "42P01"},
-		{"write refused", "ana", "right", "", "CREATE TABLE x (i INT)", "", 403, "25006"},
-		{"empty", "ana", "right", "", "  ", "", 400, "08P01"},
-		{"bad json", "ana", "right", "application/json", `{"sql": 1}`, "", 400, "08P01"},
-		{"unknown json field", "ana", "right", "application/json", `{"sql": "SELECT 1", "x": 1}`, "", 400, "08P01"},
-		{"param count", "ana", "right", "application/json", `{"sql": "SELECT $1::INT"}`, "", 400, "22023"},
-		{"param not integer", "ana", "right", "application/json", `{"sql": "SELECT $1::INT", "params": [1.5]}`, "", 400, "22023"},
-		{"unknown format", "ana", "right", "", "SELECT 1", "?format=xml", 406, "0A000"},
-		{"tenant user reading files", "tina", "right", "", "SELECT * FROM read_parquet('/etc/passwd')", "", 403, "42501"},
+		{"unknown user", "nobody", testlake.Password, "", "SELECT 1", "", 401, "28P01"},
+		{"disabled login", "off", testlake.Password, "", "SELECT 1", "", 401, "28P01"},
+		{"syntax", "ana", testlake.Password, "", "SELEC 1", "", 400, "42601"},
+		{"unknown table", "ana", testlake.Password, "", "SELECT * FROM nope", "", 400, "42P01"},
+		{"write refused", "ana", testlake.Password, "", "CREATE TABLE x (i INT)", "", 403, "25006"},
+		{"empty", "ana", testlake.Password, "", "  ", "", 400, "08P01"},
+		{"bad json", "ana", testlake.Password, "application/json", `{"sql": 1}`, "", 400, "08P01"},
+		{"unknown json field", "ana", testlake.Password, "application/json", `{"sql": "SELECT 1", "x": 1}`, "", 400, "08P01"},
+		{"param count", "ana", testlake.Password, "application/json", `{"sql": "SELECT $1::INT"}`, "", 400, "22023"},
+		{"param not integer", "ana", testlake.Password, "application/json", `{"sql": "SELECT $1::INT", "params": [1.5]}`, "", 400, "22023"},
+		{"unknown format", "ana", testlake.Password, "", "SELECT 1", "?format=xml", 406, "0A000"},
+		{"tenant user reading files", "tina", testlake.Password, "", "SELECT * FROM read_parquet('/etc/passwd')", "", 403, "42501"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

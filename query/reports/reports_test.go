@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/csv"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -16,22 +15,9 @@ import (
 	_ "github.com/duckdb/duckdb-go/v2"
 
 	"github.com/medlake/medlake/catalog"
-	"github.com/medlake/medlake/query/auth"
 	"github.com/medlake/medlake/query/engine"
 	"github.com/medlake/medlake/query/internal/testlake"
 )
-
-// memLogins is an in-memory auth.Store, the shape of logins kept in the
-// catalog.
-type memLogins map[string]auth.Login
-
-func (m memLogins) Login(_ context.Context, user string) (auth.Login, error) {
-	l, ok := m[user]
-	if !ok {
-		return auth.Login{}, fmt.Errorf("login %s: %w", user, auth.ErrUnknownUser)
-	}
-	return l, nil
-}
 
 type clock struct {
 	mu sync.Mutex
@@ -59,11 +45,7 @@ func newFixture(t *testing.T) fixture {
 	lake := testlake.Catalog(t)
 	testlake.CreateLabTable(t, lake, "lab_results")
 	testlake.AppendLabRows(t, lake, "lab_results", 0, labRows)
-	testlake.CreateTenantTable(t, lake, "visits", []testlake.TenantRow{
-		{ID: 1, Tenant: "t1", Facility: "f1", Patient: "p1"},
-		{ID: 2, Tenant: "t2", Facility: "f2", Patient: "p2"},
-		{ID: 3, Tenant: "t1", Facility: "f3", Patient: "p3"},
-	})
+	testlake.CreateVisits(t, lake)
 	e, err := engine.New(context.Background(), engine.Config{CacheDir: filepath.Join(t.TempDir(), "cache")}, lake, testlake.Namespace, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -74,15 +56,7 @@ func newFixture(t *testing.T) fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cat.Close() })
-	v, err := auth.NewVerifier("pw")
-	if err != nil {
-		t.Fatal(err)
-	}
-	logins := memLogins{
-		"ana":  {Principal: auth.Principal{User: "ana", Admin: true}, Verifier: v},
-		"old":  {Principal: auth.Principal{User: "old", Admin: true}, Verifier: v, Disabled: true},
-		"tina": {Principal: auth.Principal{User: "tina", Tenant: "t1"}, Verifier: v},
-	}
+	logins := testlake.Logins(t)
 	wh := t.TempDir()
 	clk := &clock{t: time.Date(2026, 12, 2, 6, 0, 30, 0, time.UTC)}
 	return fixture{cat: cat, warehouse: wh, clock: clk, newSched: func(node string) *Scheduler {
@@ -116,7 +90,7 @@ func TestScheduledRuns(t *testing.T) {
 	add(catalog.Report{Name: "census", Cron: "0 6 * * *", Format: "csv", Owner: "ana",
 		SQL: "SELECT facility, count(*) AS n FROM lab_results GROUP BY facility ORDER BY facility"})
 	add(catalog.Report{Name: "labs_parquet", Cron: "@hourly", Format: "parquet", Owner: "ana", SQL: "SELECT lab_id, facility FROM lab_results"})
-	add(catalog.Report{Name: "orphaned", Cron: "0 6 * * *", Format: "csv", Owner: "old", SQL: "SELECT 1"})
+	add(catalog.Report{Name: "orphaned", Cron: "0 6 * * *", Format: "csv", Owner: "off", SQL: "SELECT 1"})
 	add(catalog.Report{Name: "tenant_visits", Cron: "0 6 * * *", Format: "csv", Owner: "tina", SQL: "SELECT id FROM visits ORDER BY id"})
 	add(catalog.Report{Name: "broken", Cron: "0 6 * * *", Format: "csv", Owner: "ana", SQL: "SELECT * FROM no_such_table"})
 

@@ -16,6 +16,8 @@ import (
 	sqlcat "github.com/apache/iceberg-go/catalog/sql"
 	"github.com/apache/iceberg-go/table"
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+
+	"github.com/medlake/medlake/query/auth"
 )
 
 // Namespace is the namespace the helpers create tables in.
@@ -186,4 +188,34 @@ func AppendTenantRows(tb testing.TB, cat icecatalog.Catalog, name string, rows [
 		tb.Fatalf("appending %d rows to %s: %v", len(rows), name, err)
 	}
 	return tbl
+}
+
+// CreateVisits creates the tenant table "visits": ids 1 and 3 of tenant t1
+// (facilities f1, f3), id 2 of tenant t2.
+func CreateVisits(tb testing.TB, cat icecatalog.Catalog) *table.Table {
+	tb.Helper()
+	return CreateTenantTable(tb, cat, "visits", []TenantRow{
+		{ID: 1, Tenant: "t1", Facility: "f1", Patient: "p1"},
+		{ID: 2, Tenant: "t2", Facility: "f2", Patient: "p2"},
+		{ID: 3, Tenant: "t1", Facility: "f3", Patient: "p3"},
+	})
+}
+
+// Password is the password of every login in Logins.
+const Password = "right"
+
+// Logins returns the test logins, all with Password: ana (admin), off (a
+// disabled admin) and tina (a user of tenant t1).
+func Logins(tb testing.TB) *auth.StaticStore {
+	tb.Helper()
+	logins := map[string]auth.Login{}
+	for _, p := range []auth.Principal{{User: "ana", Admin: true}, {User: "off", Admin: true}, {User: "tina", Tenant: "t1"}} {
+		l, err := auth.PasswordLogin(p, Password)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		l.Disabled = p.User == "off"
+		logins[p.User] = l
+	}
+	return auth.NewStaticStore(logins)
 }
