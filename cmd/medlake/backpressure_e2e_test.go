@@ -255,38 +255,6 @@ func waitTotal(ctx context.Context, t *testing.T, conn *pgx.Conn, tables []strin
 	})
 }
 
-// checkManifest compares every table's row count and key checksum with gen's manifest.
-func checkManifest(ctx context.Context, t *testing.T, conn *pgx.Conn, m *gen.Manifest, tables []string) {
-	t.Helper()
-	for _, name := range tables {
-		want := m.Tables[name]
-		var sum gen.KeyChecksum
-		rows, err := conn.Query(ctx, fmt.Sprintf("SELECT %s FROM %s", strings.Join(want.Keys, ", "), name))
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		for rows.Next() {
-			vals := make([]string, len(want.Keys))
-			ptrs := make([]any, len(vals))
-			for i := range vals {
-				ptrs[i] = &vals[i]
-			}
-			if err := rows.Scan(ptrs...); err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
-			sum.Add(vals...)
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if sum.Count() != want.Ready.Rows || sum.String() != want.Ready.KeyChecksum {
-			t.Errorf("%s: %d rows with key checksum %s; manifest says %d rows, checksum %s",
-				name, sum.Count(), sum.String(), want.Ready.Rows, want.Ready.KeyChecksum)
-			continue
-		}
-		t.Logf("%s: %d rows, key checksum %s matches the manifest", name, sum.Count(), sum.String())
-	}
-}
 
 // metricValue reads one unlabelled gauge or counter from a /metrics endpoint.
 func metricValue(t *testing.T, url, name string) float64 {

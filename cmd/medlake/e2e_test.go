@@ -152,33 +152,7 @@ rescan_interval: 2s
 	}
 	t.Logf("all %d rows of %d archives queryable %s after the first drop",
 		m.Rows, dropped, time.Since(dropStart).Round(time.Millisecond))
-	for _, name := range tables {
-		want := m.Tables[name]
-		var sum gen.KeyChecksum
-		rows, err := conn.Query(ctx, fmt.Sprintf("SELECT %s FROM %s", strings.Join(want.Keys, ", "), name))
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		for rows.Next() {
-			vals := make([]string, len(want.Keys))
-			ptrs := make([]any, len(vals))
-			for i := range vals {
-				ptrs[i] = &vals[i]
-			}
-			if err := rows.Scan(ptrs...); err != nil {
-				t.Fatalf("%s: %v", name, err)
-			}
-			sum.Add(vals...)
-		}
-		if err := rows.Err(); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if sum.Count() != want.Ready.Rows || sum.String() != want.Ready.KeyChecksum {
-			t.Errorf("%s: %d rows with key checksum %s; manifest says %d rows, checksum %s",
-				name, sum.Count(), sum.String(), want.Ready.Rows, want.Ready.KeyChecksum)
-		}
-		t.Logf("%s: %d rows, key checksum %s matches the manifest", name, sum.Count(), sum.String())
-	}
+	checkManifest(ctx, t, conn, m, tables)
 
 	// A GROUP BY and a WHERE with a parameter, in pgx's default extended protocol.
 	var facilities int
@@ -261,6 +235,39 @@ rescan_interval: 2s
 		})
 		return left == 0
 	})
+}
+
+// checkManifest compares every table's row count and key checksum with gen's manifest.
+func checkManifest(ctx context.Context, t *testing.T, conn *pgx.Conn, m *gen.Manifest, tables []string) {
+	t.Helper()
+	for _, name := range tables {
+		want := m.Tables[name]
+		var sum gen.KeyChecksum
+		rows, err := conn.Query(ctx, fmt.Sprintf("SELECT %s FROM %s", strings.Join(want.Keys, ", "), name))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		for rows.Next() {
+			vals := make([]string, len(want.Keys))
+			ptrs := make([]any, len(vals))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := rows.Scan(ptrs...); err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			sum.Add(vals...)
+		}
+		if err := rows.Err(); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if sum.Count() != want.Ready.Rows || sum.String() != want.Ready.KeyChecksum {
+			t.Errorf("%s: %d rows with key checksum %s; manifest says %d rows, checksum %s",
+				name, sum.Count(), sum.String(), want.Ready.Rows, want.Ready.KeyChecksum)
+			continue
+		}
+		t.Logf("%s: %d rows, key checksum %s matches the manifest", name, sum.Count(), sum.String())
+	}
 }
 
 // checkRejections publishes the protocol's bad golden vectors as a rogue agent would and
@@ -425,8 +432,9 @@ func buildBinaries(t *testing.T) string {
 }
 
 // start runs a long-lived process, logs its output into the test log and stops it
-// (SIGTERM, then kill) at cleanup.
-func start(t *testing.T, name string, env []string, path string, args ...string) {
+// (SIGTERM, then kill) at cleanup unless the test already ended it; the command is
+// returned for tests that kill it.
+func start(t *testing.T, name string, env []string, path string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(path, args...)
 	cmd.Env = append(os.Environ(), env...)
@@ -451,17 +459,20 @@ func start(t *testing.T, name string, env []string, path string, args ...string)
 		_, _ = io.Copy(io.Discard, out)
 	}()
 	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Signal(os.Interrupt)
+			done := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(20 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
 		}
 		<-logged
 	})
+	return cmd
 }
 
 func runCmd(t *testing.T, cmd *exec.Cmd) {

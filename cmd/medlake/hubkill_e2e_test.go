@@ -56,7 +56,7 @@ func TestHubKillGap(t *testing.T) {
 		cfgPath := filepath.Join(work, name+".yaml")
 		writeFile(t, cfgPath, "ingest:\n  client_id: "+name+"\n")
 		hubs[name] = freeAddr(t)
-		cmd := startProc(t, name, env, filepath.Join(bin, "medlake"), append([]string{"serve", "--roles=ingest", "--config", cfgPath,
+		cmd := start(t, name, env, filepath.Join(bin, "medlake"), append([]string{"serve", "--roles=ingest", "--config", cfgPath,
 			"--data-dir", filepath.Join(work, name), "--http-listen", hubs[name]}, common...)...)
 		if name == "hub-a" {
 			victim = cmd
@@ -64,7 +64,7 @@ func TestHubKillGap(t *testing.T) {
 		waitReady(t, "http://"+hubs[name]+"/readyz")
 	}
 	pgAddr, queryHTTP := freeAddr(t), freeAddr(t)
-	startProc(t, "query", env, filepath.Join(bin, "medlake"), append([]string{"serve", "--roles=query",
+	start(t, "query", env, filepath.Join(bin, "medlake"), append([]string{"serve", "--roles=query",
 		"--data-dir", filepath.Join(work, "query"), "--http-listen", queryHTTP, "--pg-listen", pgAddr}, common...)...)
 	waitReady(t, "http://"+queryHTTP+"/readyz")
 
@@ -88,7 +88,7 @@ quiet_period: 200ms
 rescan_interval: 2s
 status_interval: 2s
 `, f.ID, tn.ID, f.ID, brokerURL, filepath.Join(work, "state-"+f.ID), filepath.Join(genDir, "feeds"), watch))
-			startProc(t, "agent-"+f.ID, nil, filepath.Join(bin, "medlake-agent"), "run", "--config", cfgPath, "--log-format", "json")
+			start(t, "agent-"+f.ID, nil, filepath.Join(bin, "medlake-agent"), "run", "--config", cfgPath, "--log-format", "json")
 		}
 	}
 
@@ -218,45 +218,4 @@ func metricSum(t *testing.T, url, name string) float64 {
 		}
 	}
 	return sum
-}
-
-// startProc is start that returns the command, for a test that kills it.
-func startProc(t *testing.T, name string, env []string, path string, args ...string) *exec.Cmd {
-	t.Helper()
-	cmd := exec.Command(path, args...)
-	cmd.Env = append(os.Environ(), env...)
-	out, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stdout = cmd.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	logged := make(chan struct{})
-	go func() {
-		defer close(logged)
-		sc := bufio.NewScanner(out)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			if testing.Verbose() || strings.Contains(sc.Text(), `"level":"ERROR"`) {
-				t.Logf("%s: %s", name, sc.Text())
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Signal(os.Interrupt)
-			done := make(chan struct{})
-			go func() { _ = cmd.Wait(); close(done) }()
-			select {
-			case <-done:
-			case <-time.After(20 * time.Second):
-				_ = cmd.Process.Kill()
-				<-done
-			}
-		}
-		<-logged
-	})
-	return cmd
 }
