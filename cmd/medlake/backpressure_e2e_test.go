@@ -255,7 +255,6 @@ func waitTotal(ctx context.Context, t *testing.T, conn *pgx.Conn, tables []strin
 	})
 }
 
-
 // metricValue reads one unlabelled gauge or counter from a /metrics endpoint.
 func metricValue(t *testing.T, url, name string) float64 {
 	t.Helper()
