@@ -25,9 +25,11 @@ import (
 
 // Defaults for Config.
 const (
-	DefaultListen          = pgwire.DefaultListen
-	DefaultCacheMaxBytes   = cache.DefaultMaxBytes
-	DefaultRefreshInterval = engine.DefaultRefreshInterval
+	DefaultListen           = pgwire.DefaultListen
+	DefaultCacheMaxBytes    = cache.DefaultMaxBytes
+	DefaultRefreshInterval  = engine.DefaultRefreshInterval
+	DefaultStatementTimeout = 15 * time.Minute
+	DefaultMaxConcurrent    = 8
 )
 
 // Config is the query role's configuration.
@@ -52,6 +54,17 @@ type Config struct {
 	// FlightListen is the Arrow Flight SQL address (TLS with the same
 	// certificate as pgwire), e.g. 127.0.0.1:5434. Empty: Flight SQL is off.
 	FlightListen string `yaml:"flight_listen"`
+	// StatementTimeout cancels any statement running longer (SQLSTATE
+	// 57014), whichever protocol sent it. Default 15m; 0 turns it off.
+	StatementTimeout time.Duration `yaml:"statement_timeout"`
+	// MaxConcurrent bounds the statements running at once on this node;
+	// others wait for a slot. Default 8.
+	MaxConcurrent int `yaml:"max_concurrent"`
+	// MemoryLimit bounds the memory of all running statements together
+	// (DuckDB's memory_limit, e.g. "8GB"); a statement that needs more
+	// fails with SQLSTATE 53200 and the others go on. Default: DuckDB's,
+	// 80% of the machine's memory.
+	MemoryLimit string `yaml:"memory_limit"`
 	// TrustLoopback admits, on every protocol, a user name that neither
 	// users nor the catalog knows, from a loopback address and with no
 	// password, as an admin. Default: true when no users are configured
@@ -79,7 +92,7 @@ func (c Config) pgwire() pgwire.Config {
 
 // Default returns a Config with every default filled in.
 func Default() Config {
-	return Config{Listen: DefaultListen, CacheMaxBytes: DefaultCacheMaxBytes, RefreshInterval: DefaultRefreshInterval}
+	return Config{Listen: DefaultListen, StatementTimeout: DefaultStatementTimeout, MaxConcurrent: DefaultMaxConcurrent, CacheMaxBytes: DefaultCacheMaxBytes, RefreshInterval: DefaultRefreshInterval}
 }
 
 // Validate reports configuration errors before anything starts.
@@ -90,6 +103,12 @@ func (c Config) Validate() error {
 	}
 	if c.CacheMaxBytes < 0 {
 		errs = append(errs, fmt.Errorf("query: cache_max_bytes %d is negative", c.CacheMaxBytes))
+	}
+	if c.StatementTimeout < 0 {
+		errs = append(errs, fmt.Errorf("query: statement_timeout %s is negative", c.StatementTimeout))
+	}
+	if c.MaxConcurrent < 0 {
+		errs = append(errs, fmt.Errorf("query: max_concurrent %d is negative", c.MaxConcurrent))
 	}
 	if c.RefreshInterval < 0 {
 		errs = append(errs, fmt.Errorf("query: refresh_interval %s is negative", c.RefreshInterval))
@@ -205,6 +224,7 @@ func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace stri
 	}
 	eng, err := engine.New(ctx, engine.Config{
 		CacheDir: cfg.CacheDir, CacheMaxBytes: cfg.CacheMaxBytes, RefreshInterval: cfg.RefreshInterval,
+		StatementTimeout: cfg.StatementTimeout, MaxConcurrent: cfg.MaxConcurrent, MemoryLimit: cfg.MemoryLimit,
 		Setup: pgwire.CatalogSetup(), MetadataSchemas: []string{pgwire.CatalogSchema},
 	}, cat, namespace, base, engine.WithVisibilityObserver(s.observeVisible))
 	if err != nil {

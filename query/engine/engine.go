@@ -61,8 +61,17 @@ type Config struct {
 	// RefreshInterval is the snapshot poll period of Run (default 2s).
 	RefreshInterval time.Duration `yaml:"refresh_interval"`
 	// Threads and MemoryLimit tune DuckDB; zero/empty keep its defaults.
+	// MemoryLimit bounds all queries together (DuckDB has no per-query
+	// bound); a query that needs more than is left fails with SQLSTATE
+	// 53200 and the others go on.
 	Threads     int    `yaml:"threads"`
 	MemoryLimit string `yaml:"memory_limit"`
+	// StatementTimeout cancels a statement running longer (SQLSTATE 57014).
+	// Zero: no limit.
+	StatementTimeout time.Duration `yaml:"statement_timeout"`
+	// MaxConcurrent bounds the statements running at once; others wait for
+	// a slot (their own deadline still applies). Zero: no bound.
+	MaxConcurrent int `yaml:"max_concurrent"`
 	// Setup are statements run once when the database is opened, after the
 	// lockdown and before the first views: schemas, macros and views that
 	// the protocols add (pgwire's PostgreSQL catalog emulation). They are
@@ -105,6 +114,8 @@ type Engine struct {
 	admin     *sql.Conn // DDL for views; owned by refresh (refreshMu)
 	// metaSchemas are cfg.MetadataSchemas, lower-cased; read-only after New.
 	metaSchemas map[string]bool
+	// slots holds a token per running statement when cfg.MaxConcurrent > 0.
+	slots chan struct{}
 
 	refreshMu sync.Mutex
 	onVisible func(Visible) // nil: none; fixed after New
@@ -160,6 +171,9 @@ func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace stri
 	}
 	for _, m := range cfg.MetadataSchemas {
 		e.metaSchemas[strings.ToLower(m)] = true
+	}
+	if cfg.MaxConcurrent > 0 {
+		e.slots = make(chan struct{}, cfg.MaxConcurrent)
 	}
 	for _, o := range opts {
 		o(e)

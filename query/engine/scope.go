@@ -42,6 +42,9 @@ func (e *Error) SQLState() string { return e.Code }
 // SQLSTATEs of scope errors.
 const (
 	CodeInsufficientPrivilege = "42501"
+	CodeQueryCanceled         = "57014"
+	CodeTooManyConnections    = "53300"
+	CodeOutOfMemory           = "53200"
 	CodeUndefinedTable        = "42P01"
 )
 

@@ -227,10 +227,30 @@ func (s *Session) prepare(ctx context.Context, query string) (*Statement, error)
 // Query executes the statement with args (nil elements bind NULL) and calls
 // fn for each row. The row slice is reused between calls; fn must copy what
 // it keeps. Returning an error from fn stops the query with that error.
-func (st *Statement) Query(ctx context.Context, args []any, fn func(row []driver.Value) error) error {
+func (st *Statement) Query(ctx context.Context, args []any, fn func(row []driver.Value) error) (err error) {
 	if len(args) != len(st.Params) {
 		return fmt.Errorf("statement has %d parameters, got %d values", len(st.Params), len(args))
 	}
+	release, err := st.s.e.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if d := st.s.e.cfg.StatementTimeout; d > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, d, &Error{Code: CodeQueryCanceled,
+			Msg: fmt.Sprintf("canceling statement: it ran longer than the statement timeout (%s)", d)})
+		defer cancel()
+		defer func() {
+			if cause := context.Cause(ctx); err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && cause != nil {
+				err = cause
+			}
+		}()
+	}
+	return st.query(ctx, args, fn)
+}
+
+func (st *Statement) query(ctx context.Context, args []any, fn func(row []driver.Value) error) error {
 	if err := st.rebindIfStale(ctx); err != nil {
 		return err
 	}
@@ -302,4 +322,19 @@ func (st *Statement) Close() error {
 	})
 	st.stmt = nil
 	return err
+}
+
+// acquire waits for a statement slot (Config.MaxConcurrent) and returns its
+// release. While waiting, the caller's context still applies.
+func (e *Engine) acquire(ctx context.Context) (release func(), err error) {
+	if e.slots == nil {
+		return func() {}, nil
+	}
+	select {
+	case e.slots <- struct{}{}:
+		return func() { <-e.slots }, nil
+	case <-ctx.Done():
+		return nil, &Error{Code: CodeTooManyConnections, Err: ctx.Err(),
+			Msg: fmt.Sprintf("gave up waiting for one of the %d statement slots: %v; retry when fewer queries run", cap(e.slots), ctx.Err())}
+	}
 }

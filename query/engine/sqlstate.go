@@ -49,6 +49,8 @@ func SQLState(err error) string {
 			return "42501"
 		case duckdb.ErrorTypeInterrupt:
 			return "57014"
+		case duckdb.ErrorTypeOutOfMemory:
+			return CodeOutOfMemory
 		}
 	}
 	return "XX000"

@@ -430,7 +430,9 @@ func statusOf(err error) error {
 	case "42P01":
 		code = codes.NotFound
 	case "57014":
-		code = codes.Canceled
+		code = codes.DeadlineExceeded
+	case "53200", "53300":
+		code = codes.ResourceExhausted
 	case "XX000":
 		code = codes.Internal
 	}

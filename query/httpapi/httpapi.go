@@ -300,7 +300,7 @@ func (h *Handler) fail(w http.ResponseWriter, err error) string {
 		status = http.StatusForbidden
 	case code == "57014":
 		status = http.StatusRequestTimeout
-	case code == "58000":
+	case code == "58000", strings.HasPrefix(code, "53"):
 		status = http.StatusServiceUnavailable
 	case code == "XX000":
 		status = http.StatusInternalServerError
