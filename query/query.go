@@ -305,15 +305,6 @@ func (s *Service) Engine() *engine.Engine { return s.eng }
 // Addr returns the pgwire listen address once Run listens.
 func (s *Service) Addr(ctx context.Context) (net.Addr, error) { return s.srv.Addr(ctx) }
 
-// FlightAddr returns the Flight SQL listen address once Run listens, or an
-// error when Flight SQL is off.
-func (s *Service) FlightAddr(ctx context.Context) (net.Addr, error) {
-	if s.flight == nil {
-		return nil, errors.New("flight sql is off")
-	}
-	return s.flight.Addr(ctx)
-}
-
 // HTTPHandler serves the HTTP query API (httpapi.Path) on the caller's
 // HTTP server.
 func (s *Service) HTTPHandler() http.Handler { return s.api }

@@ -60,10 +60,10 @@ func scan(sql string, fn func(kind tokKind, start, end int)) {
 			}
 			fn(tokSpace, start, i)
 		case (c == 'e' || c == 'E') && i+1 < n && sql[i+1] == '\'' && !identChar(sql, i-1):
-			i = skipQuoted(sql, i+1, '\'', true)
+			i = SkipQuoted(sql, i+1, '\'', true)
 			fn(tokOther, start, i)
 		case c == '\'' || c == '"':
-			i = skipQuoted(sql, i, c, false)
+			i = SkipQuoted(sql, i, c, false)
 			fn(tokOther, start, i)
 		case c == '$':
 			j := i + 1
@@ -113,8 +113,10 @@ func identChar(sql string, i int) bool {
 	return i >= 0 && i < len(sql) && (isIdentByte(sql[i]) || sql[i] == '$')
 }
 
-// skipQuoted returns the index after the closing quote that matches sql[i].
-func skipQuoted(sql string, i int, q byte, backslash bool) int {
+// SkipQuoted returns the index after the closing quote that matches sql[i]
+// (a doubled quote stays inside; with backslash, \ escapes the next byte).
+// pgwire's rewrite lexes client SQL with it too.
+func SkipQuoted(sql string, i int, q byte, backslash bool) int {
 	i++
 	for i < len(sql) {
 		switch {

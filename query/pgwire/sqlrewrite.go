@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/medlake/medlake/query/engine"
 )
 
 // tokKind is a lexical class of PostgreSQL SQL, as far as rewriteSQL needs.
@@ -65,13 +67,13 @@ func lex(sql string) []token {
 			}
 			kind = tSpace
 		case (c == 'e' || c == 'E') && i+1 < n && sql[i+1] == '\'':
-			i = skipQuote(sql, i+1, '\'', true)
+			i = engine.SkipQuoted(sql, i+1, '\'', true)
 			kind = tString
 		case c == '\'':
-			i = skipQuote(sql, i, '\'', false)
+			i = engine.SkipQuoted(sql, i, '\'', false)
 			kind = tString
 		case c == '"':
-			i = skipQuote(sql, i, '"', false)
+			i = engine.SkipQuoted(sql, i, '"', false)
 			kind = tQIdent
 		case c == '$':
 			j := i + 1
@@ -125,23 +127,6 @@ func lex(sql string) []token {
 
 func isIdentStart(c byte) bool {
 	return c == '_' || c >= 0x80 || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
-}
-
-func skipQuote(sql string, i int, q byte, backslash bool) int {
-	i++
-	for i < len(sql) {
-		switch {
-		case backslash && sql[i] == '\\':
-			i += 2
-		case sql[i] == q && i+1 < len(sql) && sql[i+1] == q:
-			i += 2
-		case sql[i] == q:
-			return i + 1
-		default:
-			i++
-		}
-	}
-	return len(sql)
 }
 
 // identName is the name an identifier token stands for: lower-cased when
