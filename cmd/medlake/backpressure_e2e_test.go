@@ -39,14 +39,7 @@ func TestBackpressure(t *testing.T) {
 	pgSrv := stack.Start(t, stack.NamePostgres)
 	brokerURL := stack.Mosquitto(t)
 	bin := buildBinaries(t)
-	work := t.TempDir()
-	genDir := filepath.Join(work, "gen")
-	runCmd(t, exec.Command(filepath.Join(bin, "medlake"), "gen", "--out", genDir, "--seed", "23",
-		"--facilities", "2", "--files-per-facility", "9", "--formats", "csv,txt", "--quiet"))
-	m, err := gen.ReadManifest(filepath.Join(genDir, "manifest.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	work, genDir, m := genWorkload(t, bin, "23", "2", "9", "csv,txt")
 
 	pgAddr, httpAddr := freeAddr(t), freeAddr(t)
 	start(t, "serve", []string{

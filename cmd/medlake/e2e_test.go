@@ -66,14 +66,7 @@ func TestEndToEndEmbedded(t *testing.T) {
 
 func runEndToEnd(t *testing.T, setup e2eSetup) {
 	bin := buildBinaries(t)
-	work := t.TempDir()
-	genDir := filepath.Join(work, "gen")
-	runCmd(t, exec.Command(filepath.Join(bin, "medlake"), "gen", "--out", genDir, "--seed", "11",
-		"--facilities", "3", "--files-per-facility", "4", "--formats", "csv,txt,xml,dat", "--quiet"))
-	m, err := gen.ReadManifest(filepath.Join(genDir, "manifest.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	work, genDir, m := genWorkload(t, bin, "11", "3", "4", "csv,txt,xml,dat")
 
 	pgAddr, httpAddr, flightAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	brokerURL := setup.broker
@@ -235,6 +228,21 @@ rescan_interval: 2s
 		})
 		return left == 0
 	})
+}
+
+// genWorkload generates seed-shaped exports with the built medlake into a new work
+// folder and returns it, the generator's output folder and its manifest.
+func genWorkload(t *testing.T, bin, seed, facilities, filesPerFacility, formats string) (work, genDir string, m *gen.Manifest) {
+	t.Helper()
+	work = t.TempDir()
+	genDir = filepath.Join(work, "gen")
+	runCmd(t, exec.Command(filepath.Join(bin, "medlake"), "gen", "--out", genDir, "--seed", seed,
+		"--facilities", facilities, "--files-per-facility", filesPerFacility, "--formats", formats, "--quiet"))
+	m, err := gen.ReadManifest(filepath.Join(genDir, "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return work, genDir, m
 }
 
 // checkManifest compares every table's row count and key checksum with gen's manifest.

@@ -38,14 +38,7 @@ func TestHubKillGap(t *testing.T) {
 	dsn := stack.Postgres(t)
 	brokerURL := stack.Mosquitto(t)
 	bin := buildBinaries(t)
-	work := t.TempDir()
-	genDir := filepath.Join(work, "gen")
-	runCmd(t, exec.Command(filepath.Join(bin, "medlake"), "gen", "--out", genDir, "--seed", "31",
-		"--facilities", "2", "--files-per-facility", "40", "--formats", "csv", "--quiet"))
-	m, err := gen.ReadManifest(filepath.Join(genDir, "manifest.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	work, genDir, m := genWorkload(t, bin, "31", "2", "40", "csv")
 	env := []string{"MEDLAKE_CATALOG_S3_ACCESS_KEY=" + s3.AccessKey, "MEDLAKE_CATALOG_S3_SECRET_KEY=" + s3.SecretKey,
 		"MEDLAKE_CATALOG_S3_REGION=" + s3.Region}
 	common := []string{"--feeds", filepath.Join(genDir, "feeds"), "--log-format", "json", "--broker-url", brokerURL,

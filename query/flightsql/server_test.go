@@ -36,10 +36,7 @@ func startServer(t *testing.T) string {
 
 func startServerWith(t *testing.T, trust bool) (string, *catalog.Catalog) {
 	t.Helper()
-	cat := testlake.Catalog(t)
-	testlake.CreateLabTable(t, cat, "lab_results")
-	testlake.AppendLabRows(t, cat, "lab_results", 0, labRows)
-	testlake.CreateVisits(t, cat)
+	cat := testlake.QueryLake(t, labRows)
 	e, err := engine.New(context.Background(), engine.Config{CacheDir: filepath.Join(t.TempDir(), "cache")}, cat, testlake.Namespace, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

@@ -41,10 +41,7 @@ func newFixture(t *testing.T) fixture { return newFixtureTrusting(t, false) }
 
 func newFixtureTrusting(t *testing.T, trust bool) fixture {
 	t.Helper()
-	cat := testlake.Catalog(t)
-	testlake.CreateLabTable(t, cat, "lab_results")
-	testlake.AppendLabRows(t, cat, "lab_results", 0, labRows)
-	testlake.CreateVisits(t, cat)
+	cat := testlake.QueryLake(t, labRows)
 	e, err := engine.New(context.Background(), engine.Config{CacheDir: filepath.Join(t.TempDir(), "cache")}, cat, testlake.Namespace, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

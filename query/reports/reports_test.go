@@ -42,10 +42,7 @@ const labRows = 300
 
 func newFixture(t *testing.T) fixture {
 	t.Helper()
-	lake := testlake.Catalog(t)
-	testlake.CreateLabTable(t, lake, "lab_results")
-	testlake.AppendLabRows(t, lake, "lab_results", 0, labRows)
-	testlake.CreateVisits(t, lake)
+	lake := testlake.QueryLake(t, labRows)
 	e, err := engine.New(context.Background(), engine.Config{CacheDir: filepath.Join(t.TempDir(), "cache")}, lake, testlake.Namespace, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)

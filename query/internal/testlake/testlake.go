@@ -190,6 +190,17 @@ func AppendTenantRows(tb testing.TB, cat icecatalog.Catalog, name string, rows [
 	return tbl
 }
 
+// QueryLake returns a catalog holding lab_results (labRows rows, see LabRow)
+// and visits (see CreateVisits): what the protocol tests query.
+func QueryLake(tb testing.TB, labRows int) icecatalog.Catalog {
+	tb.Helper()
+	cat := Catalog(tb)
+	CreateLabTable(tb, cat, "lab_results")
+	AppendLabRows(tb, cat, "lab_results", 0, labRows)
+	CreateVisits(tb, cat)
+	return cat
+}
+
 // CreateVisits creates the tenant table "visits": ids 1 and 3 of tenant t1
 // (facilities f1, f3), id 2 of tenant t2.
 func CreateVisits(tb testing.TB, cat icecatalog.Catalog) *table.Table {
