@@ -212,7 +212,7 @@ func (h *Handler) readRequest(r *http.Request) (request, error) {
 
 // run executes the statement and streams its rows; it returns the outcome
 // for metrics.
-func (h *Handler) run(w http.ResponseWriter, r *http.Request, p auth.Principal, req request, enc results.Encoding) (outcome string) {
+func (h *Handler) run(w http.ResponseWriter, r *http.Request, p auth.Principal, req request, enc results.Encoding) string {
 	var runErr error // the statement's own outcome, for the audit log
 	ctx := r.Context()
 	sess, err := h.sessions.Session(ctx, p)
