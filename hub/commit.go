@@ -523,39 +523,33 @@ func (c *committer) tableSchema() *arrow.Schema {
 	return arrow.NewSchema(append(sc.Fields(), extra...), &md)
 }
 
-// evolve adds to the Iceberg table, as optional columns, the fields of sc it lacks: the
-// columns drift add brings, and ColRescued on a table created before drift policies.
-// The change is its own commit, before the append: adding an optional column changes
-// no data, and a conflict with another hub's commit is retried like an append's.
+// evolve changes the Iceberg table's schema so sc can be written to it (see
+// planEvolution): it adds the columns the table lacks (drift add's, ColRescued on a
+// table created before drift policies, a new feed version's), widens the types a new
+// feed version widened and relaxes required columns sc may leave null. The change is
+// its own commit, before the append: none of these rewrites data, and a conflict with
+// another hub's commit is retried like an append's.
 func (c *committer) evolve(ctx context.Context, tbl *table.Table, sc *arrow.Schema) (*table.Table, error) {
-	var missing []arrow.Field
-	for _, f := range sc.Fields() {
-		if _, ok := tbl.Schema().FindFieldByName(f.Name); !ok {
-			missing = append(missing, f)
-		}
-	}
-	if len(missing) == 0 {
-		return tbl, nil
+	e, err := planEvolution(tbl.Schema(), sc, c.table)
+	if err != nil || e.empty() {
+		return tbl, err
 	}
 	txn := tbl.NewTransaction()
-	us := txn.UpdateSchema(true, false)
-	names := make([]string, len(missing))
-	for i, f := range missing {
-		one, err := table.ArrowSchemaToIcebergWithFreshIDs(arrow.NewSchema([]arrow.Field{f}, nil), false)
-		if err != nil {
-			return nil, fmt.Errorf("converting column %s of table %s: %w", f.Name, c.table, err)
-		}
-		us = us.AddColumn([]string{f.Name}, one.Field(0).Type, "", false, nil)
-		names[i] = f.Name
-	}
-	if err := us.Commit(); err != nil {
-		return nil, fmt.Errorf("adding columns %v to table %s: %w", names, c.table, err)
+	if err := e.apply(txn.UpdateSchema(true, false)).Commit(); err != nil {
+		return nil, fmt.Errorf("evolving schema of table %s: %w", c.table, err)
 	}
 	evolved, err := txn.Commit(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("committing columns %v to table %s: %w", names, c.table, err)
+		return nil, fmt.Errorf("committing schema change of table %s: %w", c.table, err)
 	}
-	c.log.Info("added columns to table", "columns", names, "schema_id", evolved.Schema().ID)
+	names := func(fs []iceberg.NestedField) []string {
+		out := make([]string, len(fs))
+		for i, f := range fs {
+			out[i] = f.Name
+		}
+		return out
+	}
+	c.log.Info("evolved table schema", "added", names(e.add), "widened", names(e.widen), "made_optional", e.optional, "schema_id", evolved.Schema().ID)
 	return evolved, nil
 }
 
