@@ -16,6 +16,7 @@ import (
 	"github.com/medlake/medlake/cmd/internal/cliconfig"
 	"github.com/medlake/medlake/hub"
 	"github.com/medlake/medlake/hub/broker"
+	"github.com/medlake/medlake/hub/maintain"
 	"github.com/medlake/medlake/query"
 )
 
@@ -37,22 +38,28 @@ type Config struct {
 	Broker broker.Config `yaml:"broker" envPrefix:"BROKER_"`
 	Ingest hub.Config    `yaml:"ingest" envPrefix:"INGEST_"`
 	Query  query.Config  `yaml:"query" envPrefix:"QUERY_"`
+	// Maintenance is the maintain role's schedule and policies: compaction, snapshot
+	// retention, orphan cleanup.
+	Maintenance maintain.Config `yaml:"maintenance" envPrefix:"MAINTENANCE_"`
 }
 
 // DefaultConfig is a single node on loopback keeping everything under ./medlake-data.
 func DefaultConfig() Config {
 	return Config{
-		DataDir:    "medlake-data",
-		HTTPListen: "127.0.0.1:9464",
-		LogLevel:   "info",
-		LogFormat:  "text",
-		Broker:     broker.Config{Listen: broker.DefaultListen},
-		Ingest:     hub.Config{}.WithDefaults(),
-		Query:      query.Default(),
+		DataDir:     "medlake-data",
+		HTTPListen:  "127.0.0.1:9464",
+		LogLevel:    "info",
+		LogFormat:   "text",
+		Broker:      broker.Config{Listen: broker.DefaultListen},
+		Ingest:      hub.Config{}.WithDefaults(),
+		Query:       query.Default(),
+		Maintenance: maintain.DefaultConfig(),
 	}
 }
 
-// Validate checks the parts every role shares; each component validates its own section.
+// Validate checks the parts every role shares and the maintenance policy (a bad
+// retention is refused before any role starts); each other component validates its
+// own section.
 func (c *Config) Validate() error {
 	var errs []error
 	if c.DataDir == "" {
@@ -63,6 +70,9 @@ func (c *Config) Validate() error {
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		errs = append(errs, fmt.Errorf("log_format %q: want text or json", c.LogFormat))
+	}
+	if err := c.Maintenance.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }

@@ -12,27 +12,30 @@ import (
 
 // Roles a node can run, as `serve --roles=ingest,query`. RoleAll is their union.
 const (
-	RoleIngest = "ingest"
-	RoleQuery  = "query"
-	RoleAll    = "all"
+	RoleIngest   = "ingest"
+	RoleQuery    = "query"
+	RoleMaintain = "maintain"
+	RoleAll      = "all"
 )
 
 // Internal modules; roles pull them in through moduleDeps.
 const (
-	modCatalog = "catalog"
-	modBroker  = "broker"
-	modIngest  = RoleIngest
-	modQuery   = RoleQuery
+	modCatalog  = "catalog"
+	modBroker   = "broker"
+	modIngest   = RoleIngest
+	modQuery    = RoleQuery
+	modMaintain = RoleMaintain
 )
 
 // moduleDeps is the fixed dependency table: a module starts after what it lists and
 // stops before it.
 func moduleDeps() map[string][]string {
 	return map[string][]string{
-		modCatalog: nil,
-		modBroker:  nil,
-		modIngest:  {modCatalog, modBroker},
-		modQuery:   {modCatalog},
+		modCatalog:  nil,
+		modBroker:   nil,
+		modIngest:   {modCatalog, modBroker},
+		modQuery:    {modCatalog},
+		modMaintain: {modCatalog},
 	}
 }
 
@@ -42,12 +45,12 @@ func parseRoles(s string) ([]string, error) {
 	for r := range strings.SplitSeq(s, ",") {
 		switch r = strings.TrimSpace(r); r {
 		case RoleAll:
-			roles = append(roles, RoleIngest, RoleQuery)
-		case RoleIngest, RoleQuery:
+			roles = append(roles, RoleIngest, RoleQuery, RoleMaintain)
+		case RoleIngest, RoleQuery, RoleMaintain:
 			roles = append(roles, r)
 		case "":
 		default:
-			return nil, fmt.Errorf("unknown role %q (want %s, %s or %s)", r, RoleIngest, RoleQuery, RoleAll)
+			return nil, fmt.Errorf("unknown role %q (want %s, %s, %s or %s)", r, RoleIngest, RoleQuery, RoleMaintain, RoleAll)
 		}
 	}
 	if len(roles) == 0 {

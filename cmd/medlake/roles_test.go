@@ -12,7 +12,8 @@ func TestRoles(t *testing.T) {
 		order []string
 		bad   bool
 	}{
-		{in: "all", roles: []string{"ingest", "query"}, order: []string{"catalog", "broker", "ingest", "query"}},
+		{in: "all", roles: []string{"ingest", "maintain", "query"}, order: []string{"catalog", "broker", "ingest", "maintain", "query"}},
+		{in: "maintain", roles: []string{"maintain"}, order: []string{"catalog", "maintain"}},
 		{in: "ingest", roles: []string{"ingest"}, order: []string{"catalog", "broker", "ingest"}},
 		{in: "query", roles: []string{"query"}, order: []string{"catalog", "query"}},
 		{in: "query, ingest,query", roles: []string{"ingest", "query"}, order: []string{"catalog", "broker", "ingest", "query"}},

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"github.com/medlake/medlake/catalog"
 	"github.com/medlake/medlake/hub"
 	"github.com/medlake/medlake/hub/broker"
+	"github.com/medlake/medlake/hub/maintain"
 	"github.com/medlake/medlake/query"
 	"github.com/medlake/medlake/query/httpapi"
 	"github.com/medlake/medlake/query/reports"
@@ -33,7 +35,16 @@ single-node monolith (the default, all roles) or as separately scaled services:
   ingest  receive agents' batches over MQTT, commit them to Iceberg tables, acknowledge
           (runs the embedded MQTT broker when --broker-url is empty)
   query   serve SQL over the lake on the PostgreSQL wire protocol
-  all     both
+  maintain
+          keep tables healthy while ingest commits: every maintenance.interval (10m)
+          compact small files per partition (folding row-level deletes, rows sorted
+          by facility and time), expire snapshots past the retention (newest
+          maintenance.retain_last, 100, or younger than maintenance.max_snapshot_age,
+          24h) and remove files nothing references older than
+          maintenance.orphan_min_age (24h). Every maintain process may run; a lease in
+          the catalog makes one do the work at a time. maintenance.enabled=false
+          turns the schedule off (medlake tables compact|expire|clean still work).
+  all     all three
 
 Feed definitions come from the catalog (medlake feeds apply). An ingest process checks
 the catalog every few seconds (ingest.feeds_poll_interval), accepts batches of every
@@ -49,7 +60,7 @@ Every process serves /healthz, /readyz, /metrics and the status API /api/v1/stat
 func runServe(ctx context.Context, args []string) error {
 	var rolesFlag string
 	cfg, _, err := loadConfig("serve", serveUsage, args, func(fs *flag.FlagSet, cfg *Config) {
-		fs.StringVar(&rolesFlag, "roles", RoleAll, "comma-separated roles: ingest, query, all")
+		fs.StringVar(&rolesFlag, "roles", RoleAll, "comma-separated roles: ingest, query, maintain, all")
 		bindServeFlags(fs, cfg)
 	})
 	if err != nil {
@@ -79,6 +90,8 @@ func bindServeFlags(fs *flag.FlagSet, cfg *Config) {
 	fs.StringVar(&cfg.Ingest.FeedsDir, "feeds", cfg.Ingest.FeedsDir, "optional directory of feed definitions (*.yaml) applied to the catalog at start")
 	fs.StringVar(&cfg.Query.Listen, "pg-listen", cfg.Query.Listen, "PostgreSQL wire protocol address")
 	fs.StringVar(&cfg.Query.FlightListen, "flight-listen", cfg.Query.FlightListen, "Arrow Flight SQL address (empty: off)")
+	fs.BoolVar(&cfg.Maintenance.Enabled, "maintenance", cfg.Maintenance.Enabled, "run scheduled table maintenance (maintain role)")
+	fs.DurationVar(&cfg.Maintenance.Interval, "maintenance-interval", cfg.Maintenance.Interval, "time between table maintenance passes")
 }
 
 // node is one running medlake process: its modules and its HTTP endpoints.
@@ -152,6 +165,12 @@ func startNode(ctx context.Context, cfg *Config, roles []string, logger *slog.Lo
 			api := q.HTTPHandler()
 			n.queryAPI.Store(&api)
 			n.group.start(m, q)
+		case modMaintain:
+			r, err := maintain.New(cfg.Maintenance, n.cat, maintenanceNode(), logger, reg)
+			if err != nil {
+				return n, fmt.Errorf("maintain: %w", err)
+			}
+			n.group.start(m, r)
 		}
 	}
 	n.started.Store(true)
@@ -240,4 +259,14 @@ func (n *node) stop() {
 		}
 		n.cat = nil
 	}
+}
+
+// maintenanceNode names this process in the maintenance lease: host and process id,
+// so two processes on one host are two holders.
+func maintenanceNode() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "local"
+	}
+	return fmt.Sprintf("%s-%d", host, os.Getpid())
 }
