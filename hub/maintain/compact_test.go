@@ -63,6 +63,18 @@ func TestCompactFoldsDeletesAndSorts(t *testing.T) {
 		t.Fatal("no equality delete files before compaction; the test writes none")
 	}
 
+	hcfg := DefaultConfig()
+	hcfg.TargetFileSize, hcfg.MinInputFiles = testOpts.TargetFileSize, testOpts.MinInputFiles
+	h, err := TableHealth(t.Context(), CatalogTables(cat), "labs", hcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.DataFiles != len(dataBefore) || h.SmallFiles != len(dataBefore) || h.DeleteFiles != len(delBefore) ||
+		h.Partitions != 4 || h.CompactablePartitions != 4 || h.Snapshots != 13 || h.Records != int64(len(all)) ||
+		!h.LastCompaction.IsZero() || h.Status() == "ok" {
+		t.Errorf("health before compaction: %+v", h)
+	}
+
 	var progress []int
 	opts := testOpts
 	opts.Progress = func(done, total int) { progress = append(progress, done) }
@@ -101,6 +113,15 @@ func TestCompactFoldsDeletesAndSorts(t *testing.T) {
 	}
 	if s := tbl.CurrentSnapshot(); s.Summary.Properties[PropMaintenance] != opCompact {
 		t.Errorf("rewrite snapshot summary %v lacks %s", s.Summary.Properties, PropMaintenance)
+	}
+
+	h, err = TableHealth(t.Context(), CatalogTables(cat), "labs", hcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if h.DataFiles != 4 || h.DeleteFiles != 0 || h.CompactablePartitions != 0 || h.LastCompaction.IsZero() ||
+		h.Records != int64(len(before)) || h.Status() != "ok" {
+		t.Errorf("health after compaction: %+v", h)
 	}
 
 	// Nothing left to do: a second run commits nothing.
