@@ -28,13 +28,14 @@ const usage = `medlake streams medical facility exports into Iceberg lake tables
 Usage: medlake <command> [flags]
 
 Commands:
-  serve          run the central side (--roles=ingest,query; default all)
+  serve          run the central side (--roles=ingest,query,maintain; default all)
   demo           run everything in one process on embedded defaults, with generated data
   gen            generate seed-shaped facility exports, feed definitions and a manifest
   feeds          author feed definitions: test one over sample files with no server
   sql            run a SQL statement against a medlake query node and print the result
   users          manage query users: tenant, facility grants, password, admin role
   tenants        manage tenants (the customers whose rows users read)
+  tables         show tables' files, snapshots and health; compact, expire or clean one now
   reports        schedule reports: SQL run on a cron schedule, results kept in the warehouse
   audit          print the query audit log: who ran which statement, from where, with what result
   status         print the fleet's backlog and the tables' commit lag and freshness
@@ -84,6 +85,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return runTenants(ctx, rest, stdout)
 	case "reports":
 		return runReports(ctx, rest, stdout)
+	case "tables":
+		return runTables(ctx, rest, stdout)
 	case "audit":
 		return runAudit(ctx, rest, stdout)
 	case "bench":
