@@ -69,6 +69,11 @@ type committer struct {
 
 	in chan *batch // fed by the message handler
 
+	// writeDef is the definition new batches are checked against and the next flush
+	// writes with; the message handler advances it to a newer version of the table's
+	// feed that older batches can be written into. c.def is run's copy.
+	writeDef atomic.Pointer[feed.Definition]
+
 	// pendingSince is the receipt time (Unix ns) of the oldest buffered batch, 0 when
 	// the buffer is empty; written by run, read by metrics.
 	pendingSince atomic.Int64
@@ -82,11 +87,27 @@ type committer struct {
 }
 
 func newCommitter(def *feed.Definition, cat *catalog.Catalog, hubID string, cfg Config, log *slog.Logger, m *metrics, publish func(context.Context, []ackOut)) *committer {
-	return &committer{
+	c := &committer{
 		table: def.Table, def: def, cat: cat, hubID: hubID, cfg: cfg,
 		log: log.With("table", def.Table), m: m, mem: memory.DefaultAllocator,
 		publish: publish, now: time.Now, in: make(chan *batch, 64),
 	}
+	c.writeDef.Store(def)
+	return c
+}
+
+// accepts advances the committer to newest when rows of its current definition can be
+// written into it, and reports whether a batch of def can be written with the result.
+// Called by the message handler.
+func (c *committer) accepts(def, newest *feed.Definition) (*feed.Definition, error) {
+	cur := c.writeDef.Load()
+	if newest != nil && newest != cur && checkWritable(cur.TableSchema(), newest.TableSchema()) == nil {
+		if c.writeDef.CompareAndSwap(cur, newest) {
+			c.log.Info("table definition advanced", "feed", newest.Name, "version", newest.Version, "from_version", cur.Version)
+		}
+		cur = c.writeDef.Load()
+	}
+	return cur, checkWritable(def.TableSchema(), cur.TableSchema())
 }
 
 // run buffers and commits until ctx is done, then makes one bounded last attempt.
@@ -193,6 +214,9 @@ func (c *committer) flush(ctx context.Context) error {
 		return nil
 	}
 	start := c.now()
+	// A newer definition the handler accepted (checkWritable) takes effect here, where
+	// the run goroutine, which owns c.def, writes the buffer with it.
+	c.def = c.writeDef.Load()
 	var acks []ackOut
 	for attempt := 0; ; attempt++ {
 		tbl, err := c.loadOrCreate(ctx)
@@ -572,7 +596,28 @@ func (c *committer) tableRecords(sc *arrow.Schema, ingestedAt time.Time) (arrow.
 		for _, r := range b.recs {
 			n := int(r.NumRows())
 			cols := make([]arrow.Array, 0, sc.NumFields())
-			cols = append(cols, r.Columns()[:nData]...)
+			var owned []arrow.Array // arrays made here, released once the record holds them
+			if b.def == c.def || b.def == nil {
+				cols = append(cols, r.Columns()[:nData]...)
+			} else {
+				// A batch of an older feed version: its columns by name, widened to the
+				// newest version's types, NULL where it lacks one (checkWritable).
+				for _, f := range sc.Fields()[:nData] {
+					a, err := columnAs(c.mem, r, f, n)
+					if err != nil {
+						for _, o := range owned {
+							o.Release()
+						}
+						return nil, fmt.Errorf("batch %s of feed %s version %d into table %s: %w", h.BatchID, h.Feed, h.FeedVersion, c.table, err)
+					}
+					if a != nil {
+						owned = append(owned, a)
+						cols = append(cols, a)
+					} else {
+						cols = append(cols, r.Column(r.Schema().FieldIndices(f.Name)[0]))
+					}
+				}
+			}
 			cols = append(cols, r.Columns()[int(r.NumCols())-npos:]...)
 			lineage := []arrow.Array{
 				constString(c.mem, h.Tenant, n), constString(c.mem, h.Facility, n), constString(c.mem, h.Agent, n),
@@ -596,6 +641,9 @@ func (c *committer) tableRecords(sc *arrow.Schema, ingestedAt time.Time) (arrow.
 				a.Release()
 			}
 			for _, a := range nulls {
+				a.Release()
+			}
+			for _, a := range owned {
 				a.Release()
 			}
 		}

@@ -1,9 +1,15 @@
 package hub
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
+	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/compute"
+	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/table"
 )
@@ -78,4 +84,67 @@ func widens(from, to iceberg.Type) bool {
 		return err == nil
 	}
 	return false
+}
+
+// checkWritable says why rows of a feed version whose table schema is older cannot be
+// written into a table whose newest definition gives newest, or nil when they can:
+// every column of older is in newest under its name with the same type or one Iceberg
+// widens it to (int to long, float to double, a decimal's precision), and every column
+// only newest has is nullable (older rows hold NULL there). The lineage and position
+// columns are the same in every version.
+func checkWritable(older, newest *arrow.Schema) error {
+	var diffs []string
+	have := map[string]bool{}
+	for _, f := range older.Fields() {
+		have[f.Name] = true
+		idx := newest.FieldIndices(f.Name)
+		if len(idx) != 1 {
+			diffs = append(diffs, fmt.Sprintf("column %s was removed", f.Name))
+			continue
+		}
+		w := newest.Field(idx[0])
+		if !arrow.TypeEqual(f.Type, w.Type) && !arrowWidens(f.Type, w.Type) {
+			diffs = append(diffs, fmt.Sprintf("column %s changed from %s to %s, not a widening", f.Name, f.Type, w.Type))
+		}
+	}
+	for _, f := range newest.Fields() {
+		if !have[f.Name] && !f.Nullable {
+			diffs = append(diffs, fmt.Sprintf("new column %s is not nullable", f.Name))
+		}
+	}
+	if len(diffs) > 0 {
+		return errors.New(strings.Join(diffs, "; "))
+	}
+	return nil
+}
+
+// arrowWidens is widens for the Arrow types the hub writes.
+func arrowWidens(from, to arrow.DataType) bool {
+	switch f := from.(type) {
+	case *arrow.Decimal128Type:
+		t, ok := to.(*arrow.Decimal128Type)
+		return ok && t.Scale == f.Scale && t.Precision >= f.Precision
+	}
+	return (from.ID() == arrow.INT32 && to.ID() == arrow.INT64) ||
+		(from.ID() == arrow.FLOAT32 && to.ID() == arrow.FLOAT64)
+}
+
+// columnAs returns r's column f.Name as f.Type: nil when it already is (use r's own),
+// a cast copy when f widens it, all NULL when r lacks it. The caller releases what is
+// returned.
+func columnAs(mem memory.Allocator, r arrow.RecordBatch, f arrow.Field, n int) (arrow.Array, error) {
+	idx := r.Schema().FieldIndices(f.Name)
+	if len(idx) != 1 {
+		return array.MakeArrayOfNull(mem, f.Type, n), nil
+	}
+	col := r.Column(idx[0])
+	if arrow.TypeEqual(col.DataType(), f.Type) {
+		return nil, nil
+	}
+	ctx := compute.WithAllocator(context.Background(), mem)
+	out, err := compute.CastArray(ctx, col, compute.SafeCastOptions(f.Type))
+	if err != nil {
+		return nil, fmt.Errorf("widening column %s from %s to %s: %w", f.Name, col.DataType(), f.Type, err)
+	}
+	return out, nil
 }

@@ -1,8 +1,11 @@
 package hub
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"strings"
 	"testing"
 
@@ -13,8 +16,10 @@ import (
 	"github.com/apache/iceberg-go"
 	icecatalog "github.com/apache/iceberg-go/catalog"
 	"github.com/apache/iceberg-go/table"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/medlake/medlake/catalog"
+	"github.com/medlake/medlake/protocol"
 	"github.com/medlake/medlake/protocol/feed"
 )
 
@@ -174,6 +179,150 @@ columns:
 	id := tbl.Schema().ID
 	if tbl, err = c.evolve(ctx, tbl, v2.TableSchema()); err != nil || tbl.Schema().ID != id {
 		t.Errorf("second evolve changed schema %d to %d (%v)", id, tbl.Schema().ID, err)
+	}
+}
+
+// TestCommitOlderFeedVersion commits batches of a feed's version 1 and version 2
+// (decimal widened, column added) through one committer, as a hub does while some
+// agents still run version 1: the committer advances to version 2, evolves the table,
+// and writes version 1's rows widened with NULL in the new column. A version 3 that
+// changes a decimal's scale is refused without advancing.
+func TestCommitOlderFeedVersion(t *testing.T) {
+	parse := func(version int, cols string) *feed.Definition {
+		d, err := feed.Parse([]byte(fmt.Sprintf(`
+name: bills_csv
+version: %d
+table: bills
+match: {glob: "*.csv"}
+format: {type: csv}
+partition_time: billed_at
+columns:
+%s`, version, cols)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	v1 := parse(1, "  - {name: amount, type: decimal, precision: 12, scale: 2}\n  - {name: billed_at, type: timestamp}\n")
+	v2 := parse(2, "  - {name: amount, type: decimal, precision: 18, scale: 2}\n  - {name: billed_at, type: timestamp}\n  - {name: payer, type: string}\n")
+	v3 := parse(3, "  - {name: amount, type: decimal, precision: 18, scale: 4}\n  - {name: billed_at, type: timestamp}\n  - {name: payer, type: string}\n")
+	ctx := t.Context()
+	cat, err := catalog.Open(ctx, catalog.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	m, err := newMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := newCommitter(v1, cat, "hub-1", Config{}.WithDefaults(), slog.New(slog.NewTextHandler(io.Discard, nil)), m, func(context.Context, []ackOut) {})
+	n := 0
+	billBatch := func(def *feed.Definition, amounts ...string) *batch {
+		b := array.NewRecordBuilder(memory.DefaultAllocator, def.BatchSchema())
+		defer b.Release()
+		for i, f := range def.BatchSchema().Fields() {
+			for _, a := range amounts {
+				switch f.Name {
+				case "amount":
+					typ := f.Type.(*arrow.Decimal128Type)
+					v, err := decimal128.FromString(a, typ.Precision, typ.Scale)
+					if err != nil {
+						t.Fatal(err)
+					}
+					b.Field(i).(*array.Decimal128Builder).Append(v)
+				case "billed_at":
+					b.Field(i).(*array.TimestampBuilder).Append(arrow.Timestamp(1_790_000_000_000_000))
+				case "payer":
+					b.Field(i).(*array.StringBuilder).Append("acme")
+				case feed.ColSourceFile:
+					b.Field(i).(*array.StringBuilder).Append("bills.csv")
+				case feed.ColRow:
+					n++
+					b.Field(i).(*array.Int64Builder).Append(int64(n))
+				default:
+					b.Field(i).AppendNull()
+				}
+			}
+		}
+		rec := b.NewRecordBatch()
+		return &batch{def: def, recs: []arrow.RecordBatch{rec}, rows: rec.NumRows(),
+			hdr: protocol.BatchHeader{BatchID: fmt.Sprintf("batch-%d", n), Tenant: "t1", Facility: "F001", Agent: "a1",
+				Feed: def.Name, FeedVersion: def.Version, Table: def.Table, Rows: rec.NumRows()}}
+	}
+
+	c.buf = []*batch{billBatch(v1, "1.50")}
+	if err := c.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.accepts(v1, v2); err != nil || got != v2 {
+		t.Fatalf("accepts(v1, newest v2) = version %d, %v; want v2", got.Version, err)
+	}
+	if got, err := c.accepts(v3, v3); err == nil || got != v2 || !strings.Contains(err.Error(), "column amount changed") {
+		t.Fatalf("accepts(v3, newest v3) = version %d, %v; want v2 kept and amount named", got.Version, err)
+	}
+	c.buf = []*batch{billBatch(v1, "2.25", "9999999999.99"), billBatch(v2, "12345678901234.56")}
+	if err := c.flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	tbl, err := cat.Iceberg().LoadTable(ctx, cat.TableIdent("bills"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, _ := tbl.Schema().FindFieldByName("amount"); !f.Type.Equals(iceberg.DecimalTypeOf(18, 2)) {
+		t.Errorf("amount is %s, want decimal(18, 2)", f.Type)
+	}
+	at, err := tbl.Scan().ToArrowTable(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer at.Release()
+	got := map[string]string{}
+	rdr := array.NewTableReader(at, 0)
+	defer rdr.Release()
+	for rdr.Next() {
+		r := rdr.RecordBatch()
+		amt := r.Column(r.Schema().FieldIndices("amount")[0]).(*array.Decimal128)
+		payer := r.Column(r.Schema().FieldIndices("payer")[0]).(*array.String)
+		for i := range int(r.NumRows()) {
+			p := "NULL"
+			if payer.IsValid(i) {
+				p = payer.Value(i)
+			}
+			got[amt.Value(i).ToString(2)] = p
+		}
+	}
+	want := map[string]string{"1.50": "NULL", "2.25": "NULL", "9999999999.99": "NULL", "12345678901234.56": "acme"}
+	if !maps.Equal(got, want) {
+		t.Errorf("rows (amount: payer) %v, want %v", got, want)
+	}
+}
+
+func TestCheckWritable(t *testing.T) {
+	f := func(name string, typ arrow.DataType, nullable bool) arrow.Field {
+		return arrow.Field{Name: name, Type: typ, Nullable: nullable}
+	}
+	dec := func(p, s int32) arrow.DataType { return &arrow.Decimal128Type{Precision: p, Scale: s} }
+	older := arrow.NewSchema([]arrow.Field{f("a", dec(12, 2), true), f("n", arrow.PrimitiveTypes.Int32, true), f("x", arrow.BinaryTypes.String, true)}, nil)
+	tests := []struct {
+		name   string
+		newest []arrow.Field
+		err    string
+	}{
+		{"same", older.Fields(), ""},
+		{"widened and added", []arrow.Field{f("a", dec(18, 2), true), f("n", arrow.PrimitiveTypes.Int64, true), f("x", arrow.BinaryTypes.String, true), f("y", arrow.BinaryTypes.String, true)}, ""},
+		{"reordered", []arrow.Field{f("x", arrow.BinaryTypes.String, true), f("a", dec(12, 2), true), f("n", arrow.PrimitiveTypes.Int32, true)}, ""},
+		{"removed", []arrow.Field{f("a", dec(12, 2), true), f("n", arrow.PrimitiveTypes.Int32, true)}, "column x was removed"},
+		{"narrowed", []arrow.Field{f("a", dec(10, 2), true), f("n", arrow.PrimitiveTypes.Int32, true), f("x", arrow.BinaryTypes.String, true)}, "column a changed"},
+		{"scale", []arrow.Field{f("a", dec(18, 3), true), f("n", arrow.PrimitiveTypes.Int32, true), f("x", arrow.BinaryTypes.String, true)}, "column a changed"},
+		{"retyped", []arrow.Field{f("a", dec(12, 2), true), f("n", arrow.BinaryTypes.String, true), f("x", arrow.BinaryTypes.String, true)}, "column n changed"},
+		{"required new column", []arrow.Field{f("a", dec(12, 2), true), f("n", arrow.PrimitiveTypes.Int32, true), f("x", arrow.BinaryTypes.String, true), f("z", arrow.BinaryTypes.String, false)}, "new column z is not nullable"},
+	}
+	for _, tt := range tests {
+		err := checkWritable(older, arrow.NewSchema(tt.newest, nil))
+		if (err == nil) != (tt.err == "") || (err != nil && !strings.Contains(err.Error(), tt.err)) {
+			t.Errorf("%s: checkWritable = %v, want %q", tt.name, err, tt.err)
+		}
 	}
 }
 

@@ -244,13 +244,13 @@ func (in *Ingester) onBatch(t protocol.Topic, frame []byte) {
 		b.release() // stopping: not acked, the agent re-sends it to a running hub
 		return
 	}
-	if err := checkSchema(b.def.TableSchema(), c.def.TableSchema()); err != nil {
-		// The table's newest definition changed its columns since this hub started
-		// writing it; schema evolution is not supported, so the batch cannot be written.
+	if cdef, err := c.accepts(b.def, st.byTable[b.hdr.Table]); err != nil {
+		// The table's newest definition changed its columns in a way this batch's rows
+		// cannot be written into (see checkWritable).
 		b.release()
 		in.reject(&rejection{topic: t, batchID: b.hdr.BatchID, metric: "schema_mismatch",
 			reason: fmt.Sprintf("batch %s: feed %q version %d changes the columns of table %s (written with feed %q version %d): %v",
-				b.hdr.BatchID, b.hdr.Feed, b.hdr.FeedVersion, b.hdr.Table, c.def.Name, c.def.Version, err)})
+				b.hdr.BatchID, b.hdr.Feed, b.hdr.FeedVersion, b.hdr.Table, cdef.Name, cdef.Version, err)})
 		return
 	}
 	// A committer whose buffer is full (the catalog or the object store is down, or

@@ -133,8 +133,8 @@ func decodeBatch(topic protocol.Topic, frame []byte, fs *feeds, mem memory.Alloc
 		if def.Table != h.Table {
 			return nil, rej(h.BatchID, "feed_table_mismatch", "batch %s: feed %q version %d writes table %q, not %q", h.BatchID, h.Feed, h.FeedVersion, def.Table, h.Table)
 		}
-		if err := checkSchema(def.TableSchema(), tdef.TableSchema()); err != nil {
-			return nil, rej(h.BatchID, "schema_mismatch", "batch %s: feed %q version %d gives table %s other columns than its newest definition (feed %q version %d): %v",
+		if err := checkWritable(def.TableSchema(), tdef.TableSchema()); err != nil {
+			return nil, rej(h.BatchID, "schema_mismatch", "batch %s: feed %q version %d gives table %s columns its newest definition (feed %q version %d) cannot hold: %v",
 				h.BatchID, h.Feed, h.FeedVersion, h.Table, tdef.Name, tdef.Version, err)
 		}
 	}
