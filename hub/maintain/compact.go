@@ -233,11 +233,16 @@ func replayable(cur *table.Table, base int64, rewritten map[string]struct{}) str
 	for s != nil && s.SnapshotID != base {
 		if s.Summary != nil {
 			p := s.Summary.Properties
-			for _, k := range []string{"deleted-data-files", "added-position-delete-files", "added-dvs",
-				"removed-position-delete-files", "removed-equality-delete-files", "removed-dvs"} {
-				if n, _ := strconv.Atoi(p[k]); n > 0 {
+			num := func(k string) int { n, _ := strconv.Atoi(p[k]); return n }
+			for _, k := range []string{"deleted-data-files", "removed-delete-files", "removed-position-delete-files",
+				"removed-equality-delete-files", "added-position-delete-files"} {
+				if n := num(k); n > 0 {
 					return fmt.Sprintf("snapshot %d (%s) changed files the rewrite replaces (%s=%d)", s.SnapshotID, s.Summary.Operation, k, n)
 				}
+			}
+			// Deletion vectors count among delete files but not equality delete files.
+			if n := num("added-delete-files") - num("added-equality-delete-files"); n > 0 {
+				return fmt.Sprintf("snapshot %d (%s) added %d position deletes or deletion vectors", s.SnapshotID, s.Summary.Operation, n)
 			}
 		}
 		if s.ParentSnapshotID == nil {
