@@ -24,7 +24,10 @@ const (
 )
 
 // Runner runs maintenance passes over every table of the catalog on a schedule. Every
-// node of the maintenance role runs one; the lease makes one of them do the work.
+// node of the maintenance role runs one; the lease makes one of them do the work, and
+// keeps doing it: after a pass the node holds the lease for another Interval, so the
+// cluster makes one pass per Interval, and another node takes over when this one stops
+// (it releases the lease) or dies (the lease lapses).
 // The lease is an economy, not the safety: each step commits with conflict detection,
 // so two nodes maintaining a table at once (a lease lapsed mid-pass) lose nothing.
 type Runner struct {
@@ -60,6 +63,13 @@ func (r *Runner) Run(ctx context.Context) error {
 	}
 	t := time.NewTicker(r.cfg.Interval)
 	defer t.Stop()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if err := r.cat.ReleaseLease(ctx, LeaseName, r.node); err != nil {
+			r.log.Warn("releasing maintenance lease", "err", err)
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
@@ -73,10 +83,10 @@ func (r *Runner) Run(ctx context.Context) error {
 }
 
 // Pass takes the lease and, if this node got it, maintains every table once, then
-// releases the lease. It reports whether it held the lease. A table whose step fails
-// is logged and counted and the pass goes on with the next.
+// keeps the lease for another Interval. It reports whether it held the lease. A table
+// whose step fails is logged and counted and the pass goes on with the next.
 func (r *Runner) Pass(ctx context.Context) (bool, error) {
-	ok, err := r.claim(ctx)
+	ok, err := r.claim(ctx, r.cfg.LeaseTTL)
 	if err != nil || !ok {
 		r.m.leaseHeld.Set(0)
 		if err == nil {
@@ -86,9 +96,9 @@ func (r *Runner) Pass(ctx context.Context) (bool, error) {
 	}
 	r.m.leaseHeld.Set(1)
 	defer func() {
-		r.m.leaseHeld.Set(0)
-		if err := r.cat.ReleaseLease(context.WithoutCancel(ctx), LeaseName, r.node); err != nil {
-			r.log.Warn("releasing maintenance lease", "err", err)
+		// The next pass is this node's, at its next tick; others wait an Interval.
+		if _, err := r.claim(context.WithoutCancel(ctx), r.cfg.Interval); err != nil {
+			r.log.Warn("keeping maintenance lease", "err", err)
 		}
 	}()
 	names, err := ListTables(ctx, r.cat)
@@ -104,7 +114,7 @@ func (r *Runner) Pass(ctx context.Context) (bool, error) {
 		if err := r.Table(ctx, name); err != nil {
 			failed = append(failed, name)
 		}
-		if ok, err := r.claim(ctx); err != nil || !ok {
+		if ok, err := r.claim(ctx, r.cfg.LeaseTTL); err != nil || !ok {
 			return true, fmt.Errorf("lost the maintenance lease after table %s (%v)", name, err)
 		}
 	}
@@ -115,9 +125,9 @@ func (r *Runner) Pass(ctx context.Context) (bool, error) {
 	return true, nil
 }
 
-func (r *Runner) claim(ctx context.Context) (bool, error) {
+func (r *Runner) claim(ctx context.Context, ttl time.Duration) (bool, error) {
 	now := r.now()
-	return r.cat.ClaimLease(ctx, LeaseName, r.node, now, now.Add(r.cfg.LeaseTTL))
+	return r.cat.ClaimLease(ctx, LeaseName, r.node, now, now.Add(ttl))
 }
 
 // Table compacts, expires and cleans one table, each step logged and measured. It
@@ -218,7 +228,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		snapshotsExpired:  prometheus.NewCounterVec(opts("snapshots_expired_total", "Snapshots removed by expiry."), []string{"table"}),
 		orphansDeleted:    prometheus.NewCounterVec(opts("orphan_files_deleted_total", "Unreferenced files removed."), []string{"table"}),
 		leaseHeld: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: "medlake", Subsystem: "maintenance",
-			Name: "lease_held", Help: "1 while this node holds the maintenance lease and runs a pass."}),
+			Name: "lease_held", Help: "1 while this node runs a maintenance pass."}),
 	}
 	for _, c := range []prometheus.Collector{m.runs, m.duration, m.lastSuccess, m.filesRewritten, m.deleteFilesFolded,
 		m.snapshotsExpired, m.orphansDeleted, m.leaseHeld} {

@@ -1,6 +1,7 @@
 package maintain
 
 import (
+	"context"
 	"io"
 	"log/slog"
 	"strings"
@@ -85,7 +86,16 @@ func TestRunnerPostgresMinIO(t *testing.T) {
 	if n := seriesCount(t, reg1, "medlake_maintenance_step_duration_seconds"); n != 3 {
 		t.Errorf("step duration series %d, want 3", n)
 	}
-	// The lease was released: the other node's pass runs now, and finds nothing to do.
+	// node-1 keeps the lease for an interval: node-2 waits, until node-1 stops (releases
+	// it); then node-2's pass runs, and finds nothing to do.
+	if ran, err := r2.Pass(t.Context()); ran || err != nil {
+		t.Fatalf("node-2 pass right after node-1's = %v, %v; want false", ran, err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := r1.Run(ctx); err != nil {
+		t.Fatal(err)
+	}
 	if ran, err := r2.Pass(t.Context()); !ran || err != nil {
 		t.Fatalf("node-2 pass = %v, %v; want it to run", ran, err)
 	}
