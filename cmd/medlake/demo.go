@@ -82,7 +82,7 @@ func (d *demo) run(ctx context.Context, every time.Duration, rounds int) error {
 	if d.cfg.Broker.Listen == "" || strings.HasSuffix(d.cfg.Broker.Listen, ":0") {
 		return errors.New("demo needs a fixed broker address for its agents")
 	}
-	n, err := startNode(ctx, d.cfg, []string{RoleIngest, RoleQuery}, d.logger)
+	n, err := startNode(ctx, d.cfg, []string{RoleIngest, RoleQuery, RoleMaintain}, d.logger)
 	if err != nil {
 		return err
 	}
