@@ -40,7 +40,7 @@ single-node monolith (the default, all roles) or as separately scaled services:
           compact small files per partition (folding row-level deletes, rows sorted
           by facility and time), expire snapshots past the retention (newest
           maintenance.retain_last, 100, or younger than maintenance.max_snapshot_age,
-          24h) and remove files nothing references older than
+          1h) and remove files nothing references older than
           maintenance.orphan_min_age (24h). Every maintain process may run; a lease in
           the catalog makes one do the work at a time. maintenance.enabled=false
           turns the schedule off (medlake tables compact|expire|clean still work).

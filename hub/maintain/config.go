@@ -14,7 +14,7 @@ const (
 	DefaultMinInputFiles       = 5
 	DefaultDeleteFileThreshold = 5
 	DefaultRetainLast          = 100
-	DefaultMaxSnapshotAge      = 24 * time.Hour
+	DefaultMaxSnapshotAge      = time.Hour
 	DefaultOrphanMinAge        = 24 * time.Hour
 	DefaultCommitRetries       = 5
 	// MinOrphanMinAge bounds orphan_min_age from below: a writer's files are
@@ -46,7 +46,9 @@ type Config struct {
 	DeleteFileThreshold int `yaml:"delete_file_threshold"`
 	// RetainLast and MaxSnapshotAge are the snapshot retention: a snapshot stays while
 	// it is one of the newest RetainLast or younger than MaxSnapshotAge (how far back
-	// time travel reaches). Defaults 100 and 24h.
+	// time travel reaches). Every retained snapshot is in the table's metadata file,
+	// which each commit rewrites, and hubs commit about once a second: a long window
+	// costs metadata size and commit time. Defaults 100 and 1h.
 	RetainLast     int           `yaml:"retain_last"`
 	MaxSnapshotAge time.Duration `yaml:"max_snapshot_age"`
 	// OrphanMinAge is how old an unreferenced file in a table's location must be
