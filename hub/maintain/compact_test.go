@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/apache/iceberg-go"
+	"github.com/apache/iceberg-go/table"
 
 	"github.com/medlake/medlake/catalog"
 )
@@ -293,4 +294,46 @@ func parquetFiles(t *testing.T, dir string) map[string]bool {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// TestCompactFoldsPositionDeletes deletes rows by position (a merge-on-read delete)
+// and compacts: the rows stay deleted, and the position delete files are gone.
+func TestCompactFoldsPositionDeletes(t *testing.T) {
+	cat := openTestCatalog(t, catalog.Config{DataDir: t.TempDir()})
+	tbl := createTestTable(t, cat, "labs")
+	txn := tbl.NewTransaction()
+	if err := txn.SetProperties(iceberg.Properties{table.WriteDeleteModeKey: table.WriteModeMergeOnRead}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := txn.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	all := smallFiles(t, cat, "labs", 6, 40)
+	tbl, _ = CatalogTables(cat).Load(t.Context(), "labs")
+	txn = tbl.NewTransaction()
+	drop := map[int64]bool{7: true, 8: true, 100: true, 201: true}
+	if err := txn.Delete(t.Context(), iceberg.IsIn(iceberg.Reference("id"), int64(7), int64(8), int64(100), int64(201)), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := txn.Commit(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	want := without(all, drop)
+	if got := scanRows(t, cat, "labs"); !slices.Equal(got, want) {
+		t.Fatalf("scan after delete has %d rows, want %d", len(got), len(want))
+	}
+	_, deletes := tableFiles(t, cat, "labs")
+	if len(deletes) == 0 {
+		t.Fatal("the merge-on-read delete wrote no delete files")
+	}
+	res, err := Compact(t.Context(), CatalogTables(cat), "labs", testOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := scanRows(t, cat, "labs"); !slices.Equal(got, want) {
+		t.Fatalf("scan after compaction has %d rows, want %d", len(got), len(want))
+	}
+	if _, left := tableFiles(t, cat, "labs"); len(left) != 0 || res.DeleteFilesRemoved != len(deletes) {
+		t.Errorf("%d delete files left, %d folded; want 0 and %d", len(left), res.DeleteFilesRemoved, len(deletes))
+	}
 }
