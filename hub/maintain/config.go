@@ -16,6 +16,7 @@ const (
 	DefaultRetainLast          = 100
 	DefaultMaxSnapshotAge      = time.Hour
 	DefaultOrphanMinAge        = 24 * time.Hour
+	DefaultOrphanInterval      = 24 * time.Hour
 	DefaultCommitRetries       = 5
 	// MinOrphanMinAge bounds orphan_min_age from below: a writer's files are
 	// unreferenced until it commits, and no commit takes this long.
@@ -54,6 +55,9 @@ type Config struct {
 	// OrphanMinAge is how old an unreferenced file in a table's location must be
 	// before cleanup removes it; at least 1h. Default 24h.
 	OrphanMinAge time.Duration `yaml:"orphan_min_age"`
+	// OrphanInterval is how often a node runs orphan cleanup on a table, which lists
+	// the table's whole location. Default 24h.
+	OrphanInterval time.Duration `yaml:"orphan_interval"`
 	// CommitRetries bounds re-applying a compaction or expiry after other commits
 	// moved the table. Default 5.
 	CommitRetries int `yaml:"commit_retries"`
@@ -65,7 +69,7 @@ func DefaultConfig() Config {
 		Enabled: true, Interval: DefaultInterval, LeaseTTL: DefaultLeaseTTL,
 		TargetFileSize: DefaultTargetFileSize, MinInputFiles: DefaultMinInputFiles,
 		DeleteFileThreshold: DefaultDeleteFileThreshold, RetainLast: DefaultRetainLast,
-		MaxSnapshotAge: DefaultMaxSnapshotAge, OrphanMinAge: DefaultOrphanMinAge,
+		MaxSnapshotAge: DefaultMaxSnapshotAge, OrphanMinAge: DefaultOrphanMinAge, OrphanInterval: DefaultOrphanInterval,
 		CommitRetries: DefaultCommitRetries,
 	}
 }
@@ -80,6 +84,7 @@ func (c Config) Validate() error {
 	}
 	positive("interval", c.Interval)
 	positive("lease_ttl", c.LeaseTTL)
+	positive("orphan_interval", c.OrphanInterval)
 	if c.TargetFileSize < 1<<20 {
 		errs = append(errs, fmt.Errorf("maintenance target_file_size_bytes %d is under 1 MiB", c.TargetFileSize))
 	}

@@ -38,6 +38,10 @@ type Runner struct {
 	log    *slog.Logger
 	m      *metrics
 	now    func() time.Time
+
+	// lastOrphans is when orphan cleanup last ran on each table; owned by the caller
+	// of Pass (Run's goroutine).
+	lastOrphans map[string]time.Time
 }
 
 // New builds a runner for cfg, identifying this node in the lease as node.
@@ -50,7 +54,8 @@ func New(cfg Config, cat *catalog.Catalog, node string, log *slog.Logger, reg pr
 		return nil, err
 	}
 	return &Runner{cfg: cfg, cat: cat, tables: CatalogTables(cat), node: node,
-		log: log.With("component", "maintenance", "node", node), m: m, now: time.Now}, nil
+		log: log.With("component", "maintenance", "node", node), m: m, now: time.Now,
+		lastOrphans: map[string]time.Time{}}, nil
 }
 
 // Run runs a pass every Interval until ctx ends. A failing pass is logged and
@@ -130,8 +135,9 @@ func (r *Runner) claim(ctx context.Context, ttl time.Duration) (bool, error) {
 	return r.cat.ClaimLease(ctx, LeaseName, r.node, now, now.Add(ttl))
 }
 
-// Table compacts, expires and cleans one table, each step logged and measured. It
-// returns the steps' failures joined; an abandoned compaction is not a failure.
+// Table compacts, expires and (every OrphanInterval) cleans one table, each step
+// logged and measured. It returns the steps' failures joined; an abandoned compaction
+// is not a failure. Not safe for concurrent use.
 func (r *Runner) Table(ctx context.Context, name string) error {
 	log := r.log.With("table", name)
 	var errs []error
@@ -175,6 +181,10 @@ func (r *Runner) Table(ctx context.Context, name string) error {
 		return outcome, []any{"snapshots_before", res.SnapshotsBefore, "snapshots_expired", res.SnapshotsExpired,
 			"batches_recorded", res.BatchesRecorded}, err
 	})
+	if last, ok := r.lastOrphans[name]; ok && r.now().Sub(last) < r.cfg.OrphanInterval {
+		return errors.Join(errs...)
+	}
+	r.lastOrphans[name] = r.now()
 	step(JobOrphans, func() (string, []any, error) {
 		res, err := CleanOrphans(ctx, r.tables, name, r.cfg.OrphanMinAge, false)
 		r.m.orphansDeleted.WithLabelValues(name).Add(float64(res.Deleted))

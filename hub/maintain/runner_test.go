@@ -80,6 +80,13 @@ func TestRunnerPostgresMinIO(t *testing.T) {
 			t.Errorf("steps_total{job=%s,outcome=%s} = %v, want %v", c.job, c.outcome, got, c.want)
 		}
 	}
+	// Orphan cleanup lists the whole location: once per orphan_interval on a node.
+	if err := r1.Table(t.Context(), "labs"); err != nil {
+		t.Fatal(err)
+	}
+	if got := metricValue(t, r1.m.runs.WithLabelValues(JobOrphans, "nothing")); got != 1 {
+		t.Errorf("orphan cleanup ran %v times in two runs within orphan_interval, want 1", got)
+	}
 	if got := metricValue(t, r1.m.filesRewritten.WithLabelValues("labs")); got != float64(len(before)) {
 		t.Errorf("data_files_rewritten_total = %v, want %d", got, len(before))
 	}
@@ -113,6 +120,7 @@ func TestConfigValidate(t *testing.T) {
 		{"defaults", func(*Config) {}, ""},
 		{"orphan age too short", func(c *Config) { c.OrphanMinAge = time.Minute }, "orphan_min_age"},
 		{"no interval", func(c *Config) { c.Interval = 0 }, "interval"},
+		{"no orphan interval", func(c *Config) { c.OrphanInterval = 0 }, "orphan_interval"},
 		{"retain none", func(c *Config) { c.RetainLast = 0 }, "retain_last"},
 		{"tiny files", func(c *Config) { c.TargetFileSize = 1000 }, "target_file_size_bytes"},
 		{"one input file", func(c *Config) { c.MinInputFiles = 1 }, "min_input_files"},
