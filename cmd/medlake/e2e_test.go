@@ -71,7 +71,9 @@ func runEndToEnd(t *testing.T, setup e2eSetup) {
 	pgAddr, httpAddr, flightAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	brokerURL := setup.broker
 	args := []string{"serve", "--data-dir", filepath.Join(work, "hub"), "--feeds", filepath.Join(genDir, "feeds"),
-		"--pg-listen", pgAddr, "--http-listen", httpAddr, "--flight-listen", flightAddr, "--log-format", "json"}
+		"--pg-listen", pgAddr, "--http-listen", httpAddr, "--flight-listen", flightAddr, "--log-format", "json",
+		// Table maintenance passes run all along, compacting while the hub commits.
+		"--maintenance-interval", "2s"}
 	if brokerURL == "" {
 		brokerAddr := freeAddr(t)
 		args = append(args, "--broker-listen", brokerAddr)
@@ -82,7 +84,9 @@ func runEndToEnd(t *testing.T, setup e2eSetup) {
 	if setup.catalog != "" {
 		args = append(args, "--catalog", setup.catalog)
 	}
-	var env []string
+	// Compact as soon as a partition has two small files, so rewrites race the hub's
+	// commits all through the run.
+	env := []string{"MEDLAKE_MAINTENANCE_MIN_INPUT_FILES=2"}
 	if setup.warehouse != "" {
 		args = append(args, "--warehouse", setup.warehouse, "--s3-endpoint", setup.s3.Endpoint)
 		env = append(env, "MEDLAKE_CATALOG_S3_ACCESS_KEY="+setup.s3.AccessKey,
