@@ -125,7 +125,9 @@ func Compact(ctx context.Context, tables Tables, name string, opts CompactOption
 	rewritten := map[string]struct{}{}
 	for i, g := range plan.Groups {
 		gr, rows, err := rewriteGroup(ctx, tbl, g, ccfg.TargetFileSizeBytes)
-		if len(gr.NewDataFiles) > 0 {
+		// A group whose rows were all deleted writes nothing but still replaces its
+		// files: leaving them would let the deletes found dead below resurrect rows.
+		if len(gr.NewDataFiles) > 0 || len(gr.OldDataFiles) > 0 {
 			results = append(results, gr)
 		}
 		if err != nil {

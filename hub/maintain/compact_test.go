@@ -3,6 +3,7 @@ package maintain
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -335,5 +336,41 @@ func TestCompactFoldsPositionDeletes(t *testing.T) {
 	}
 	if _, left := tableFiles(t, cat, "labs"); len(left) != 0 || res.DeleteFilesRemoved != len(deletes) {
 		t.Errorf("%d delete files left, %d folded; want 0 and %d", len(left), res.DeleteFilesRemoved, len(deletes))
+	}
+}
+
+// TestCompactPartitionAllDeleted deletes every row of one facility: its partitions'
+// groups write no files, and compaction must still remove the old files with the
+// deletes, not resurrect the rows.
+func TestCompactPartitionAllDeleted(t *testing.T) {
+	cat := openTestCatalog(t, catalog.Config{DataDir: t.TempDir()})
+	createTestTable(t, cat, "labs")
+	all := smallFiles(t, cat, "labs", 5, 30)
+	var gone []testRow
+	drop := map[int64]bool{}
+	for _, r := range all {
+		if r.Facility == "F001" {
+			gone = append(gone, r)
+			drop[r.ID] = true
+		}
+	}
+	if err := deleteByEquality(t.Context(), cat, "labs", gone); err != nil {
+		t.Fatal(err)
+	}
+	want := without(all, drop)
+	if _, err := Compact(t.Context(), CatalogTables(cat), "labs", testOpts); err != nil {
+		t.Fatal(err)
+	}
+	if got := scanRows(t, cat, "labs"); !slices.Equal(got, want) {
+		t.Fatalf("scan after compaction has %d rows, want %d", len(got), len(want))
+	}
+	data, deletes := tableFiles(t, cat, "labs")
+	for _, df := range data {
+		if strings.Contains(fmt.Sprint(df.Partition()), "F001") {
+			t.Errorf("data file %s of the emptied facility is still live", filepath.Base(df.FilePath()))
+		}
+	}
+	if len(deletes) != 0 {
+		t.Errorf("%d delete files left", len(deletes))
 	}
 }
