@@ -103,7 +103,7 @@ var migrations = []string{
 }
 
 func (c *Catalog) migrate(ctx context.Context) error {
-	for _, m := range migrations {
+	for _, m := range append(migrations[:len(migrations):len(migrations)], cdcMigrations...) {
 		if _, err := c.db.ExecContext(ctx, m); err != nil {
 			return fmt.Errorf("migrating %s metadata database (%.40q...): %w", c.dialect, m, err)
 		}
