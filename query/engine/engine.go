@@ -322,7 +322,8 @@ func (e *Engine) refreshTable(ctx context.Context, ident table.Identifier) error
 			return err
 		}
 	} else {
-		objs, err = e.fetchSnapshot(ctx, tbl)
+		var mor *mergeOnRead
+		objs, mor, err = e.fetchSnapshot(ctx, tbl)
 		if err != nil {
 			return err
 		}
@@ -339,7 +340,13 @@ func (e *Engine) refreshTable(ctx context.Context, ident table.Identifier) error
 			}
 			body = "SELECT * FROM read_parquet([" + strings.Join(paths, ", ") +
 				"], union_by_name = true, hive_partitioning = false)"
-			if body, err = e.withMissingColumns(ctx, body, tbl.Schema()); err != nil {
+			if mor.active() {
+				body, err = mor.body(tbl.Schema())
+			}
+			if err == nil {
+				body, err = e.withMissingColumns(ctx, body, tbl.Schema())
+			}
+			if err != nil {
 				e.release(objs)
 				return err
 			}
@@ -393,11 +400,13 @@ func (e *Engine) reportVisible(name string, tbl *table.Table, prevID int64, at t
 }
 
 // fetchSnapshot plans the current snapshot's data files and brings each into
-// the cache once (a file split into several scan tasks is fetched once).
-func (e *Engine) fetchSnapshot(ctx context.Context, tbl *table.Table) ([]cache.Object, error) {
+// the cache once (a file split into several scan tasks is fetched once), then the
+// equality-delete files that apply to them (deletes.go), whose objects follow the data
+// files' in the result.
+func (e *Engine) fetchSnapshot(ctx context.Context, tbl *table.Table) ([]cache.Object, *mergeOnRead, error) {
 	tasks, err := tbl.Scan().PlanFiles(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("planning scan: %w", err)
+		return nil, nil, fmt.Errorf("planning scan: %w", err)
 	}
 	type file struct {
 		path string
@@ -405,11 +414,10 @@ func (e *Engine) fetchSnapshot(ctx context.Context, tbl *table.Table) ([]cache.O
 	}
 	var files []file
 	seen := map[string]bool{}
+	mor := newMergeOnRead(tbl.Metadata())
 	for _, t := range tasks {
-		if len(t.DeleteFiles)+len(t.EqualityDeleteFiles)+len(t.DeletionVectorFiles) > 0 {
-			// Serving the data file without applying its deletes would show
-			// rows that no longer exist: refuse until deletes are supported.
-			return nil, fmt.Errorf("data file %s has delete files, which the query engine does not apply yet", t.File.FilePath())
+		if err := mor.addTask(t); err != nil {
+			return nil, nil, err
 		}
 		if seen[t.File.FilePath()] {
 			continue
@@ -419,7 +427,7 @@ func (e *Engine) fetchSnapshot(ctx context.Context, tbl *table.Table) ([]cache.O
 	}
 	fsys, err := tbl.FS(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("opening table file IO: %w", err)
+		return nil, nil, fmt.Errorf("opening table file IO: %w", err)
 	}
 	objs := make([]cache.Object, len(files))
 	errs := make([]error, len(files))
@@ -440,9 +448,18 @@ func (e *Engine) fetchSnapshot(ctx context.Context, tbl *table.Table) ([]cache.O
 				e.cache.Release(o)
 			}
 		}
-		return nil, err
+		return nil, nil, err
 	}
-	return objs, nil
+	if err := mor.fetch(ctx, e.cache, fsys); err != nil {
+		e.release(objs)
+		return nil, nil, err
+	}
+	paths := make([]string, len(files))
+	for i, f := range files {
+		paths[i] = f.path
+	}
+	mor.setData(paths, objs)
+	return append(objs, mor.delObjs...), mor, nil
 }
 
 func (e *Engine) release(objs []cache.Object) {
