@@ -59,6 +59,10 @@ var cdcMigrations = []string{
 // the one a change was planned against: reload the table and plan again.
 var ErrCDCStateMoved = errors.New("cdc state of the table moved")
 
+// keyChunk bounds the keys per statement reading or writing key state: 5 bind
+// parameters a key stays under SQLite's 32766 and PostgreSQL's 65535.
+const keyChunk = 2000
+
 // intentPartKeys bounds the keys in one intent row (CockroachDB prefers rows well under
 // a few MB).
 const intentPartKeys = 5000
@@ -88,8 +92,8 @@ func (c *Catalog) CDCApplied(ctx context.Context, tableName string) (int64, bool
 // CDCKeys returns the state of those keys that have one.
 func (c *Catalog) CDCKeys(ctx context.Context, tableName string, keys []string) (map[string]KeyState, error) {
 	out := make(map[string]KeyState, len(keys))
-	for start := 0; start < len(keys); start += chunkRows {
-		part := keys[start:min(start+chunkRows, len(keys))]
+	for start := 0; start < len(keys); start += keyChunk {
+		part := keys[start:min(start+keyChunk, len(keys))]
 		var b strings.Builder
 		b.WriteString(`SELECT key_text, seq, row_hash, live FROM medlake_cdc_keys WHERE table_name = ` + c.placeholder(1) + ` AND key_text IN (`)
 		args := make([]any, 0, len(part)+1)
@@ -284,8 +288,8 @@ func (c *Catalog) setApplied(ctx context.Context, tx *sql.Tx, tableName string, 
 
 func (c *Catalog) upsertKeys(ctx context.Context, tx *sql.Tx, tableName string, keys []KeyState) error {
 	const cols = 5
-	for start := 0; start < len(keys); start += chunkRows {
-		part := keys[start:min(start+chunkRows, len(keys))]
+	for start := 0; start < len(keys); start += keyChunk {
+		part := keys[start:min(start+keyChunk, len(keys))]
 		var b strings.Builder
 		b.WriteString(`INSERT INTO medlake_cdc_keys (table_name, key_text, seq, row_hash, live) VALUES `)
 		args := make([]any, 0, len(part)*cols)

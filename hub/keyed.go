@@ -301,6 +301,7 @@ func (c *committer) commitKeyed(ctx context.Context, tbl *table.Table, at arrow.
 	if s := tbl.CurrentSnapshot(); s != nil {
 		base = s.SnapshotID
 	}
+	t0 := c.now()
 	if err := c.syncState(ctx, tbl); err != nil {
 		return keyedCommit{}, err
 	}
@@ -322,6 +323,7 @@ func (c *committer) commitKeyed(ctx context.Context, tbl *table.Table, at arrow.
 	if err != nil {
 		return keyedCommit{}, err
 	}
+	tPlan := c.now()
 	token := uuid.NewString()
 	if p.nData == 0 && p.nDels == 0 {
 		// Nothing reaches the lake (re-sent or stale rows, deletes of absent keys):
@@ -338,6 +340,7 @@ func (c *committer) commitKeyed(ctx context.Context, tbl *table.Table, at arrow.
 	if err := c.cat.WriteCDCIntent(ctx, c.table, token, base, p.delta); err != nil {
 		return keyedCommit{}, err
 	}
+	tIntent := c.now()
 	committed := false
 	defer func() {
 		if !committed {
@@ -374,10 +377,12 @@ func (c *committer) commitKeyed(ctx context.Context, tbl *table.Table, at arrow.
 		}
 		rd.AddDeletes(dfs...)
 	}
+	tWrite := c.now()
 	if err := rd.Commit(ctx); err != nil {
 		return keyedCommit{}, fmt.Errorf("staging row delta of table %s: %w", c.table, err)
 	}
 	out, err := txn.Commit(ctx)
+	tLake := c.now()
 	if err != nil {
 		if !isCommitConflict(err) {
 			// The outcome is unknown: the snapshot may have landed and name the intent,
@@ -402,6 +407,9 @@ func (c *committer) commitKeyed(ctx context.Context, tbl *table.Table, at arrow.
 		return res, nil
 	}
 	res.recorded = true
+	tApply := c.now()
+	c.log.Debug("keyed commit", "rows", p.nData, "deletes", p.nDels, "keys", len(p.delta),
+		"plan", tPlan.Sub(t0), "intent", tIntent.Sub(tPlan), "write", tWrite.Sub(tIntent), "commit", tLake.Sub(tWrite), "apply", tApply.Sub(tLake))
 	return res, nil
 }
 
