@@ -29,6 +29,10 @@ import (
 // duplicates-drop table, the catalog's intent holding the snapshot's key state change.
 const PropCDCToken = "medlake.cdc_token"
 
+// PropKeys is the table property naming, comma-separated, the columns that identify a
+// row of a keyed table (EqualityColumns); the query role's table_changes joins on them.
+const PropKeys = "medlake.keys"
+
 // staleIntentAge is how old an intent of a commit that never reached Iceberg must be
 // before a hub deletes it.
 const staleIntentAge = time.Hour
@@ -351,6 +355,11 @@ func (c *committer) commitKeyed(ctx context.Context, tbl *table.Table, at arrow.
 	}()
 	props[PropCDCToken] = token
 	txn := tbl.NewTransaction()
+	if want := strings.Join(EqualityColumns(c.def), ","); tbl.Properties()[PropKeys] != want {
+		if err := txn.SetProperties(iceberg.Properties{PropKeys: want}); err != nil {
+			return keyedCommit{}, fmt.Errorf("naming the key columns of table %s: %w", c.table, err)
+		}
+	}
 	rd := txn.NewRowDelta(props)
 	if p.nData > 0 {
 		for df, err := range table.WriteRecords(ctx, tbl, at.Schema(), filtered(ctx, recs, p.data, nil), table.WithTargetFileSize(512<<20)) {

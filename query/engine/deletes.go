@@ -32,6 +32,7 @@ const fileColumn = "_medlake_file"
 // above its file's. Position deletes and deletion vectors are still refused.
 type mergeOnRead struct {
 	meta table.Metadata
+	snap *table.Snapshot // whose files these are
 	data map[string]fileInfo // by Iceberg path
 	dels map[string]fileInfo // equality-delete files, by Iceberg path
 
@@ -54,8 +55,8 @@ type dataObject struct {
 	info  fileInfo
 }
 
-func newMergeOnRead(meta table.Metadata) *mergeOnRead {
-	return &mergeOnRead{meta: meta, data: map[string]fileInfo{}, dels: map[string]fileInfo{}}
+func newMergeOnRead(meta table.Metadata, snap *table.Snapshot) *mergeOnRead {
+	return &mergeOnRead{meta: meta, snap: snap, data: map[string]fileInfo{}, dels: map[string]fileInfo{}}
 }
 
 // addTask records a scan task's data file and its equality-delete files.
@@ -109,7 +110,7 @@ func (m *mergeOnRead) fetch(ctx context.Context, c *cache.Cache, fsys iceio.IO) 
 	if !m.active() {
 		return nil
 	}
-	snap := m.meta.CurrentSnapshot()
+	snap := m.snap
 	if snap == nil {
 		return errors.New("equality deletes without a current snapshot")
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -197,5 +198,73 @@ func TestEqualityDeletes(t *testing.T) {
 		if !slices.Equal(got, st.want) {
 			t.Errorf("%s: acme sees %v, want %v", st.name, got, st.want)
 		}
+	}
+}
+
+// TestHistory: an admin reads every snapshot of a table with equality deletes as it
+// was (AT VERSION and AT TIMESTAMP), equal to iceberg-go's scan of that snapshot, and
+// table_changes between two snapshots returns op, key and row images; tenant users
+// are refused both.
+func TestHistory(t *testing.T) {
+	ctx := context.Background()
+	cat := testlake.Catalog(t)
+	spec := iceberg.NewPartitionSpec(iceberg.PartitionField{SourceIDs: []int{3}, FieldID: 1000, Name: "_facility", Transform: iceberg.IdentityTransform{}})
+	if _, err := cat.CreateTable(ctx, table.Identifier{testlake.Namespace, "patients"}, testlake.TenantSchema,
+		icecatalog.WithPartitionSpec(&spec), icecatalog.WithProperties(iceberg.Properties{"format-version": "2", PropKeys: "_tenant,_facility,id"})); err != nil {
+		t.Fatal(err)
+	}
+	e := openEngine(t, cat)
+	var snaps []int64
+	var states [][]string
+	var times []time.Time
+	for _, st := range []struct {
+		rows []testlake.TenantRow
+		dels []eqKey
+	}{
+		{[]testlake.TenantRow{{ID: 1, Tenant: "acme", Facility: "a1", Ref: 1}, {ID: 2, Tenant: "acme", Facility: "a1", Ref: 1}}, nil},
+		{[]testlake.TenantRow{{ID: 1, Tenant: "acme", Facility: "a1", Ref: 2}, {ID: 3, Tenant: "acme", Facility: "a1", Ref: 1}},
+			[]eqKey{{"acme", "a1", i64(1)}, {"acme", "a1", i64(2)}}},
+		{[]testlake.TenantRow{{ID: 1, Tenant: "acme", Facility: "a1", Ref: 3}}, []eqKey{{"acme", "a1", i64(1)}}},
+	} {
+		time.Sleep(20 * time.Millisecond) // distinct snapshot timestamps
+		rowDelta(t, cat, "patients", st.rows, 0, st.dels)
+		tbl, err := cat.LoadTable(ctx, table.Identifier{testlake.Namespace, "patients"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		snaps = append(snaps, tbl.CurrentSnapshot().SnapshotID)
+		times = append(times, time.UnixMilli(tbl.CurrentSnapshot().TimestampMs))
+		states = append(states, icebergRows(t, cat, "patients"))
+	}
+	if err := e.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const row = `SELECT coalesce(CAST(id AS VARCHAR), '<nil>') || '|' || _tenant || '|' || _facility || '|' || ref FROM patients `
+	for i, snap := range snaps {
+		got, _, err := runAs(t, e, admin, row+fmt.Sprintf("AT (VERSION => %d) ORDER BY 1", snap))
+		if err != nil || !slices.Equal(got, states[i]) {
+			t.Errorf("AT VERSION %d: %v, %v; want %v", snap, got, err, states[i])
+		}
+		at := times[i].UTC().Format("2006-01-02 15:04:05.000")
+		got, _, err = runAs(t, e, admin, row+"AT (TIMESTAMP => '"+at+"') ORDER BY 1")
+		if err != nil || !slices.Equal(got, states[i]) {
+			t.Errorf("AT TIMESTAMP %s: %v, %v; want %v", at, got, err, states[i])
+		}
+	}
+	got, _, err := runAs(t, e, admin, fmt.Sprintf(`SELECT op, id, before.ref, after.ref FROM table_changes('patients', %d, %d) ORDER BY id`, snaps[0], snaps[2]))
+	if want := []string{"update|1|1|3", "delete|2|1|<nil>", "insert|3|<nil>|1"}; err != nil || !slices.Equal(got, want) {
+		t.Errorf("table_changes: %v, %v; want %v", got, err, want)
+	}
+	got, _, err = runAs(t, e, admin, fmt.Sprintf(`SELECT count(*) FROM table_changes('patients', 0, '%s')`, times[0].UTC().Format("2006-01-02 15:04:05.000")))
+	if err != nil || !slices.Equal(got, []string{"2"}) {
+		t.Errorf("table_changes from the empty table: %v, %v; want 2 inserts", got, err)
+	}
+	for _, q := range []string{row + fmt.Sprintf("AT (VERSION => %d)", snaps[0]), fmt.Sprintf(`SELECT * FROM table_changes('patients', %d, %d)`, snaps[0], snaps[1])} {
+		if _, code, err := runAs(t, e, acme, q); code != CodeInsufficientPrivilege {
+			t.Errorf("tenant user ran %q: %s %v, want refused", q, code, err)
+		}
+	}
+	if _, code, _ := runAs(t, e, admin, row+"AT (VERSION => 42)"); code != CodeUndefinedTable {
+		t.Errorf("unknown snapshot: code %s, want %s", code, CodeUndefinedTable)
 	}
 }

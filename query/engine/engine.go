@@ -123,6 +123,10 @@ type Engine struct {
 	// reported as visible from their first snapshot. Guarded by refreshMu.
 	started bool
 
+	// history are the snapshot and table_changes views admins' queries built
+	// (history.go), oldest first. Guarded by refreshMu.
+	history []historyView
+
 	mu     sync.Mutex
 	views  map[string]*view // table name -> current view
 	closed bool
@@ -323,33 +327,13 @@ func (e *Engine) refreshTable(ctx context.Context, ident table.Identifier) error
 		}
 	} else {
 		var mor *mergeOnRead
-		objs, mor, err = e.fetchSnapshot(ctx, tbl)
+		objs, mor, err = e.fetchSnapshotAt(ctx, tbl, nil)
 		if err != nil {
 			return err
 		}
-		if len(objs) == 0 {
-			body, err = emptySelect(tbl.Schema())
-			if err != nil {
-				e.release(objs)
-				return err
-			}
-		} else {
-			paths := make([]string, len(objs))
-			for i, o := range objs {
-				paths[i] = quoteString(o.Path)
-			}
-			body = "SELECT * FROM read_parquet([" + strings.Join(paths, ", ") +
-				"], union_by_name = true, hive_partitioning = false)"
-			if mor.active() {
-				body, err = mor.body(tbl.Schema())
-			}
-			if err == nil {
-				body, err = e.withMissingColumns(ctx, body, tbl.Schema())
-			}
-			if err != nil {
-				e.release(objs)
-				return err
-			}
+		if body, err = e.snapshotBody(ctx, tbl.Schema(), objs, mor); err != nil {
+			e.release(objs)
+			return err
 		}
 	}
 	ddl := "CREATE OR REPLACE VIEW " + quoteIdent(name) + " AS " + body
@@ -399,12 +383,38 @@ func (e *Engine) reportVisible(name string, tbl *table.Table, prevID int64, at t
 	}
 }
 
-// fetchSnapshot plans the current snapshot's data files and brings each into
-// the cache once (a file split into several scan tasks is fetched once), then the
-// equality-delete files that apply to them (deletes.go), whose objects follow the data
-// files' in the result.
-func (e *Engine) fetchSnapshot(ctx context.Context, tbl *table.Table) ([]cache.Object, *mergeOnRead, error) {
-	tasks, err := tbl.Scan().PlanFiles(ctx)
+// snapshotBody is the SELECT of a view over a snapshot's files (fetchSnapshotAt).
+func (e *Engine) snapshotBody(ctx context.Context, s *iceberg.Schema, objs []cache.Object, mor *mergeOnRead) (string, error) {
+	if len(objs) == 0 {
+		return emptySelect(s)
+	}
+	paths := make([]string, len(objs))
+	for i, o := range objs {
+		paths[i] = quoteString(o.Path)
+	}
+	body := "SELECT * FROM read_parquet([" + strings.Join(paths, ", ") +
+		"], union_by_name = true, hive_partitioning = false)"
+	if mor.active() {
+		var err error
+		if body, err = mor.body(s); err != nil {
+			return "", err
+		}
+	}
+	return e.withMissingColumns(ctx, body, s)
+}
+
+// fetchSnapshotAt plans the data files of snapshot snap (nil: the current one) and
+// brings each into the cache once (a file split into several scan tasks is fetched
+// once), then the equality-delete files that apply to them (deletes.go), whose objects
+// follow the data files' in the result.
+func (e *Engine) fetchSnapshotAt(ctx context.Context, tbl *table.Table, snap *table.Snapshot) ([]cache.Object, *mergeOnRead, error) {
+	var opts []table.ScanOption
+	if snap == nil {
+		snap = tbl.CurrentSnapshot()
+	} else {
+		opts = append(opts, table.WithSnapshotID(snap.SnapshotID))
+	}
+	tasks, err := tbl.Scan(opts...).PlanFiles(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("planning scan: %w", err)
 	}
@@ -414,7 +424,7 @@ func (e *Engine) fetchSnapshot(ctx context.Context, tbl *table.Table) ([]cache.O
 	}
 	var files []file
 	seen := map[string]bool{}
-	mor := newMergeOnRead(tbl.Metadata())
+	mor := newMergeOnRead(tbl.Metadata(), snap)
 	for _, t := range tasks {
 		if err := mor.addTask(t); err != nil {
 			return nil, nil, err
@@ -624,6 +634,7 @@ func (e *Engine) Close() error {
 		e.release(v.objects)
 		e.release(v.prev)
 	}
+	e.closeHistory()
 	return errors.Join(errs...)
 }
 
