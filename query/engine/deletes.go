@@ -32,7 +32,7 @@ const fileColumn = "_medlake_file"
 // above its file's. Position deletes and deletion vectors are still refused.
 type mergeOnRead struct {
 	meta table.Metadata
-	snap *table.Snapshot // whose files these are
+	snap *table.Snapshot     // whose files these are
 	data map[string]fileInfo // by Iceberg path
 	dels map[string]fileInfo // equality-delete files, by Iceberg path
 
