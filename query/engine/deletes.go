@@ -18,9 +18,12 @@ import (
 	"github.com/medlake/medlake/query/cache"
 )
 
-// fileColumn is the column read_parquet fills with each row's file; no table column
-// starts with "_medlake_".
-const fileColumn = "_medlake_file"
+// seqColumn and partColumn carry each data row's file's data sequence number and
+// partition through the view's joins; no table column starts with "_medlake_".
+const (
+	seqColumn  = "_medlake_seq"
+	partColumn = "_medlake_part"
+)
 
 // mergeOnRead applies a snapshot's equality deletes in the view, as the Iceberg spec
 // says: an equality-delete file removes the rows of a data file whose equality columns
@@ -181,15 +184,19 @@ func (m *mergeOnRead) setData(paths []string, objs []cache.Object) {
 // body is the view's SELECT over the data files with the equality deletes applied.
 func (m *mergeOnRead) body(s *iceberg.Schema) (string, error) {
 	paths := make([]string, len(m.dataObjs))
-	files := make([]string, len(m.dataObjs))
+	seqs := make([]string, len(m.dataObjs))
+	parts := make([]string, len(m.dataObjs))
 	for i, d := range m.dataObjs {
 		paths[i] = quoteString(d.local)
-		files[i] = "(" + quoteString(d.local) + ", " + strconv.FormatInt(d.info.seq, 10) + ", " + quoteString(d.info.part) + ")"
+		seqs[i] = strconv.FormatInt(d.info.seq, 10)
+		parts[i] = quoteString(d.info.part)
 	}
+	// Each row's file's sequence number and partition, by the file's position in the
+	// list (read_parquet's file_index): a list lookup per row, no join.
 	var b strings.Builder
-	b.WriteString("SELECT d.* EXCLUDE (" + fileColumn + ") FROM read_parquet([" + strings.Join(paths, ", ") +
-		"], union_by_name = true, hive_partitioning = false, filename = " + quoteString(fileColumn) + ") AS d JOIN (VALUES " +
-		strings.Join(files, ", ") + ") AS df(f, seq, part) ON d." + fileColumn + " = df.f")
+	b.WriteString("SELECT d.* EXCLUDE (" + seqColumn + ", " + partColumn + ") FROM (SELECT *, [" + strings.Join(seqs, ", ") +
+		"][CAST(file_index AS BIGINT) + 1] AS " + seqColumn + ", [" + strings.Join(parts, ", ") + "][CAST(file_index AS BIGINT) + 1] AS " + partColumn +
+		" FROM read_parquet([" + strings.Join(paths, ", ") + "], union_by_name = true, hive_partitioning = false)) AS d")
 
 	// One anti-join per set of equality columns (and partitioned or not).
 	type group struct {
@@ -223,10 +230,12 @@ func (m *mergeOnRead) body(s *iceberg.Schema) (string, error) {
 		g := groups[k]
 		alias := "x" + strconv.Itoa(i)
 		paths := make([]string, len(g.files))
-		vals := make([]string, len(g.files))
+		seqs := make([]string, len(g.files))
+		parts := make([]string, len(g.files))
 		for j, d := range g.files {
 			paths[j] = quoteString(d.local)
-			vals[j] = "(" + quoteString(d.local) + ", " + strconv.FormatInt(d.seq, 10) + ", " + quoteString(d.part) + ")"
+			seqs[j] = strconv.FormatInt(d.seq, 10)
+			parts[j] = quoteString(d.part)
 		}
 		keys := make([]string, len(g.cols))
 		on := make([]string, 0, len(g.cols)+1)
@@ -236,13 +245,13 @@ func (m *mergeOnRead) body(s *iceberg.Schema) (string, error) {
 		}
 		groupBy := strings.Join(keys, ", ")
 		if !g.global {
-			groupBy += ", m.part"
-			on = append(on, "df.part = "+alias+".part")
+			groupBy += ", x.part"
+			on = append(on, "d."+partColumn+" = "+alias+".part")
 		}
-		fmt.Fprintf(&b, " LEFT JOIN (SELECT %s, max(m.seq) AS seq FROM read_parquet([%s], union_by_name = true, hive_partitioning = false, filename = %s) AS x"+
-			" JOIN (VALUES %s) AS m(f, seq, part) ON x.%s = m.f GROUP BY %s) AS %s ON %s",
-			groupBy, strings.Join(paths, ", "), quoteString(fileColumn), strings.Join(vals, ", "), fileColumn, groupBy, alias, strings.Join(on, " AND "))
-		where = append(where, "("+alias+".seq IS NULL OR "+alias+".seq <= df.seq)")
+		fmt.Fprintf(&b, " LEFT JOIN (SELECT %s, max(x.seq) AS seq FROM (SELECT *, [%s][CAST(file_index AS BIGINT) + 1] AS seq, [%s][CAST(file_index AS BIGINT) + 1] AS part"+
+			" FROM read_parquet([%s], union_by_name = true, hive_partitioning = false)) AS x GROUP BY %s) AS %s ON %s",
+			groupBy, strings.Join(seqs, ", "), strings.Join(parts, ", "), strings.Join(paths, ", "), groupBy, alias, strings.Join(on, " AND "))
+		where = append(where, "("+alias+".seq IS NULL OR "+alias+".seq <= d."+seqColumn+")")
 	}
 	b.WriteString(" WHERE " + strings.Join(where, " AND "))
 	return b.String(), nil
