@@ -315,6 +315,11 @@ rescan_interval: 1s
 	model := cdcModel{}
 	type sent struct{ fac, name, data string }
 	var files []sent
+	type checkpoint struct {
+		snaps map[string]int64
+		state map[string][]string
+	}
+	var checkpoints []checkpoint
 	for round := range rounds {
 		// Files of new rows; the order rows and files arrive in does not matter to the
 		// model, only every row's ver.
@@ -333,6 +338,7 @@ rescan_interval: 1s
 		}
 		waitDone()
 		checkCDCState(ctx, t, conn, cat, model, tables, fmt.Sprintf("round %d", round))
+		checkpoints = append(checkpoints, checkpoint{snapshots(), map[string][]string{"admits": model.state("admits"), "patients": model.state("patients")}})
 
 		// Re-sent file (same bytes, a new name) and re-sent batch (a captured frame
 		// published again on its agent's topic): nothing changes, no snapshot is made.
@@ -359,6 +365,28 @@ rescan_interval: 1s
 	}
 	for _, n := range tables {
 		t.Logf("%s: %d live keys after %d rounds (seed %d)", n, len(model.state(n)), rounds, *cdcSeed)
+	}
+
+	// History through pgwire: every checkpoint's snapshot reads as the model did then,
+	// and table_changes between the first and the last lists exactly the keys whose
+	// row differs.
+	for i, cp := range checkpoints {
+		for _, n := range tables {
+			got, err := pgRows(ctx, conn, fmt.Sprintf("SELECT _facility || '|' || mrn || '|' || name || '|' || ver FROM %s AT (VERSION => %d) ORDER BY 1", n, cp.snaps[n]))
+			if err != nil || !slices.Equal(got, cp.state[n]) {
+				t.Errorf("%s at checkpoint %d (snapshot %d): %v, %v; want %v", n, i, cp.snaps[n], got, err, cp.state[n])
+			}
+		}
+	}
+	first, last := checkpoints[0], checkpoints[len(checkpoints)-1]
+	for _, n := range tables {
+		want := diffStates(first.state[n], last.state[n])
+		got, err := pgRows(ctx, conn, fmt.Sprintf(`SELECT op || ' ' || _facility || '|' || mrn FROM table_changes('%s', %d, %d) ORDER BY 1`, n, first.snaps[n], last.snaps[n]))
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("table_changes of %s between checkpoints: %v, %v; want %v", n, got, err, want)
+		} else {
+			t.Logf("table_changes of %s: %d keys changed between the first and last checkpoint", n, len(got))
+		}
 	}
 
 	// The workload reached every path: late rows dropped as stale, identical records
@@ -409,11 +437,45 @@ func checkCDCState(ctx context.Context, t *testing.T, conn *pgx.Conn, cat *catal
 }
 
 func pgState(ctx context.Context, conn *pgx.Conn, table string) ([]string, error) {
-	rows, err := conn.Query(ctx, "SELECT _facility || '|' || mrn || '|' || name || '|' || ver FROM "+table+" ORDER BY 1")
+	return pgRows(ctx, conn, "SELECT _facility || '|' || mrn || '|' || name || '|' || ver FROM "+table+" ORDER BY 1")
+}
+
+func pgRows(ctx context.Context, conn *pgx.Conn, q string) ([]string, error) {
+	rows, err := conn.Query(ctx, q)
 	if err != nil {
 		return nil, err
 	}
 	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// diffStates lists "op facility|mrn" for the keys whose row differs between two
+// states of "facility|mrn|name|ver" rows, sorted.
+func diffStates(before, after []string) []string {
+	split := func(rows []string) map[string]string {
+		m := map[string]string{}
+		for _, r := range rows {
+			p := strings.SplitN(r, "|", 3)
+			m[p[0]+"|"+p[1]] = p[2]
+		}
+		return m
+	}
+	a, b := split(before), split(after)
+	var out []string
+	for k, v := range b {
+		switch old, ok := a[k]; {
+		case !ok:
+			out = append(out, "insert "+k)
+		case old != v:
+			out = append(out, "update "+k)
+		}
+	}
+	for k := range a {
+		if _, ok := b[k]; !ok {
+			out = append(out, "delete "+k)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 func icebergState(t *testing.T, cat *catalog.Catalog, table string) []string {
