@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -263,6 +264,14 @@ func TestHistory(t *testing.T) {
 		if _, code, err := runAs(t, e, acme, q); code != CodeInsufficientPrivilege {
 			t.Errorf("tenant user ran %q: %s %v, want refused", q, code, err)
 		}
+	}
+	// History views stay out of main, which pgwire's catalog lists as the lake's tables.
+	got, _, err = runAs(t, e, admin, `SELECT count(*) FILTER (WHERE schema_name = 'main'), count(*) FROM duckdb_views() WHERE view_name LIKE 'patients@%'`)
+	if err != nil || len(got) != 1 || !strings.HasPrefix(got[0], "0|") || got[0] == "0|0" {
+		t.Errorf("history views in main|all: %v, %v; want none in main", got, err)
+	}
+	if _, code, _ := runAs(t, e, acme, `SELECT * FROM medlake_history."patients@`+fmt.Sprint(snaps[0])+`"`); code != CodeInsufficientPrivilege {
+		t.Errorf("tenant user read a history view directly: code %q", code)
 	}
 	if _, code, _ := runAs(t, e, admin, row+"AT (VERSION => 42)"); code != CodeUndefinedTable {
 		t.Errorf("unknown snapshot: code %s, want %s", code, CodeUndefinedTable)

@@ -35,6 +35,10 @@ import (
 // row of an upsert, cdc or duplicates-drop table.
 const PropKeys = "medlake.keys"
 
+// historySchema holds the history views, apart from the lake tables' views in main
+// (which pgwire's catalog lists as tables); tenant users cannot read other schemas.
+const historySchema = "medlake_history"
+
 // maxHistoryViews bounds the snapshot views kept; the oldest is dropped beyond it.
 const maxHistoryViews = 64
 
@@ -82,6 +86,8 @@ func (h *historyResolver) at(x map[string]any, t tableScope) (any, error) {
 	h.used = true
 	out := deepCopy(x).(map[string]any)
 	delete(out, "at_clause")
+	out["schema_name"] = historySchema
+	out["catalog_name"] = ""
 	out["table_name"] = name
 	if a, _ := out["alias"].(string); a == "" {
 		out["alias"] = t.name
@@ -136,7 +142,7 @@ func (h *historyResolver) changes(x map[string]any) (any, string, error) {
 	if alias == "" {
 		alias = "table_changes"
 	}
-	return map[string]any{"type": "BASE_TABLE", "alias": alias, "catalog_name": "", "schema_name": "", "table_name": view,
+	return map[string]any{"type": "BASE_TABLE", "alias": alias, "catalog_name": "", "schema_name": historySchema, "table_name": view,
 		"column_name_alias": x["column_name_alias"], "query_location": x["query_location"], "sample": x["sample"]}, name, nil
 }
 
@@ -260,7 +266,7 @@ func (e *Engine) snapshotView(ctx context.Context, tbl *table.Table, name string
 		}
 	}
 	if err == nil {
-		_, err = e.admin.ExecContext(ctx, "CREATE OR REPLACE VIEW "+quoteIdent(view)+" AS "+body)
+		_, err = e.admin.ExecContext(ctx, "CREATE SCHEMA IF NOT EXISTS "+historySchema+"; CREATE OR REPLACE VIEW "+historyName(view)+" AS "+body)
 	}
 	if err != nil {
 		e.release(objs)
@@ -302,19 +308,21 @@ func (e *Engine) changesView(ctx context.Context, tbl *table.Table, name string,
 	}
 	body := "SELECT CASE WHEN a.r IS NULL THEN 'insert' WHEN b.r IS NULL THEN 'delete' ELSE 'update' END AS op, " +
 		strings.Join(proj, ", ") + ", a.r AS before, b.r AS after FROM (SELECT " + strings.Join(sel, ", ") + ", t AS r FROM " +
-		quoteIdent(a) + " AS t) AS a FULL JOIN (SELECT " + strings.Join(sel, ", ") + ", t AS r FROM " + quoteIdent(b) +
+		historyName(a) + " AS t) AS a FULL JOIN (SELECT " + strings.Join(sel, ", ") + ", t AS r FROM " + historyName(b) +
 		" AS t) AS b ON " + strings.Join(on, " AND ") + " WHERE a.r IS DISTINCT FROM b.r"
 	e.refreshMu.Lock()
 	defer e.refreshMu.Unlock()
 	if e.hasHistory(view) {
 		return view, nil
 	}
-	if _, err := e.admin.ExecContext(ctx, "CREATE OR REPLACE VIEW "+quoteIdent(view)+" AS "+body); err != nil {
+	if _, err := e.admin.ExecContext(ctx, "CREATE OR REPLACE VIEW "+historyName(view)+" AS "+body); err != nil {
 		return "", fmt.Errorf("building table_changes of %s: %w", name, err)
 	}
 	e.addHistory(ctx, historyView{name: view})
 	return view, nil
 }
+
+func historyName(view string) string { return historySchema + "." + quoteIdent(view) }
 
 // hasHistory and addHistory keep the history views, oldest first; refreshMu held.
 func (e *Engine) hasHistory(name string) bool {
@@ -331,7 +339,7 @@ func (e *Engine) addHistory(ctx context.Context, h historyView) {
 	for len(e.history) > maxHistoryViews {
 		old := e.history[0]
 		e.history = e.history[1:]
-		if _, err := e.admin.ExecContext(ctx, "DROP VIEW IF EXISTS "+quoteIdent(old.name)); err != nil {
+		if _, err := e.admin.ExecContext(ctx, "DROP VIEW IF EXISTS "+historyName(old.name)); err != nil {
 			e.logger.Warn("dropping a history view", "view", old.name, "err", err)
 		}
 		e.release(old.objects)
