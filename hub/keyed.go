@@ -433,6 +433,11 @@ func (c *committer) syncState(ctx context.Context, tbl *table.Table) error {
 	if err != nil {
 		return err
 	}
+	if cur == nil && ok && applied != 0 {
+		// The table was dropped and created again: its old keys are gone.
+		c.log.Warn("clearing the key state of a table that has no snapshot", "state_snapshot_id", applied)
+		return c.cat.ResetCDC(ctx, c.table, 0, nil)
+	}
 	if cur == nil || (ok && applied == cur.SnapshotID) {
 		return nil
 	}

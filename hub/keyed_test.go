@@ -362,3 +362,29 @@ func TestKeyedTwoHubs(t *testing.T) {
 		t.Errorf("state %v, want %v", got, want)
 	}
 }
+
+// TestKeyedTableRecreated: a keyed table dropped and created again starts with no
+// keys, whatever state its former self left in the catalog.
+func TestKeyedTableRecreated(t *testing.T) {
+	cat, err := catalog.Open(t.Context(), catalog.Config{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cat.Close()
+	def := parseDef(t, patientsUpsert)
+	tc := newTestCommitter(t, def, cat, "hub-a")
+	if err := tc.commitBatches(t, keyedBatch(t, def, "fac0001", "first", []prow{{"A", "ann", 5, ""}})); err != nil {
+		t.Fatal(err)
+	}
+	if err := cat.Iceberg().DropTable(t.Context(), cat.TableIdent(def.Table)); err != nil {
+		t.Fatal(err)
+	}
+	tc = newTestCommitter(t, def, cat, "hub-a")
+	// An older version of A: against the old state it would be stale.
+	if err := tc.commitBatches(t, keyedBatch(t, def, "fac0001", "again", []prow{{"A", "anew", 1, ""}})); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := currentState(t, cat, def.Table); !maps.Equal(got, map[string]string{"fac0001/A": "anew@1"}) {
+		t.Errorf("recreated table holds %v, want A anew@1", got)
+	}
+}
