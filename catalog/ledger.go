@@ -103,7 +103,7 @@ var migrations = []string{
 }
 
 func (c *Catalog) migrate(ctx context.Context) error {
-	for _, m := range append(migrations[:len(migrations):len(migrations)], leaseMigrations...) {
+	for _, m := range append(append(migrations[:len(migrations):len(migrations)], leaseMigrations...), cdcMigrations...) {
 		if _, err := c.db.ExecContext(ctx, m); err != nil {
 			return fmt.Errorf("migrating %s metadata database (%.40q...): %w", c.dialect, m, err)
 		}

@@ -84,6 +84,11 @@ type committer struct {
 	bufRows      int64
 	bufBytes     int64
 	lastRecorded int64 // newest snapshot known to be in the ledger; 0 = unknown
+
+	// crashAfterLakeCommit, when set, is called after a keyed table's Iceberg commit;
+	// true stops the commit there as a hub dying at that point would (fault injection
+	// for tests; nil in production).
+	crashAfterLakeCommit func() bool
 }
 
 func newCommitter(def *feed.Definition, cat *catalog.Catalog, hubID string, cfg Config, log *slog.Logger, m *metrics, publish func(context.Context, []ackOut)) *committer {
@@ -259,7 +264,7 @@ func (c *committer) flush(ctx context.Context) error {
 // already visible as the catalog checks the transaction's requirements (the branch's
 // snapshot id), iceberg-go returns a bare "requirement failed: ..." error instead.
 func isCommitConflict(err error) bool {
-	return err != nil && (errors.Is(err, table.ErrCommitFailed) || strings.Contains(err.Error(), "requirement failed: "))
+	return err != nil && (errors.Is(err, table.ErrCommitFailed) || errors.Is(err, catalog.ErrCDCStateMoved) || strings.Contains(err.Error(), "requirement failed: "))
 }
 
 // commit appends the buffer as one snapshot and records it in the ledger. It clears the
@@ -281,7 +286,6 @@ func (c *committer) commit(ctx context.Context, tbl *table.Table) ([]ackOut, err
 	}
 	defer at.Release()
 
-	txn := tbl.NewTransaction()
 	props := iceberg.Properties{PropBatchIDs: strings.Join(ids, ","), PropHub: c.hubID}
 	var mtimeMin time.Time
 	for _, b := range c.buf {
@@ -292,32 +296,53 @@ func (c *committer) commit(ctx context.Context, tbl *table.Table) ([]ackOut, err
 	if !mtimeMin.IsZero() {
 		props[PropSourceMtimeMin] = strconv.FormatInt(mtimeMin.UnixMilli(), 10)
 	}
-	if err := txn.AppendTable(ctx, at, 1<<20, props); err != nil {
-		return nil, fmt.Errorf("writing %d rows of %d batches to table %s: %w", at.NumRows(), len(ids), c.table, err)
+	entriesFor := func(snapshotID int64, committedAt time.Time) []catalog.Ledger {
+		entries := make([]catalog.Ledger, len(c.buf))
+		for i, b := range c.buf {
+			entries[i] = catalog.Ledger{BatchID: b.hdr.BatchID, Table: c.table, SnapshotID: snapshotID,
+				Rows: b.rows, CommittedAt: committedAt, SourceSHA256: b.hdr.SourceSHA256, Agent: b.hdr.Agent}
+		}
+		return entries
 	}
-	committed, err := txn.Commit(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("committing %d batches to table %s: %w", len(ids), c.table, err)
+	var (
+		snapshotID  int64
+		committedAt time.Time
+		recorded    bool
+		rows        = c.bufRows
+	)
+	if keyed(c.def) {
+		kc, err := c.commitKeyed(ctx, tbl, at, props, entriesFor)
+		if err != nil {
+			return nil, err
+		}
+		snapshotID, committedAt, recorded, rows = kc.snapshotID, kc.committedAt, kc.recorded, kc.rows
+	} else {
+		txn := tbl.NewTransaction()
+		if err := txn.AppendTable(ctx, at, 1<<20, props); err != nil {
+			return nil, fmt.Errorf("writing %d rows of %d batches to table %s: %w", at.NumRows(), len(ids), c.table, err)
+		}
+		committed, err := txn.Commit(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("committing %d batches to table %s: %w", len(ids), c.table, err)
+		}
+		snap := committed.CurrentSnapshot()
+		if snap == nil {
+			return nil, fmt.Errorf("table %s has no current snapshot after commit", c.table)
+		}
+		snapshotID, committedAt = snap.SnapshotID, time.UnixMilli(snap.TimestampMs).UTC()
 	}
-	snap := committed.CurrentSnapshot()
-	if snap == nil {
-		return nil, fmt.Errorf("table %s has no current snapshot after commit", c.table)
-	}
-	committedAt := time.UnixMilli(snap.TimestampMs).UTC()
 
-	entries := make([]catalog.Ledger, len(c.buf))
+	entries := entriesFor(snapshotID, committedAt)
 	acks := make([]ackOut, len(c.buf))
 	for i, b := range c.buf {
-		entries[i] = catalog.Ledger{BatchID: b.hdr.BatchID, Table: c.table, SnapshotID: snap.SnapshotID,
-			Rows: b.rows, CommittedAt: committedAt, SourceSHA256: b.hdr.SourceSHA256, Agent: b.hdr.Agent}
 		acks[i] = ackOut{topic: protocol.AckTopic(b.topic.Tenant, b.topic.Facility, b.topic.Agent),
 			ack: protocol.Ack{BatchID: b.hdr.BatchID, Status: protocol.AckCommitted, Table: c.table,
-				SnapshotID: snap.SnapshotID, CommittedAt: committedAt}}
+				SnapshotID: snapshotID, CommittedAt: committedAt}}
 	}
 	for _, b := range c.repeats {
 		acks = append(acks, ackOut{topic: protocol.AckTopic(b.topic.Tenant, b.topic.Facility, b.topic.Agent),
 			ack: protocol.Ack{BatchID: b.hdr.BatchID, Status: protocol.AckCommitted, Table: c.table,
-				SnapshotID: snap.SnapshotID, CommittedAt: committedAt}})
+				SnapshotID: snapshotID, CommittedAt: committedAt}})
 		c.m.duplicates.WithLabelValues(c.table).Inc()
 	}
 	for _, b := range c.buf {
@@ -329,7 +354,6 @@ func (c *committer) commit(ctx context.Context, tbl *table.Table) ([]ackOut, err
 		}
 	}
 	c.m.lastCommit.WithLabelValues(c.table).Set(float64(committedAt.UnixMilli()) / 1e3)
-	rows := c.bufRows
 	c.clearBuffer()
 	c.m.committed.WithLabelValues(c.table).Add(float64(len(entries)))
 	c.m.rows.WithLabelValues(c.table).Add(float64(rows))
@@ -338,12 +362,17 @@ func (c *committer) commit(ctx context.Context, tbl *table.Table) ([]ackOut, err
 	// The snapshot is durable, so the acks are true whatever happens to the ledger
 	// write: if it fails, the next flush's reconcile records this snapshot from its
 	// summary before any re-sent batch could be written again.
-	if err := c.record(ctx, entries); err != nil {
-		c.log.Error("recording committed batches in the ledger failed; next commit reconciles", "snapshot_id", snap.SnapshotID, "err", err)
-	} else {
-		c.lastRecorded = snap.SnapshotID
+	switch {
+	case recorded:
+		c.lastRecorded = snapshotID
+	default:
+		if err := c.record(ctx, entries); err != nil {
+			c.log.Error("recording committed batches in the ledger failed; next commit reconciles", "snapshot_id", snapshotID, "err", err)
+		} else {
+			c.lastRecorded = snapshotID
+		}
 	}
-	c.log.Debug("committed", "snapshot_id", snap.SnapshotID, "batches", len(entries), "rows", rows)
+	c.log.Debug("committed", "snapshot_id", snapshotID, "batches", len(entries), "rows", rows)
 	return acks, nil
 }
 
@@ -509,11 +538,21 @@ func loadOrCreateTable(ctx context.Context, cat *catalog.Catalog, def *feed.Defi
 }
 
 // icebergSchema converts the feed's table schema and builds the partition spec
-// identity(_facility), day(partition time).
+// identity(_facility), day(partition time); upsert and cdc tables are partitioned by
+// identity(_facility) alone, so that every version of a key is in one partition, where
+// its equality deletes apply.
 func icebergSchema(def *feed.Definition) (*iceberg.Schema, *iceberg.PartitionSpec, error) {
 	sc, err := table.ArrowSchemaToIcebergWithFreshIDs(def.TableSchema(), false)
 	if err != nil {
 		return nil, nil, fmt.Errorf("converting schema of table %s: %w", def.Table, err)
+	}
+	if rowLevel(def) {
+		spec, err := iceberg.NewPartitionSpecOpts(
+			iceberg.AddPartitionFieldByName(feed.ColFacility, feed.ColFacility, iceberg.IdentityTransform{}, sc, nil))
+		if err != nil {
+			return nil, nil, fmt.Errorf("partition spec of table %s: %w", def.Table, err)
+		}
+		return sc, &spec, nil
 	}
 	pcol := def.PartitionColumn()
 	spec, err := iceberg.NewPartitionSpecOpts(

@@ -26,6 +26,12 @@ type metrics struct {
 	commitLag  *prometheus.HistogramVec // by table
 	freshness  *prometheus.HistogramVec // by table
 	lastCommit *prometheus.GaugeVec     // by table
+
+	// keyedRows counts the rows of upsert, cdc and duplicates-drop tables by what the
+	// commit did with them: upserted, deleted, stale (an older sequence than the key's),
+	// unchanged (identical to the live row), superseded (a newer row of the key in the
+	// same commit), duplicate (a seen key in a duplicates-drop table).
+	keyedRows *prometheus.CounterVec // by table, outcome
 }
 
 // LatencyBuckets are the buckets of the delivery latency histograms (commit lag,
@@ -73,7 +79,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Buckets: LatencyBuckets}, []string{"table"})
 	m.lastCommit = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "medlake", Subsystem: "hub",
 		Name: "table_last_commit_timestamp_seconds", Help: "When this hub last committed a snapshot of the table (Unix seconds)."}, []string{"table"})
-	for _, c := range []prometheus.Collector{m.deferred, m.commitLag, m.freshness, m.lastCommit, m.received, m.committed, m.duplicates, m.rejected, m.rows, m.failures, m.duration, m.commitRows,
+	m.keyedRows = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
+		Name: "keyed_rows_total", Help: "Rows of upsert, cdc and duplicates-drop tables, by what the commit did with them."}, []string{"table", "outcome"})
+	for _, c := range []prometheus.Collector{m.keyedRows, m.deferred, m.commitLag, m.freshness, m.lastCommit, m.received, m.committed, m.duplicates, m.rejected, m.rows, m.failures, m.duration, m.commitRows,
 		m.feedVersions, m.feedRefreshFailures, m.configPublishes, m.agentEvents, m.quarantined} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

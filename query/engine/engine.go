@@ -123,6 +123,10 @@ type Engine struct {
 	// reported as visible from their first snapshot. Guarded by refreshMu.
 	started bool
 
+	// history are the snapshot and table_changes views admins' queries built
+	// (history.go), oldest first. Guarded by refreshMu.
+	history []historyView
+
 	mu     sync.Mutex
 	views  map[string]*view // table name -> current view
 	closed bool
@@ -322,27 +326,14 @@ func (e *Engine) refreshTable(ctx context.Context, ident table.Identifier) error
 			return err
 		}
 	} else {
-		objs, err = e.fetchSnapshot(ctx, tbl)
+		var mor *mergeOnRead
+		objs, mor, err = e.fetchSnapshotAt(ctx, tbl, nil)
 		if err != nil {
 			return err
 		}
-		if len(objs) == 0 {
-			body, err = emptySelect(tbl.Schema())
-			if err != nil {
-				e.release(objs)
-				return err
-			}
-		} else {
-			paths := make([]string, len(objs))
-			for i, o := range objs {
-				paths[i] = quoteString(o.Path)
-			}
-			body = "SELECT * FROM read_parquet([" + strings.Join(paths, ", ") +
-				"], union_by_name = true, hive_partitioning = false)"
-			if body, err = e.withMissingColumns(ctx, body, tbl.Schema()); err != nil {
-				e.release(objs)
-				return err
-			}
+		if body, err = e.snapshotBody(ctx, tbl.Schema(), objs, mor); err != nil {
+			e.release(objs)
+			return err
 		}
 	}
 	ddl := "CREATE OR REPLACE VIEW " + quoteIdent(name) + " AS " + body
@@ -392,12 +383,40 @@ func (e *Engine) reportVisible(name string, tbl *table.Table, prevID int64, at t
 	}
 }
 
-// fetchSnapshot plans the current snapshot's data files and brings each into
-// the cache once (a file split into several scan tasks is fetched once).
-func (e *Engine) fetchSnapshot(ctx context.Context, tbl *table.Table) ([]cache.Object, error) {
-	tasks, err := tbl.Scan().PlanFiles(ctx)
+// snapshotBody is the SELECT of a view over a snapshot's files (fetchSnapshotAt).
+func (e *Engine) snapshotBody(ctx context.Context, s *iceberg.Schema, objs []cache.Object, mor *mergeOnRead) (string, error) {
+	if len(objs) == 0 {
+		return emptySelect(s)
+	}
+	paths := make([]string, len(objs))
+	for i, o := range objs {
+		paths[i] = quoteString(o.Path)
+	}
+	body := "SELECT * FROM read_parquet([" + strings.Join(paths, ", ") +
+		"], union_by_name = true, hive_partitioning = false)"
+	if mor.active() {
+		var err error
+		if body, err = mor.body(s); err != nil {
+			return "", err
+		}
+	}
+	return e.withMissingColumns(ctx, body, s)
+}
+
+// fetchSnapshotAt plans the data files of snapshot snap (nil: the current one) and
+// brings each into the cache once (a file split into several scan tasks is fetched
+// once), then the equality-delete files that apply to them (deletes.go), whose objects
+// follow the data files' in the result.
+func (e *Engine) fetchSnapshotAt(ctx context.Context, tbl *table.Table, snap *table.Snapshot) ([]cache.Object, *mergeOnRead, error) {
+	var opts []table.ScanOption
+	if snap == nil {
+		snap = tbl.CurrentSnapshot()
+	} else {
+		opts = append(opts, table.WithSnapshotID(snap.SnapshotID))
+	}
+	tasks, err := tbl.Scan(opts...).PlanFiles(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("planning scan: %w", err)
+		return nil, nil, fmt.Errorf("planning scan: %w", err)
 	}
 	type file struct {
 		path string
@@ -405,11 +424,10 @@ func (e *Engine) fetchSnapshot(ctx context.Context, tbl *table.Table) ([]cache.O
 	}
 	var files []file
 	seen := map[string]bool{}
+	mor := newMergeOnRead(tbl.Metadata(), snap)
 	for _, t := range tasks {
-		if len(t.DeleteFiles)+len(t.EqualityDeleteFiles)+len(t.DeletionVectorFiles) > 0 {
-			// Serving the data file without applying its deletes would show
-			// rows that no longer exist: refuse until deletes are supported.
-			return nil, fmt.Errorf("data file %s has delete files, which the query engine does not apply yet", t.File.FilePath())
+		if err := mor.addTask(t); err != nil {
+			return nil, nil, err
 		}
 		if seen[t.File.FilePath()] {
 			continue
@@ -419,7 +437,7 @@ func (e *Engine) fetchSnapshot(ctx context.Context, tbl *table.Table) ([]cache.O
 	}
 	fsys, err := tbl.FS(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("opening table file IO: %w", err)
+		return nil, nil, fmt.Errorf("opening table file IO: %w", err)
 	}
 	objs := make([]cache.Object, len(files))
 	errs := make([]error, len(files))
@@ -440,9 +458,18 @@ func (e *Engine) fetchSnapshot(ctx context.Context, tbl *table.Table) ([]cache.O
 				e.cache.Release(o)
 			}
 		}
-		return nil, err
+		return nil, nil, err
 	}
-	return objs, nil
+	if err := mor.fetch(ctx, e.cache, fsys); err != nil {
+		e.release(objs)
+		return nil, nil, err
+	}
+	paths := make([]string, len(files))
+	for i, f := range files {
+		paths[i] = f.path
+	}
+	mor.setData(paths, objs)
+	return append(objs, mor.delObjs...), mor, nil
 }
 
 func (e *Engine) release(objs []cache.Object) {
@@ -607,6 +634,7 @@ func (e *Engine) Close() error {
 		e.release(v.objects)
 		e.release(v.prev)
 	}
+	e.closeHistory()
 	return errors.Join(errs...)
 }
 

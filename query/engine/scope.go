@@ -116,6 +116,9 @@ type scoper struct {
 	touched   map[string]bool       // lake tables referenced
 	// metaSchemas are Config.MetadataSchemas, lower-cased.
 	metaSchemas map[string]bool
+	// history resolves an admin's time travel and table_changes (history.go); nil
+	// refuses them.
+	history *historyResolver
 }
 
 func decodeTree(raw []byte) (map[string]any, error) {
@@ -343,6 +346,17 @@ func (s *scoper) tableRef(x map[string]any, typ string) (any, error) {
 	case "BASE_TABLE":
 		return s.baseTable(x)
 	case "TABLE_FUNCTION":
+		fn, _ := x["function"].(map[string]any)
+		if name, _ := fn["function_name"].(string); strings.EqualFold(name, "table_changes") {
+			if s.filter != nil || s.history == nil {
+				return nil, denied("table_changes reads a table's history, which only admins may")
+			}
+			out, table, err := s.history.changes(x)
+			if err == nil {
+				s.touched[table] = true
+			}
+			return out, err
+		}
 		if s.filter != nil {
 			fn, _ := x["function"].(map[string]any)
 			name, _ := fn["function_name"].(string)
@@ -414,11 +428,14 @@ func (s *scoper) baseTable(x map[string]any) (any, error) {
 // aliases and sample.
 func (s *scoper) lakeTable(x map[string]any, t tableScope) (any, error) {
 	s.touched[t.name] = true
+	if at, ok := x["at_clause"]; ok && at != nil {
+		if s.filter == nil && s.history != nil {
+			return s.history.at(x, t)
+		}
+		return nil, denied("time travel (AT) on %s is not permitted", t.name)
+	}
 	if s.filter == nil {
 		return x, nil
-	}
-	if at, ok := x["at_clause"]; ok && at != nil {
-		return nil, denied("time travel (AT) on %s is not permitted", t.name)
 	}
 	if !t.hasTenant {
 		return nil, denied("table %s has no %s column, so only admins may read it", t.name, tenantColumn)

@@ -150,11 +150,14 @@ func (s *Session) scope(ctx context.Context, query string) (string, []string, er
 		return "", nil, err
 	}
 	sc := &scoper{principal: s.principal, tables: s.e.scopeTables(), filter: s.filter, metaSchemas: s.e.metaSchemas}
+	if s.filter == nil {
+		sc.history = &historyResolver{ctx: ctx, e: s.e}
+	}
 	tables, err := sc.scope(tree)
 	if err != nil {
 		return "", nil, err
 	}
-	if s.filter == nil {
+	if s.filter == nil && !sc.history.used {
 		return query, tables, nil
 	}
 	scoped, err := deparse(ctx, s.conn, tree)
