@@ -115,9 +115,28 @@ func endErr(rows driver.Rows) error {
 	}
 	res := (*mapping.Result)(unsafe.Add(v.UnsafePointer(), f.Offset))
 	if msg := mapping.ResultError(res); msg != "" {
-		return fmt.Errorf("%s", msg)
+		return &duckdb.Error{Type: duckdb.ErrorType(mapping.ResultErrorType(res)), Msg: msg}
 	}
 	return nil
+}
+
+// errFailedMidStream replaces DuckDB's interrupt error when nothing
+// interrupted the query: a worker thread's failure interrupts the others,
+// and a streaming result may report that interruption instead of the
+// failure itself.
+var errFailedMidStream = &Error{Code: "XX000", Msg: "the query failed while computing its rows and DuckDB reported only that it was interrupted; rows after this point were not sent"}
+
+// streamErr is err, the end of a read, with an interruption nobody asked
+// for reported as errFailedMidStream.
+func streamErr(ctx context.Context, err error) error {
+	if cerr := ctx.Err(); cerr != nil {
+		return cerr // DuckDB's "INTERRUPT Error" is the cancellation
+	}
+	var de *duckdb.Error
+	if errors.As(err, &de) && de.Type == duckdb.ErrorTypeInterrupt {
+		return &Error{Code: errFailedMidStream.Code, Msg: errFailedMidStream.Msg, Err: err}
+	}
+	return err
 }
 
 // checkEvery is how many rows are read between checks of the context.
@@ -170,13 +189,13 @@ func readRows(ctx context.Context, rows driver.Rows, dest []driver.Value, max in
 			}
 		}
 		if err := rows.Next(dest); err != nil {
-			if cerr := ctx.Err(); cerr != nil {
-				return false, cerr // DuckDB's "INTERRUPT Error" is the cancellation
-			}
 			if errors.Is(err, io.EOF) {
-				return false, endErr(rows)
+				err = endErr(rows)
 			}
-			return false, err
+			if err != nil {
+				return false, streamErr(ctx, err)
+			}
+			return false, nil
 		}
 		if err := fn(dest); err != nil {
 			return false, err
