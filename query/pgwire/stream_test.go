@@ -176,7 +176,7 @@ func rss(tb testing.TB) uint64 {
 }
 
 // Memory bounds for streaming bigQuery: generous next to a streamed result's
-// few MiB, far under the ~300 MB the result holds if kept anywhere whole.
+// few MiB, far under the ~270 MB the result holds if kept anywhere whole.
 const (
 	maxHeapGrowthMiB = 64
 	maxRSSGrowthMiB  = 160
