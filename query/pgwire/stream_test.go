@@ -106,7 +106,7 @@ func (r *rawClient) execute(portal string, maxRows uint32, row func(*pgproto3.Da
 }
 
 // bigQuery is a result far larger than the engine's memory limit in the
-// streaming tests: 5M rows, ~300 MB as text.
+// streaming tests: 5M rows, ~270 MB as text.
 const (
 	bigRows  = 5_000_000
 	bigQuery = `SELECT i, repeat('x', 40) || i::VARCHAR AS s FROM range(5000000) t(i)`
@@ -474,7 +474,7 @@ func TestStreamAudit(t *testing.T) {
 }
 
 // BenchmarkStream measures how fast a large result streams to real clients:
-// bigQuery (5M rows, ~300 MB as text) read by pgx over the simple protocol
+// bigQuery (5M rows, ~270 MB as text) read by pgx over the simple protocol
 // (text) and the extended protocol (binary where the types allow), and by
 // psql reading through a cursor (FETCH_COUNT). Run it with -benchtime=1x.
 func BenchmarkStream(b *testing.B) {
