@@ -47,16 +47,17 @@ type resultStream struct {
 	open     *atomic.Int64 // the server's count of open results; nil until counted
 }
 
-// openStreams counts the cursors and suspended portals holding results.
+// openStreams counts the cursors and suspended portals holding an engine
+// result (and so a DuckDB connection).
 func (c *conn) openStreams() int {
 	n := 0
 	for _, pt := range c.portals {
-		if pt.stream != nil && pt.stream.holding() {
+		if pt.stream != nil && pt.stream.holdsEngine() {
 			n++
 		}
 	}
 	for _, cur := range c.cursors {
-		if cur.stream.holding() {
+		if cur.stream.holdsEngine() {
 			n++
 		}
 	}
@@ -67,7 +68,9 @@ func (c *conn) openStreams() int {
 // is a session command with no rows (BEGIN, SET, ...): it has run, nothing
 // is kept, and the tag completes the command.
 func (c *conn) openStream(ctx context.Context, what string, p *prepared, args []any) (_ *resultStream, tag string, err error) {
-	if max := c.s.cfg.MaxCursors; max > 0 && c.openStreams() >= max {
+	// The bound is on results that hold a DuckDB connection; a session
+	// command's few rows do not.
+	if max := c.s.cfg.MaxCursors; p.st != nil && max > 0 && c.openStreams() >= max {
 		return nil, "", errorf("53400", "too many open cursors and suspended portals on this connection (max_open_cursors = %d); close one (CLOSE, or finish reading it) first", max)
 	}
 	finish, err := c.auditBegin(ctx, p)
@@ -154,11 +157,11 @@ func valueSize(v driver.Value) int {
 	}
 }
 
-// holding reports whether the stream still holds a result.
-func (s *resultStream) holding() bool {
+// holdsEngine reports whether the stream still holds an engine result.
+func (s *resultStream) holdsEngine() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return !s.finished
+	return !s.finished && s.cur != nil
 }
 
 // fetch reads up to max rows (all that remain when max <= 0) and calls send
