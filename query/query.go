@@ -60,6 +60,13 @@ type Config struct {
 	// MaxConcurrent bounds the statements running at once on this node;
 	// others wait for a slot. Default 8.
 	MaxConcurrent int `yaml:"max_concurrent"`
+	// MaxOpenCursors bounds the cursors and suspended portals one pgwire
+	// connection keeps open; each holds a DuckDB connection and its query's
+	// working memory. Default 8; negative: no bound.
+	MaxOpenCursors int `yaml:"max_open_cursors"`
+	// CursorIdleTimeout closes a pgwire cursor or suspended portal left
+	// unread that long. Default 5m; negative: never.
+	CursorIdleTimeout time.Duration `yaml:"cursor_idle_timeout"`
 	// MemoryLimit bounds the memory of all running statements together
 	// (DuckDB's memory_limit, e.g. "8GB"); a statement that needs more
 	// fails with SQLSTATE 53200 and the others go on. Default: DuckDB's,
@@ -87,6 +94,7 @@ func (c Config) pgwire() pgwire.Config {
 		Listen:      c.Listen,
 		TLSCertFile: c.TLSCertFile, TLSKeyFile: c.TLSKeyFile, RequireTLS: c.RequireTLS,
 		TrustLoopback: c.trustLoopback(),
+		MaxCursors:    c.MaxOpenCursors, CursorIdleTimeout: c.CursorIdleTimeout,
 	}
 }
 

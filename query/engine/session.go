@@ -6,7 +6,6 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
-	"io"
 	"slices"
 
 	"github.com/duckdb/duckdb-go/v2"
@@ -78,6 +77,7 @@ type Statement struct {
 	s          *Session
 	stmt       *duckdb.Stmt
 	text       string       // as the client sent it
+	sql        string       // as prepared: scoped, parameters cast
 	cast       map[int]bool // parameters cast to VARCHAR (castParams)
 	generation int64        // the engine's view generation when scoped and prepared
 	Params     []Type
@@ -168,7 +168,7 @@ func (s *Session) scope(ctx context.Context, query string) (string, []string, er
 }
 
 func (s *Session) prepare(ctx context.Context, query string) (*Statement, error) {
-	st := &Statement{s: s, generation: s.e.generation.Load()}
+	st := &Statement{s: s, sql: query, generation: s.e.generation.Load()}
 	err := s.conn.Raw(func(dc any) error {
 		c, ok := dc.(*duckdb.Conn)
 		if !ok {
@@ -228,28 +228,19 @@ func (s *Session) prepare(ctx context.Context, query string) (*Statement, error)
 }
 
 // Query executes the statement with args (nil elements bind NULL) and calls
-// fn for each row. The row slice is reused between calls; fn must copy what
-// it keeps. Returning an error from fn stops the query with that error.
+// fn for each row as DuckDB computes it. The row slice is reused between
+// calls; fn must copy what it keeps. Returning an error from fn stops the
+// query with that error. The query holds a statement slot and the session's
+// connection until it ends.
 func (st *Statement) Query(ctx context.Context, args []any, fn func(row []driver.Value) error) (err error) {
 	if len(args) != len(st.Params) {
 		return fmt.Errorf("statement has %d parameters, got %d values", len(st.Params), len(args))
 	}
-	release, err := st.s.e.acquire(ctx)
+	ctx, release, err := st.s.e.begin(ctx)
 	if err != nil {
 		return err
 	}
-	defer release()
-	if d := st.s.e.cfg.StatementTimeout; d > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(ctx, d, &Error{Code: CodeQueryCanceled,
-			Msg: fmt.Sprintf("canceling statement: it ran longer than the statement timeout (%s)", d)})
-		defer cancel()
-		defer func() {
-			if cause := context.Cause(ctx); err != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) && cause != nil {
-				err = cause
-			}
-		}()
-	}
+	defer func() { err = release(err) }()
 	return st.query(ctx, args, fn)
 }
 
@@ -261,24 +252,16 @@ func (st *Statement) query(ctx context.Context, args []any, fn func(row []driver
 	for i, a := range args {
 		named[i] = driver.NamedValue{Ordinal: i + 1, Value: a}
 	}
-	return st.s.conn.Raw(func(any) error {
-		rows, err := st.stmt.QueryContext(ctx, named)
+	return st.s.conn.Raw(func(dc any) error {
+		rows, err := queryStreaming(ctx, st.stmt, named)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
-		dest := make([]driver.Value, len(rows.Columns()))
-		for {
-			if err := rows.Next(dest); err != nil {
-				if errors.Is(err, io.EOF) {
-					return nil
-				}
-				return err
-			}
-			if err := fn(dest); err != nil {
-				return err
-			}
-		}
+		stop := interruptOnDone(ctx, dc)
+		defer stop()
+		_, err = readRows(ctx, rows, make([]driver.Value, len(rows.Columns())), 0, fn)
+		return err
 	})
 }
 
@@ -309,7 +292,7 @@ func (st *Statement) rebindIfStale(ctx context.Context) error {
 		return ErrResultChanged
 	}
 	st.Close()
-	st.stmt, st.generation, st.Tables = fresh.stmt, fresh.generation, fresh.Tables
+	st.stmt, st.sql, st.generation, st.Tables = fresh.stmt, fresh.sql, fresh.generation, fresh.Tables
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"database/sql"
@@ -362,4 +363,29 @@ func (f *failAfter) Write(rec arrow.RecordBatch) error {
 	}
 	f.left--
 	return f.Writer.Write(rec)
+}
+
+// TestStreamsRows checks rows leave as DuckDB computes them: a query that
+// fails at its 900,000th row has sent rows, with status 200, before the
+// failure, which then ends the body with the error in the trailer. (A result
+// computed whole before sending would fail with no row sent.)
+func TestStreamsRows(t *testing.T) {
+	f := newFixtureTrusting(t, true)
+	resp := f.post(t, "", "", "", `SELECT CASE WHEN i < 900000 THEN i ELSE error('row 900000') END AS i FROM range(1000000) t(i)`, "?format=ndjson")
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d: %s", resp.StatusCode, readAll(t, resp.Body))
+	}
+	sc := bufio.NewScanner(resp.Body)
+	n := 0
+	for ; sc.Scan(); n++ {
+		if want := fmt.Sprintf(`{"i":%d}`, n); n < 1000 && sc.Text() != want {
+			t.Fatalf("row %d: %s, want %s", n, sc.Text(), want)
+		}
+	}
+	if n < 1000 || n >= 900000 {
+		t.Errorf("%d rows before the failure, want some of the first 900000", n)
+	}
+	if e := resp.Trailer.Get(errorTrailer); e == "" {
+		t.Errorf("no %s trailer after the failure", errorTrailer)
+	}
 }

@@ -1,7 +1,7 @@
 package pgwire
 
 import (
-	"bytes"
+	"bufio"
 	"context"
 	"crypto/tls"
 	"database/sql/driver"
@@ -47,6 +47,7 @@ func errorf(code, format string, args ...any) error {
 type conn struct {
 	s      *Server
 	nc     net.Conn
+	out    *connWriter // what be writes to
 	be     *pgproto3.Backend
 	logger *slog.Logger
 	pid    uint32
@@ -66,9 +67,36 @@ type conn struct {
 	// Sync, as in PostgreSQL (pgJDBC pages through them that way).
 	inTx    bool
 	pending int // bytes sent since the last flush
+	// rowVals and rowBuf are sendRow's scratch space, reused row to row.
+	rowVals [][]byte
+	rowBuf  []byte
 
 	runMu   sync.Mutex
 	running context.CancelFunc
+}
+
+// connWriter is what the backend writes to. During startup writes go
+// straight to the connection; once the session starts (buffer) they gather
+// until conn.flush sends them.
+type connWriter struct {
+	w   io.Writer     // the connection, TLS once negotiated
+	buf *bufio.Writer // nil during startup
+}
+
+func (cw *connWriter) Write(p []byte) (int, error) {
+	if cw.buf == nil {
+		return cw.w.Write(p)
+	}
+	return cw.buf.Write(p)
+}
+
+func (cw *connWriter) buffer() { cw.buf = bufio.NewWriterSize(cw.w, 2*flushBytes) }
+
+func (cw *connWriter) flush() error {
+	if cw.buf == nil {
+		return nil
+	}
+	return cw.buf.Flush()
 }
 
 // prepared is a parsed statement: a DuckDB statement or a session command
@@ -81,8 +109,11 @@ type prepared struct {
 	cols      []column
 	virtual   *virtualResult
 	// run computes a virtual result when the statement executes (DECLARE,
-	// FETCH, CLOSE), not when it is parsed.
+	// CLOSE), not when it is parsed.
 	run func(ctx context.Context) (*virtualResult, error)
+	// fetch streams rows from a cursor to send when the statement executes
+	// (FETCH, MOVE) and returns the command tag.
+	fetch func(ctx context.Context, send func(row []driver.Value) error) (tag string, err error)
 	// binary: results go out in binary unless Bind says otherwise (FETCH
 	// from a BINARY cursor).
 	binary bool
@@ -103,15 +134,13 @@ type virtualResult struct {
 }
 
 type portal struct {
+	name    string
 	p       *prepared
 	args    []any
 	formats []int16
-	// A portal run with a row limit holds the rest of its rows until
-	// executed again (then PortalSuspended is sent instead of
-	// CommandComplete).
-	started bool
-	rows    [][]driver.Value
-	sent    int64
+	// stream is the result of a portal executed with a row limit, read on
+	// by the next Execute (PortalSuspended ends each piece but the last).
+	stream *resultStream
 }
 
 func (p *prepared) close() {
@@ -124,8 +153,9 @@ func (s *Server) serve(ctx context.Context, nc net.Conn) {
 	defer nc.Close()
 	stop := context.AfterFunc(ctx, func() { nc.Close() })
 	defer stop()
+	out := &connWriter{w: nc}
 	c := &conn{
-		s: s, nc: nc, be: pgproto3.NewBackend(nc, nc),
+		s: s, nc: nc, out: out, be: pgproto3.NewBackend(nc, out),
 		logger:          s.logger.With("remote", nc.RemoteAddr().String()),
 		stmts:           map[string]*prepared{},
 		portals:         map[string]*portal{},
@@ -146,6 +176,7 @@ func (s *Server) serve(ctx context.Context, nc net.Conn) {
 		return
 	}
 	_ = nc.SetDeadline(time.Time{})
+	c.out.buffer()
 	defer s.unregister(c.pid)
 	defer c.closeAll()
 	if err := c.loop(ctx); err != nil && !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) && ctx.Err() == nil {
@@ -179,7 +210,8 @@ func (c *conn) startup(ctx context.Context) (bool, error) {
 				return false, fmt.Errorf("tls handshake: %w", err)
 			}
 			c.nc = tc
-			c.be = pgproto3.NewBackend(tc, tc)
+			c.out = &connWriter{w: tc}
+			c.be = pgproto3.NewBackend(tc, c.out)
 			c.be.SetMaxBodyLen(maxMessageBytes)
 		case *pgproto3.GSSEncRequest:
 			if _, err := c.nc.Write([]byte{'N'}); err != nil {
@@ -283,6 +315,7 @@ func (c *conn) fatal(code, msg string) error {
 }
 
 func (c *conn) closeAll() {
+	c.endOfTransaction(true)
 	for _, p := range c.stmts {
 		p.close()
 	}
@@ -324,9 +357,10 @@ func (c *conn) loop(ctx context.Context) error {
 		case *pgproto3.Close:
 			c.closeObject(m)
 		case *pgproto3.Sync:
-			// Sync ends an implicit transaction, which drops portals.
+			// Sync ends an implicit transaction, which drops portals and
+			// cursors without HOLD.
 			if !c.inTx {
-				c.portals = map[string]*portal{}
+				c.endOfTransaction(false)
 			}
 			c.be.Send(&pgproto3.ReadyForQuery{TxStatus: c.txStatus()})
 			opErr = c.flush()
@@ -345,6 +379,12 @@ func (c *conn) loop(ctx context.Context) error {
 			if _, isSync := msg.(*pgproto3.Sync); !isSync {
 				skipToSync = true
 			}
+			// As PostgreSQL does, the error goes out at once: a client that
+			// sent Flush rather than Sync (reading a portal piece by piece)
+			// waits for it, and Flush is skipped with the rest until Sync.
+			if err := c.flush(); err != nil {
+				return err
+			}
 		}
 		if c.pending > flushBytes {
 			if err := c.flush(); err != nil {
@@ -356,11 +396,21 @@ func (c *conn) loop(ctx context.Context) error {
 
 func (c *conn) flush() error {
 	c.pending = 0
-	return c.be.Flush()
+	if err := c.be.Flush(); err != nil {
+		return err
+	}
+	return c.out.flush()
 }
 
+// send sends one of many messages (a DataRow): it moves it on to the
+// connection's buffer at once, which keeps pgproto3's own buffer small and
+// reused (pgproto3 drops a buffer grown past 1 KiB at each Flush, and growing
+// it again batch after batch took a tenth of a large result's CPU).
 func (c *conn) send(msg pgproto3.BackendMessage, size int) error {
 	c.be.Send(msg)
+	if err := c.be.Flush(); err != nil {
+		return err
+	}
 	c.pending += size
 	if c.pending > flushBytes {
 		return c.flush()
@@ -383,6 +433,11 @@ func (c *conn) simpleQuery(ctx context.Context, sql string) {
 			c.sendError(err)
 			break
 		}
+	}
+	// The implicit transaction of a query outside BEGIN ends here, and
+	// with it the cursors declared without HOLD.
+	if !c.inTx {
+		c.closeCursors(func(cur *cursor) bool { return !cur.hold })
 	}
 	c.be.Send(&pgproto3.ReadyForQuery{TxStatus: c.txStatus()})
 	_ = c.flush()
@@ -433,7 +488,8 @@ func (c *conn) bind(m *pgproto3.Bind) error {
 	if c.logger.Enabled(context.Background(), slog.LevelDebug) {
 		c.logger.Debug("pgwire bind", "statement", m.PreparedStatement, "result_formats", fmt.Sprint(formats))
 	}
-	c.portals[m.DestinationPortal] = &portal{p: p, args: args, formats: formats}
+	c.dropPortal(m.DestinationPortal)
+	c.portals[m.DestinationPortal] = &portal{name: m.DestinationPortal, p: p, args: args, formats: formats}
 	c.be.Send(&pgproto3.BindComplete{})
 	return nil
 }
@@ -534,38 +590,32 @@ func (c *conn) executePortal(ctx context.Context, m *pgproto3.Execute) error {
 		c.be.Send(&pgproto3.EmptyQueryResponse{})
 		return nil
 	}
-	if m.MaxRows == 0 && !pt.started {
+	if m.MaxRows == 0 && pt.stream == nil {
 		return c.execute(ctx, "", pt.p, pt.args, pt.formats, false)
 	}
-	// A row limit: the result is computed once and handed out in pieces.
-	if !pt.started {
-		pt.started = true
-		rows, tag, err := c.collect(ctx, pt.p, pt.args)
+	// A row limit: the result streams, piece by piece, one per Execute.
+	if pt.stream == nil {
+		s, tag, err := c.openStream(ctx, portalWhat(pt.name), pt.p, pt.args)
 		if err != nil {
 			return err
 		}
-		if tag != "" && !strings.HasPrefix(tag, "SELECT") && !strings.HasPrefix(tag, "FETCH") && !strings.HasPrefix(tag, "SHOW") {
+		if tag != "" {
 			c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte(tag)})
 			return nil
 		}
-		pt.rows = rows
+		pt.stream = s
 	}
-	n := len(pt.rows)
-	if m.MaxRows > 0 && int(m.MaxRows) < n {
-		n = int(m.MaxRows)
+	more, err := pt.stream.fetch(ctx, c, int64(m.MaxRows), func(row []driver.Value) error {
+		return c.sendRow(pt.p.cols, pt.formats, row)
+	})
+	if err != nil {
+		return err
 	}
-	for _, row := range pt.rows[:n] {
-		if err := c.sendRow(pt.p.cols, pt.formats, row); err != nil {
-			return err
-		}
-	}
-	pt.rows = pt.rows[n:]
-	pt.sent += int64(n)
-	if len(pt.rows) > 0 {
+	if more {
 		c.be.Send(&pgproto3.PortalSuspended{})
 		return nil
 	}
-	c.be.Send(&pgproto3.CommandComplete{CommandTag: fmt.Appendf(nil, "SELECT %d", pt.sent)})
+	c.be.Send(&pgproto3.CommandComplete{CommandTag: fmt.Appendf(nil, "SELECT %d", pt.stream.rowsSent())})
 	return nil
 }
 
@@ -575,14 +625,14 @@ func (c *conn) closeObject(m *pgproto3.Close) {
 		if p := c.stmts[m.Name]; p != nil {
 			for name, pt := range c.portals {
 				if pt.p == p {
-					delete(c.portals, name)
+					c.dropPortal(name)
 				}
 			}
 			p.close()
 			delete(c.stmts, m.Name)
 		}
 	case 'P':
-		delete(c.portals, m.Name)
+		c.dropPortal(m.Name)
 	}
 	c.be.Send(&pgproto3.CloseComplete{})
 }
@@ -606,6 +656,17 @@ func (c *conn) execute(ctx context.Context, sql string, p *prepared, args []any,
 	}
 	if rowDesc {
 		c.sendRowDescription(p, formats)
+	}
+	if p.fetch != nil {
+		tag, err := p.fetch(ctx, func(row []driver.Value) error {
+			n++
+			return c.sendRow(p.cols, formats, row)
+		})
+		if err != nil {
+			return err
+		}
+		c.be.Send(&pgproto3.CommandComplete{CommandTag: []byte(tag)})
+		return nil
 	}
 	v := p.virtual
 	if p.run != nil {
@@ -650,6 +711,13 @@ func (c *conn) query(ctx context.Context, p *prepared, args []any, fn func(row [
 	if args == nil && len(p.paramOIDs) > 0 {
 		return errorf("42P02", "there is no parameter $1")
 	}
+	return c.run(ctx, func(ctx context.Context) error { return p.st.Query(ctx, args, fn) })
+}
+
+// run runs one piece of statement work (a query, opening a cursor, a FETCH
+// or row-limited Execute) under the session's statement_timeout, and
+// cancellable by a CancelRequest while it runs.
+func (c *conn) run(ctx context.Context, fn func(ctx context.Context) error) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if d := c.statementTimeout(); d > 0 {
@@ -665,96 +733,59 @@ func (c *conn) query(ctx context.Context, p *prepared, args []any, fn func(row [
 		c.running = nil
 		c.runMu.Unlock()
 	}()
-	err := p.st.Query(ctx, args, fn)
+	err := fn(ctx)
 	if err != nil && errors.Is(context.Cause(ctx), errStatementTimeout) {
 		return errorf("57014", "canceling statement due to statement timeout")
 	}
 	return err
 }
 
-// maxBufferedBytes bounds the result a cursor or a row-limited portal
-// keeps in memory.
-const maxBufferedBytes = 256 << 20
-
-// collect runs p to completion and keeps its rows (for cursors and
-// row-limited portals), with the command tag of a virtual result.
-func (c *conn) collect(ctx context.Context, p *prepared, args []any) (rows [][]driver.Value, tag string, err error) {
-	if p.empty {
-		return nil, "", nil
-	}
-	finish, err := c.auditBegin(ctx, p)
-	if err != nil {
-		return nil, "", err
-	}
-	defer func() { finish(int64(len(rows)), err) }()
-	v := p.virtual
-	if p.run != nil {
-		var err error
-		if v, err = p.run(ctx); err != nil {
-			return nil, "", err
-		}
-	}
-	if v != nil {
-		return v.rows, v.tag, nil
-	}
-	size := 0
-	start := time.Now()
-	err = c.query(ctx, p, args, func(row []driver.Value) error {
-		cp := make([]driver.Value, len(row))
-		for i, v := range row {
-			if b, ok := v.([]byte); ok {
-				v = bytes.Clone(b)
-			}
-			cp[i] = v
-			size += valueSize(v)
-		}
-		if size > maxBufferedBytes {
-			return errorf("54000", "result kept for a cursor or a row-limited portal exceeds %d MiB; add a LIMIT or fetch without a row limit", maxBufferedBytes>>20)
-		}
-		rows = append(rows, cp)
-		return nil
-	})
-	if err != nil {
-		c.s.observe("error", time.Since(start))
-		return nil, "", err
-	}
-	c.s.observe("ok", time.Since(start))
-	return rows, "", nil
-}
-
-func valueSize(v driver.Value) int {
-	switch x := v.(type) {
-	case string:
-		return 16 + len(x)
-	case []byte:
-		return 24 + len(x)
-	default:
-		return 16
-	}
-}
-
 func (c *conn) sendRow(cols []column, formats []int16, row []driver.Value) error {
-	vals := make([][]byte, len(row))
-	size := 0
+	// The values are encoded into one buffer reused row after row: Send
+	// copies the message out before the next row.
+	if cap(c.rowVals) < len(row) {
+		c.rowVals = make([][]byte, len(row))
+	}
+	if c.rowBuf == nil {
+		c.rowBuf = make([]byte, 0, 512) // never nil: a nil value is NULL
+	}
+	vals, buf := c.rowVals[:len(row)], c.rowBuf[:0]
+	ends := make([]int, 0, 16)
 	for i, v := range row {
 		if v == nil {
+			ends = append(ends, -1)
 			continue
 		}
-		var b []byte
 		var err error
 		if formats[i] == 1 {
+			var b []byte
 			b, err = encodeBinary(cols[i].t, v)
+			buf = append(buf, b...)
 		} else {
-			b, err = encodeText(cols[i].t, v)
+			buf, err = appendText(buf, cols[i].t, v)
 		}
 		if err != nil {
 			return errorf("XX000", "column %s: %v", cols[i].name, err)
 		}
-		vals[i] = b
-		size += len(b) + 4
+		ends = append(ends, len(buf))
 	}
-	return c.send(&pgproto3.DataRow{Values: vals}, size)
+	start := 0
+	for i, end := range ends {
+		if end < 0 {
+			vals[i] = nil
+			continue
+		}
+		vals[i] = buf[start:end:end]
+		start = end
+	}
+	if cap(buf) <= maxRowBuf {
+		c.rowBuf = buf
+	}
+	return c.send(&pgproto3.DataRow{Values: vals}, len(buf)+4*len(row))
 }
+
+// maxRowBuf bounds the encoding buffer a connection keeps between rows.
+const maxRowBuf = 1 << 20
 
 func (c *conn) cancelRunning() {
 	c.runMu.Lock()

@@ -9,12 +9,12 @@ import (
 	"strings"
 )
 
-// cursor is a DECLAREd cursor: its result, computed at DECLARE, and how far
-// FETCH has read. Only forward fetching is offered (NO SCROLL).
+// cursor is a DECLAREd cursor: its result, started at DECLARE and read on
+// by each FETCH as DuckDB computes it. Only forward fetching is offered (NO
+// SCROLL).
 type cursor struct {
 	cols   []column
-	rows   [][]driver.Value
-	pos    int
+	stream *resultStream
 	binary bool
 	hold   bool // WITH HOLD: survives COMMIT
 }
@@ -33,8 +33,11 @@ func cursorName(s string) string {
 }
 
 // declareCursor runs DECLARE name [BINARY] [NO SCROLL] CURSOR [WITH|WITHOUT
-// HOLD] FOR query: the query runs when the statement executes and its rows
-// wait in the cursor.
+// HOLD] FOR query: the query starts when the statement executes and FETCH
+// reads its rows as they are computed. A cursor without HOLD closes when
+// the transaction ends (COMMIT, ROLLBACK, or the end of the query message
+// outside BEGIN); one WITH HOLD stays open, streaming, until CLOSE, ROLLBACK
+// or the idle timeout.
 func (c *conn) declareCursor(ctx context.Context, q string) (*prepared, error) {
 	m := declareRe.FindStringSubmatch(strings.TrimSpace(q))
 	if m == nil {
@@ -64,11 +67,14 @@ func (c *conn) declareCursor(ctx context.Context, q string) (*prepared, error) {
 		if _, exists := c.cursors[name]; exists {
 			return nil, errorf("42P03", "cursor %q already exists", name)
 		}
-		rows, _, err := c.collect(ctx, inner, nil)
+		s, tag, err := c.openStream(ctx, fmt.Sprintf("cursor %q", name), inner, nil)
 		if err != nil {
 			return nil, err
 		}
-		c.cursors[name] = &cursor{cols: inner.cols, rows: rows, binary: binary, hold: strings.EqualFold(m[3], "WITH")}
+		if tag != "" {
+			return nil, errorf("42P11", "cannot open %s query as cursor", tag)
+		}
+		c.cursors[name] = &cursor{cols: inner.cols, stream: s, binary: binary, hold: strings.EqualFold(m[3], "WITH")}
 		return &virtualResult{tag: "DECLARE CURSOR"}, nil
 	}}, nil
 }
@@ -97,21 +103,23 @@ func (c *conn) fetchCursor(q string) (*prepared, error) {
 	if verb == "FETCH" {
 		p.cols = cur.cols
 	}
-	p.run = func(context.Context) (*virtualResult, error) {
+	p.fetch = func(ctx context.Context, send func([]driver.Value) error) (string, error) {
 		if c.cursors[name] != cur {
-			return nil, errorf("34000", "cursor %q does not exist", name)
+			return "", errorf("34000", "cursor %q does not exist", name)
 		}
-		end := len(cur.rows)
-		if count >= 0 && cur.pos+count < end {
-			end = cur.pos + count
+		n := 0
+		if count != 0 {
+			if verb == "MOVE" {
+				send = func([]driver.Value) error { return nil }
+			}
+			if _, err := cur.stream.fetch(ctx, c, int64(max(count, 0)), func(row []driver.Value) error {
+				n++
+				return send(row)
+			}); err != nil {
+				return "", err
+			}
 		}
-		rows := cur.rows[cur.pos:end]
-		cur.pos = end
-		v := &virtualResult{tag: fmt.Sprintf("%s %d", verb, len(rows))}
-		if verb == "FETCH" {
-			v.rows = rows
-		}
-		return v, nil
+		return fmt.Sprintf("%s %d", verb, n), nil
 	}
 	return p, nil
 }
@@ -124,12 +132,14 @@ func (c *conn) closeCursor(q string) (*prepared, error) {
 	}
 	return &prepared{run: func(context.Context) (*virtualResult, error) {
 		if strings.EqualFold(m[1], "ALL") {
-			clear(c.cursors)
+			c.closeCursors(func(*cursor) bool { return true })
 		} else {
 			name := cursorName(m[1])
-			if c.cursors[name] == nil {
+			cur := c.cursors[name]
+			if cur == nil {
 				return nil, errorf("34000", "cursor %q does not exist", name)
 			}
+			cur.stream.close(nil)
 			delete(c.cursors, name)
 		}
 		return &virtualResult{tag: "CLOSE CURSOR"}, nil
@@ -141,12 +151,7 @@ func (c *conn) closeCursor(q string) (*prepared, error) {
 func (c *conn) endTransaction(tag string) *prepared {
 	return &prepared{run: func(context.Context) (*virtualResult, error) {
 		c.inTx = false
-		clear(c.portals)
-		for name, cur := range c.cursors {
-			if !cur.hold || tag == "ROLLBACK" {
-				delete(c.cursors, name)
-			}
-		}
+		c.endOfTransaction(tag == "ROLLBACK")
 		return &virtualResult{tag: tag}, nil
 	}}
 }

@@ -5,7 +5,8 @@
 // It owns connections: TLS (SSLRequest), SCRAM-SHA-256 logins checked
 // against an auth.Store (with tls-server-end-point channel binding over
 // TLS), the simple and extended query protocols with portals, row-limited
-// Execute and cursors (DECLARE/FETCH/CLOSE), SQL PREPARE/EXECUTE, type
+// Execute and cursors (DECLARE/FETCH/CLOSE) streamed from engine cursors
+// (stream.go), SQL PREPARE/EXECUTE, type
 // OIDs and text and binary encodings, cancel requests, session commands
 // (SET, SHOW, BEGIN/COMMIT) and the PostgreSQL catalog emulation
 // (catalog.sql in DuckDB schema medlake_pg, plus a token-level rewrite of

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/medlake/medlake/query/audit"
@@ -46,6 +47,15 @@ type Config struct {
 	// loopback connection and with no password, as an admin (single-machine
 	// setups). Known users always prove their password.
 	TrustLoopback bool `yaml:"-"`
+	// MaxCursors bounds the cursors (DECLARE) and suspended portals
+	// (Execute with a row limit) one connection keeps open at once; each
+	// holds a DuckDB connection and its query's working memory. Default 8;
+	// negative: no bound.
+	MaxCursors int `yaml:"max_open_cursors"`
+	// CursorIdleTimeout closes a cursor or suspended portal that nothing
+	// read for that long (SQLSTATE 55000 on its next use). Default 5m;
+	// negative: never.
+	CursorIdleTimeout time.Duration `yaml:"cursor_idle_timeout"`
 }
 
 // Validate reports configuration errors.
@@ -105,6 +115,9 @@ type Server struct {
 	auditLog audit.Log       // nil: statements are not recorded
 	audit    *audit.Recorder // over auditLog; set by New
 	ready    chan struct{}   // closed once ln is set
+	// openResults counts the cursors and suspended portals holding a
+	// result, on every connection.
+	openResults atomic.Int64
 
 	mu      sync.Mutex
 	ln      net.Listener
@@ -116,6 +129,12 @@ type Server struct {
 func New(cfg Config, eng SessionOpener, logger *slog.Logger, opts ...Option) (*Server, error) {
 	if cfg.Listen == "" {
 		cfg.Listen = DefaultListen
+	}
+	if cfg.MaxCursors == 0 {
+		cfg.MaxCursors = DefaultMaxCursors
+	}
+	if cfg.CursorIdleTimeout == 0 {
+		cfg.CursorIdleTimeout = DefaultCursorIdleTimeout
 	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err

@@ -53,6 +53,13 @@ func (l *logSink) String() string {
 // startServerLogged is startServer also returning what the server logs.
 func startServerLogged(tb testing.TB, cfg Config, opts ...Option) (string, *Server, *logSink) {
 	tb.Helper()
+	return startServerEngine(tb, cfg, engine.Config{}, opts...)
+}
+
+// startServerEngine is startServerLogged with the engine configured by ecfg
+// (its cache directory and setup are the test's).
+func startServerEngine(tb testing.TB, cfg Config, ecfg engine.Config, opts ...Option) (string, *Server, *logSink) {
+	tb.Helper()
 	logs := &logSink{}
 	cat := testlake.Catalog(tb)
 	testlake.CreateLabTable(tb, cat, "lab_results")
@@ -61,7 +68,8 @@ func startServerLogged(tb testing.TB, cfg Config, opts ...Option) (string, *Serv
 	}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	ctx := context.Background()
-	eng, err := engine.New(ctx, engine.Config{CacheDir: filepath.Join(tb.TempDir(), "cache"), Setup: CatalogSetup()}, cat, testlake.Namespace, logger)
+	ecfg.CacheDir, ecfg.Setup = filepath.Join(tb.TempDir(), "cache"), CatalogSetup()
+	eng, err := engine.New(ctx, ecfg, cat, testlake.Namespace, logger)
 	if err != nil {
 		tb.Fatalf("engine.New: %v", err)
 	}

@@ -92,6 +92,27 @@ func pgTypeOf(t engine.Type) pgType {
 var pgEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // encodeText renders v as PostgreSQL prints values of type t.
+// appendText appends encodeText's rendering of v to buf, without allocating
+// for the common integer and text values.
+func appendText(buf []byte, t pgType, v driver.Value) ([]byte, error) {
+	switch t.oid {
+	case OIDInt2, OIDInt4, OIDInt8:
+		if i, ok := toInt64(v); ok {
+			return strconv.AppendInt(buf, i, 10), nil
+		}
+	case OIDBool, OIDFloat4, OIDFloat8, OIDNumeric, OIDDate, OIDTime, OIDTimestamp, OIDTimestamptz, OIDInterval, OIDBytea, OIDUUID:
+	default:
+		switch x := v.(type) {
+		case string:
+			return append(buf, x...), nil
+		case []byte:
+			return append(buf, x...), nil
+		}
+	}
+	b, err := encodeText(t, v)
+	return append(buf, b...), err
+}
+
 func encodeText(t pgType, v driver.Value) ([]byte, error) {
 	switch t.oid {
 	case OIDBool:
