@@ -182,10 +182,21 @@ func TestCDCDifferential(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts real servers; run without -short")
 	}
-	const rounds, filesPerRound, rowsPerFile = 5, 2, 14
 	s3 := stack.MinIO(t)
-	pg := stack.Postgres(t)
-	brokerURL := stack.Mosquitto(t)
+	runCDCDifferential(t, e2eSetup{broker: stack.Mosquitto(t), catalog: stack.Postgres(t), warehouse: "s3://" + s3.Bucket + "/warehouse", s3: s3})
+}
+
+// TestCDCDifferentialEmbedded is the same run on what `medlake demo` uses: the embedded
+// broker, a SQLite catalog (key state included) and a local warehouse.
+func TestCDCDifferentialEmbedded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts the whole system; run without -short")
+	}
+	runCDCDifferential(t, e2eSetup{})
+}
+
+func runCDCDifferential(t *testing.T, setup e2eSetup) {
+	const rounds, filesPerRound, rowsPerFile = 5, 2, 14
 	bin := buildBinaries(t)
 	work := t.TempDir()
 	feedsDir := filepath.Join(work, "feeds")
@@ -195,18 +206,34 @@ func TestCDCDifferential(t *testing.T) {
 	for name, text := range cdcFeeds {
 		writeFile(t, filepath.Join(feedsDir, name), text)
 	}
-	warehouse := "s3://" + s3.Bucket + "/warehouse"
 	pgAddr, httpAddr := freeAddr(t), freeAddr(t)
-	env := []string{"MEDLAKE_CATALOG_S3_ACCESS_KEY=" + s3.AccessKey, "MEDLAKE_CATALOG_S3_SECRET_KEY=" + s3.SecretKey,
-		"MEDLAKE_CATALOG_S3_REGION=" + s3.Region}
-	start(t, "serve", env, filepath.Join(bin, "medlake"), "serve", "--data-dir", filepath.Join(work, "hub"), "--feeds", feedsDir,
-		"--pg-listen", pgAddr, "--http-listen", httpAddr, "--broker-url", brokerURL, "--catalog", pg,
-		"--warehouse", warehouse, "--s3-endpoint", s3.Endpoint, "--log-format", "json")
-	waitReady(t, "http://"+httpAddr+"/readyz")
-
+	dataDir := filepath.Join(work, "hub")
+	args := []string{"serve", "--data-dir", dataDir, "--feeds", feedsDir, "--pg-listen", pgAddr, "--http-listen", httpAddr, "--log-format", "json"}
+	brokerURL := setup.broker
+	if brokerURL == "" {
+		brokerAddr := freeAddr(t)
+		args = append(args, "--broker-listen", brokerAddr)
+		brokerURL = "tcp://" + brokerAddr
+	} else {
+		args = append(args, "--broker-url", brokerURL)
+	}
 	// The test's own view of the catalog, for iceberg-go's scan and snapshot ids.
-	cat, err := catalog.Open(context.Background(), catalog.Config{URI: pg, Warehouse: warehouse, S3Endpoint: s3.Endpoint,
-		S3Region: s3.Region, S3AccessKey: s3.AccessKey, S3SecretKey: s3.SecretKey})
+	catCfg := catalog.Config{DataDir: dataDir}
+	if setup.catalog != "" {
+		args = append(args, "--catalog", setup.catalog)
+		catCfg.URI = setup.catalog
+	}
+	var env []string
+	if setup.warehouse != "" {
+		args = append(args, "--warehouse", setup.warehouse, "--s3-endpoint", setup.s3.Endpoint)
+		env = append(env, "MEDLAKE_CATALOG_S3_ACCESS_KEY="+setup.s3.AccessKey,
+			"MEDLAKE_CATALOG_S3_SECRET_KEY="+setup.s3.SecretKey, "MEDLAKE_CATALOG_S3_REGION="+setup.s3.Region)
+		catCfg.Warehouse, catCfg.S3Endpoint, catCfg.S3Region = setup.warehouse, setup.s3.Endpoint, setup.s3.Region
+		catCfg.S3AccessKey, catCfg.S3SecretKey = setup.s3.AccessKey, setup.s3.SecretKey
+	}
+	start(t, "serve", env, filepath.Join(bin, "medlake"), args...)
+	waitReady(t, "http://"+httpAddr+"/readyz")
+	cat, err := catalog.Open(context.Background(), catCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
