@@ -132,6 +132,8 @@ type Engine struct {
 	// prepared before a refresh would keep reading the old snapshot; statements compare
 	// this counter and prepare again when it moved.
 	generation atomic.Int64
+
+	rollups rollupState // the snapshots behind the views, for rollups.go
 }
 
 // view is a table's DuckDB view and the cache objects it reads. prev holds
@@ -289,6 +291,7 @@ func (e *Engine) Refresh(ctx context.Context) error {
 		v := e.views[name]
 		delete(e.views, name)
 		e.mu.Unlock()
+		e.rollups.note(name, nil)
 		e.release(v.objects)
 		e.release(v.prev)
 		e.logger.Info("table view dropped", "table", name)
@@ -361,6 +364,7 @@ func (e *Engine) refreshTable(ctx context.Context, ident table.Identifier) error
 	e.mu.Lock()
 	e.views[name] = nv
 	e.mu.Unlock()
+	e.rollups.note(name, tbl)
 	e.generation.Add(1)
 	e.logger.Info("table view refreshed", "table", name, "snapshot_id", snapID, "data_files", len(objs))
 	switch {

@@ -149,12 +149,16 @@ func (s *Session) scope(ctx context.Context, query string) (string, []string, er
 		}
 		return "", nil, err
 	}
+	rewrote, err := s.e.useRollups(ctx, s.conn, tree)
+	if err != nil {
+		return "", nil, err
+	}
 	sc := &scoper{principal: s.principal, tables: s.e.scopeTables(), filter: s.filter, metaSchemas: s.e.metaSchemas}
 	tables, err := sc.scope(tree)
 	if err != nil {
 		return "", nil, err
 	}
-	if s.filter == nil {
+	if s.filter == nil && !rewrote {
 		return query, tables, nil
 	}
 	scoped, err := deparse(ctx, s.conn, tree)
