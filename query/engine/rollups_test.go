@@ -338,7 +338,7 @@ func TestRollupRewriteDeclines(t *testing.T) {
 		`SELECT count(DISTINCT value) FROM lab_results`,                                                 // distinct over a measure
 		`SELECT sum(length(test_code)) FROM lab_results`,                                                // sum over a dimension counts rows
 		`SELECT test_code, count(lab_id) FROM lab_results GROUP BY test_code`,                           // not a measure
-		`SELECT max(value) AS test_code FROM lab_results`,                                                // alias named like a column
+		`SELECT max(value) AS test_code FROM lab_results`,                                               // alias named like a column
 		`SELECT count(*) FROM lab_results l JOIN bed_census c ON l._facility = c._facility`,             // a join
 		`WITH x AS (SELECT * FROM lab_results WHERE value > 1) SELECT count(*) FROM x`,                  // reads a CTE
 		`SELECT _facility, count(*) OVER () FROM lab_results GROUP BY _facility`,                        // window
@@ -346,7 +346,7 @@ func TestRollupRewriteDeclines(t *testing.T) {
 		`SELECT test_code, count(*) FROM lab_results GROUP BY test_code HAVING max(value) > random()`,   // volatile
 		`SELECT count(*) FROM lab_results WHERE collected_at >= '2025-03-10' AND value IS NOT NULL`,     // filter on a measure
 		`SELECT _facility, string_agg(test_code, ',' ORDER BY test_code) FROM lab_results GROUP BY 1`,   // ordered aggregate
-		`SELECT CAST(collected_at AS DATE), arg_max(value, lab_id) FROM lab_results GROUP BY 1`,                   // not decomposable
+		`SELECT CAST(collected_at AS DATE), arg_max(value, lab_id) FROM lab_results GROUP BY 1`,         // not decomposable
 		`SELECT sum(value) FROM lab_results WHERE CAST(collected_at AS TIMESTAMP) >= '2025-03-01'`,      // cast but not to a day
 		`SELECT lab_results.test_code, count(*) FROM lab_results GROUP BY lab_results.test_code, value`, // groups by a measure
 	} {
