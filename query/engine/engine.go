@@ -133,7 +133,7 @@ type Engine struct {
 	// this counter and prepare again when it moved.
 	generation atomic.Int64
 
-	rollups rollupState // the snapshots behind the views, for rollups.go
+	meta tableMeta // the snapshots and files behind the views, for rollups.go and prune.go
 }
 
 // view is a table's DuckDB view and the cache objects it reads. prev holds
@@ -291,7 +291,7 @@ func (e *Engine) Refresh(ctx context.Context) error {
 		v := e.views[name]
 		delete(e.views, name)
 		e.mu.Unlock()
-		e.rollups.note(name, nil)
+		e.meta.note(ctx, name, nil, nil, e.logger)
 		e.release(v.objects)
 		e.release(v.prev)
 		e.logger.Info("table view dropped", "table", name)
@@ -364,7 +364,7 @@ func (e *Engine) refreshTable(ctx context.Context, ident table.Identifier) error
 	e.mu.Lock()
 	e.views[name] = nv
 	e.mu.Unlock()
-	e.rollups.note(name, tbl)
+	e.meta.note(ctx, name, tbl, objs, e.logger)
 	e.generation.Add(1)
 	e.logger.Info("table view refreshed", "table", name, "snapshot_id", snapID, "data_files", len(objs))
 	switch {

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
 	"sync"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/apache/iceberg-go/table"
 
 	"github.com/medlake/medlake/catalog/rollup"
+	"github.com/medlake/medlake/query/cache"
 	"github.com/medlake/medlake/protocol/feed"
 )
 
@@ -23,30 +25,41 @@ import (
 // exactly (rollup.Consistent on the snapshots the views show); otherwise, and for any
 // query shape the rewrite does not know, the table itself is read.
 
-// rollupState tracks, per table, the Iceberg metadata of the snapshot its view shows,
-// and which rollups match their tables. Safe for concurrent use.
-type rollupState struct {
+// tableMeta tracks, per table, the Iceberg metadata of the snapshot its view shows:
+// which rollups match their tables, and the files pruning chooses from (prune.go).
+// Safe for concurrent use.
+type tableMeta struct {
 	mu     sync.Mutex
 	tables map[string]*table.Table // by view name; guarded by mu
 	usable map[string]bool         // base table name -> its rollup may answer; guarded by mu
+	prune  map[string]*pruneIndex  // by view name; guarded by mu
 
 	aggOnce sync.Once
 	aggs    map[string]bool // DuckDB's aggregate function names; set once by aggOnce
 	aggErr  error
 }
 
-// note records the metadata behind a table's new view and re-checks the rollup pairs
-// it belongs to.
-func (r *rollupState) note(name string, tbl *table.Table) {
+// note records the metadata behind a table's new view (objs are the files it reads)
+// and re-checks the rollup pairs it belongs to. tbl nil: the table is gone.
+func (r *tableMeta) note(ctx context.Context, name string, tbl *table.Table, objs []cache.Object, logger *slog.Logger) {
+	var idx *pruneIndex
+	if tbl != nil {
+		var err error
+		if idx, err = buildPruneIndex(ctx, tbl, objs); err != nil {
+			logger.Warn("describing data files for pruning failed; queries read every file", "table", name, "err", err)
+		}
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.tables == nil {
-		r.tables, r.usable = map[string]*table.Table{}, map[string]bool{}
+		r.tables, r.usable, r.prune = map[string]*table.Table{}, map[string]bool{}, map[string]*pruneIndex{}
 	}
 	if tbl == nil {
 		delete(r.tables, name)
+		delete(r.prune, name)
 	} else {
 		r.tables[name] = tbl
+		r.prune[name] = idx
 	}
 	base := strings.TrimSuffix(name, rollup.Suffix)
 	def, ok := rollup.Lookup(base)
@@ -57,8 +70,15 @@ func (r *rollupState) note(name string, tbl *table.Table) {
 	r.usable[base] = bt != nil && rt != nil && rollup.Consistent(bt, rt)
 }
 
+// pruneIndex returns the files of a table's view, nil when pruning does not apply.
+func (r *tableMeta) pruneIndex(name string) *pruneIndex {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.prune[name]
+}
+
 // def returns the rollup of base when it may answer queries now.
-func (r *rollupState) def(base string) (rollup.Def, *iceberg.Schema, bool) {
+func (r *tableMeta) def(base string) (rollup.Def, *iceberg.Schema, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if !r.usable[base] {
@@ -70,7 +90,7 @@ func (r *rollupState) def(base string) (rollup.Def, *iceberg.Schema, bool) {
 
 // aggregates returns the names of DuckDB's aggregate functions, read once.
 func (e *Engine) aggregates(ctx context.Context) (map[string]bool, error) {
-	r := &e.rollups
+	r := &e.meta
 	r.aggOnce.Do(func() {
 		rows, err := e.db.QueryContext(ctx, "SELECT DISTINCT lower(function_name) FROM duckdb_functions() WHERE function_type = 'aggregate'")
 		if err != nil {
@@ -218,7 +238,7 @@ func (rw *rollupRewriter) selectNode(node map[string]any) (bool, error) {
 	if rw.ctes[base] {
 		return false, nil
 	}
-	def, schema, ok := rw.e.rollups.def(base)
+	def, schema, ok := rw.e.meta.def(base)
 	if !ok {
 		return false, nil
 	}

@@ -158,7 +158,11 @@ func (s *Session) scope(ctx context.Context, query string) (string, []string, er
 	if err != nil {
 		return "", nil, err
 	}
-	if s.filter == nil && !rewrote {
+	pruned, err := s.e.pruneFiles(ctx, s.conn, tree)
+	if err != nil {
+		return "", nil, err
+	}
+	if s.filter == nil && !rewrote && !pruned {
 		return query, tables, nil
 	}
 	scoped, err := deparse(ctx, s.conn, tree)
