@@ -143,10 +143,10 @@ type restriction struct {
 	facilities map[string]bool // nil: any
 	tenants    map[string]bool // nil: any
 	// Time bounds in Unix microseconds; lowSet/highSet say whether each applies.
-	low, high           int64
-	lowSet, highSet     bool
-	lowIncl, highIncl   bool
-	contradiction       bool
+	low, high         int64
+	lowSet, highSet   bool
+	lowIncl, highIncl bool
+	contradiction     bool
 }
 
 func (r *restriction) allow(set *map[string]bool, vals []string) {

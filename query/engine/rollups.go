@@ -12,8 +12,8 @@ import (
 	"github.com/apache/iceberg-go/table"
 
 	"github.com/medlake/medlake/catalog/rollup"
-	"github.com/medlake/medlake/query/cache"
 	"github.com/medlake/medlake/protocol/feed"
+	"github.com/medlake/medlake/query/cache"
 )
 
 // Rollups. A rollup table (catalog/rollup) holds per tenant, facility and day partial
