@@ -320,7 +320,7 @@ func (c *committer) commit(ctx context.Context, tbl *table.Table) ([]ackOut, err
 		c.lastRecorded = snap.SnapshotID
 	}
 	c.log.Debug("committed", "snapshot_id", snap.SnapshotID, "batches", len(entries), "rows", rows)
-	if err := UpdateRollups(ctx, c.cat, c.table, snap.SnapshotID, at); err != nil {
+	if err := UpdateRollups(ctx, c.cat, committed, at); err != nil {
 		c.log.Error("updating the rollup failed; queries read the table itself until the rollup is rebuilt", "snapshot_id", snap.SnapshotID, "err", err)
 	}
 	return acks, nil

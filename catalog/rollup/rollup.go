@@ -13,8 +13,11 @@ import (
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/apache/arrow-go/v18/parquet"
+	"github.com/apache/arrow-go/v18/parquet/pqarrow"
 	"github.com/apache/iceberg-go"
 	icecatalog "github.com/apache/iceberg-go/catalog"
+	iceio "github.com/apache/iceberg-go/io"
 	"github.com/apache/iceberg-go/table"
 
 	"github.com/medlake/medlake/protocol/feed"
@@ -100,8 +103,11 @@ func (d Def) Schema(base *arrow.Schema) (*arrow.Schema, error) {
 		switch {
 		case n == d.Time && f.Type.ID() != arrow.TIMESTAMP && f.Type.ID() != arrow.DATE32:
 			return nil, fmt.Errorf("rollup %s: time column %s is %s, not a timestamp or date", d.Name(), n, f.Type)
-		case n != d.Time && f.Type.ID() != arrow.STRING && f.Type.ID() != arrow.INT64:
+		case n != d.Time && f.Type.ID() != arrow.STRING && f.Type.ID() != arrow.LARGE_STRING && f.Type.ID() != arrow.INT64:
 			return nil, fmt.Errorf("rollup %s: dimension %s is %s, not a string or integer", d.Name(), n, f.Type)
+		}
+		if f.Type.ID() == arrow.LARGE_STRING {
+			f.Type = arrow.BinaryTypes.String
 		}
 		fields = append(fields, f)
 	}
@@ -252,6 +258,8 @@ func keyValue(a arrow.Array, r int, isTime bool) any {
 	}
 	switch a := a.(type) {
 	case *array.String:
+		return a.Value(r)
+	case *array.LargeString:
 		return a.Value(r)
 	case *array.Int64:
 		return a.Value(r)
@@ -439,4 +447,134 @@ func loadOrCreate(ctx context.Context, cat icecatalog.Catalog, ident table.Ident
 		return nil, fmt.Errorf("creating rollup table %s: %w", ident, err)
 	}
 	return rt, nil
+}
+
+// MaxRepairs bounds how many uncovered appends one Repair rolls up, so a table with a
+// long uncovered history (created before its rollup) catches up over several commits
+// instead of holding one up.
+const MaxRepairs = 8
+
+// Repair appends the rollups of appends in base's current history that the rollup
+// table ident does not cover (a rollup append that failed after its data commit, or
+// history from before the rollup existed), at most MaxRepairs of them, reading their
+// data files. It returns how many it appended. A history that is not append-only or has
+// expired snapshots cannot be repaired and returns an error wrapping ErrNotRollable.
+func Repair(ctx context.Context, cat icecatalog.Catalog, ident table.Identifier, d Def, base *table.Table, mem memory.Allocator) (int, error) {
+	appends, err := Appends(base)
+	if err != nil {
+		return 0, err
+	}
+	covers := map[int64]int{}
+	if rt, err := cat.LoadTable(ctx, ident); err == nil {
+		covers = Covers(rt)
+	} else if !errors.Is(err, icecatalog.ErrNoSuchTable) {
+		return 0, fmt.Errorf("loading rollup table %s: %w", ident, err)
+	}
+	var missing []int64
+	for id := range appends {
+		if covers[id] == 0 {
+			missing = append(missing, id)
+		}
+	}
+	slices.Sort(missing)
+	if len(missing) > MaxRepairs {
+		missing = missing[:MaxRepairs]
+	}
+	fsys, err := base.FS(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("opening table file IO: %w", err)
+	}
+	n := 0
+	for _, id := range missing {
+		at, err := addedRows(ctx, fsys, base, id, mem)
+		if err != nil {
+			return n, err
+		}
+		rec, err := d.Aggregate(at, mem)
+		at.Release()
+		if err != nil {
+			return n, err
+		}
+		err = Append(ctx, cat, ident, id, rec)
+		rec.Release()
+		if err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
+// addedRows reads the rows of the data files snapshot id added.
+func addedRows(ctx context.Context, fsys iceio.IO, base *table.Table, id int64, mem memory.Allocator) (arrow.Table, error) {
+	snap := base.SnapshotByID(id)
+	if snap == nil {
+		return nil, fmt.Errorf("%w: snapshot %d has expired", ErrNotRollable, id)
+	}
+	manifests, err := snap.Manifests(fsys)
+	if err != nil {
+		return nil, fmt.Errorf("reading manifests of snapshot %d: %w", id, err)
+	}
+	var tables []arrow.Table
+	defer func() {
+		for _, t := range tables {
+			t.Release()
+		}
+	}()
+	for _, m := range manifests {
+		if m.SnapshotID() != id || m.ManifestContent() != iceberg.ManifestContentData {
+			continue
+		}
+		entries, err := m.FetchEntries(fsys, true)
+		if err != nil {
+			return nil, fmt.Errorf("reading manifest %s: %w", m.FilePath(), err)
+		}
+		for _, e := range entries {
+			if e.Status() != iceberg.EntryStatusADDED || e.SnapshotID() != id {
+				continue
+			}
+			t, err := readParquet(ctx, fsys, e.DataFile().FilePath(), mem)
+			if err != nil {
+				return nil, err
+			}
+			tables = append(tables, t)
+		}
+	}
+	if len(tables) == 0 {
+		return array.NewTableFromRecords(arrow.NewSchema(nil, nil), nil), nil
+	}
+	// Files written under different schemas are rolled up one by one and concatenated.
+	var recs []arrow.RecordBatch
+	defer func() {
+		for _, r := range recs {
+			r.Release()
+		}
+	}()
+	sc := tables[0].Schema()
+	for _, t := range tables {
+		if !t.Schema().Equal(sc) {
+			return nil, fmt.Errorf("snapshot %d added files of different schemas; rebuild its rollup by hand", id)
+		}
+		tr := array.NewTableReader(t, 1<<16)
+		for tr.Next() {
+			r := tr.RecordBatch()
+			r.Retain()
+			recs = append(recs, r)
+		}
+		tr.Release()
+	}
+	return array.NewTableFromRecords(sc, recs), nil
+}
+
+func readParquet(ctx context.Context, fsys iceio.IO, path string, mem memory.Allocator) (arrow.Table, error) {
+	f, err := fsys.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening data file %s: %w", path, err)
+	}
+	defer f.Close()
+	t, err := pqarrow.ReadTable(ctx, f, parquet.NewReaderProperties(mem), pqarrow.ArrowReadProperties{BatchSize: 1 << 16}, mem)
+	if err != nil {
+		return nil, fmt.Errorf("reading data file %s: %w", path, err)
+	}
+	return t, nil
 }

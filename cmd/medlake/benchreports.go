@@ -614,7 +614,7 @@ func benchCommit(ctx context.Context, cat *catalog.Catalog, def *feed.Definition
 	}
 	*tbl = committed
 	if rollups {
-		if err := hub.UpdateRollups(ctx, cat, def.Table, committed.CurrentSnapshot().SnapshotID, at); err != nil {
+		if err := hub.UpdateRollups(ctx, cat, committed, at); err != nil {
 			return fmt.Errorf("rollups of chunk %d: %w", n, err)
 		}
 	}

@@ -407,3 +407,41 @@ func TestRollupStaleIsNotUsed(t *testing.T) {
 		t.Fatalf("count = %d, want %d", total[0], 4*3000+500)
 	}
 }
+
+// TestRollupRepair: appends a rollup missed are rolled up from their data files, and
+// the rollup is used again, answering as the table does.
+func TestRollupRepair(t *testing.T) {
+	e, cat := rollupLake(t)
+	ctx := context.Background()
+	seq := 200000
+	r := rand.New(rand.NewPCG(9, 9))
+	for range 3 {
+		appendWithRollup(t, cat, "lab_results", labBatch(r, 700, &seq), false)
+	}
+	base, err := cat.LoadTable(ctx, table.Identifier{testlake.Namespace, "lab_results"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	def, _ := rollup.Lookup("lab_results")
+	ident := table.Identifier{testlake.Namespace, def.Name()}
+	n, err := rollup.Repair(ctx, cat, ident, def, base, memory.DefaultAllocator)
+	if err != nil || n != 3 {
+		t.Fatalf("Repair = %d, %v; want 3 appends rolled up", n, err)
+	}
+	if n, err := rollup.Repair(ctx, cat, ident, def, base, memory.DefaultAllocator); err != nil || n != 0 {
+		t.Fatalf("second Repair = %d, %v; want nothing left to do", n, err)
+	}
+	if err := e.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	q := `SELECT _facility, test_code, abnormal_flag, date_trunc('day', collected_at) AS d, count(*), sum(value), min(value), max(value) FROM lab_results GROUP BY ALL`
+	q = strings.Replace(q, "GROUP BY ALL", "GROUP BY _facility, test_code, abnormal_flag, d", 1)
+	_, got, tables := runSession(t, e, testAdmin, q)
+	if !slices.Contains(tables, "lab_results__daily") {
+		t.Fatalf("repaired rollup not used: read %v", tables)
+	}
+	_, want := runRaw(t, e, q)
+	if !slices.Equal(got, want) {
+		t.Fatalf("repaired rollup differs from the table: got %d rows, want %d", len(got), len(want))
+	}
+}
