@@ -23,6 +23,9 @@ func UpdateRollups(ctx context.Context, cat *catalog.Catalog, base *table.Table,
 	if !ok || base.CurrentSnapshot() == nil {
 		return nil
 	}
+	if _, err := def.Schema(at.Schema()); err != nil {
+		return nil // a table of that name without the standard columns has no rollup
+	}
 	snapID := base.CurrentSnapshot().SnapshotID
 	rec, err := def.Aggregate(at, memory.DefaultAllocator)
 	if err != nil {
