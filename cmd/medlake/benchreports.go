@@ -167,33 +167,58 @@ func runBenchReports(ctx context.Context, args []string, stdout io.Writer) error
 		total, len(benchTables), facilities, len(tenants), days, start.Format(time.DateOnly), loadTime.Round(time.Second), engOpen.Round(time.Millisecond))
 
 	queries := benchQueries(start, days, tenants)
-	admin, err := eng.Session(ctx, auth.Principal{User: "bench", Admin: true})
-	if err != nil {
-		return err
-	}
-	defer admin.Close()
-	sessions := map[string]*engine.Session{"": admin}
+	// Each principal has two sessions: one as served (rollups and file pruning on), one
+	// reading the tables' files directly, to show what the rewrites bring.
+	type pair struct{ served, plain *engine.Session }
+	sessions := map[string]pair{}
 	for _, q := range queries {
-		if q.tenant != "" && sessions[q.tenant] == nil {
-			s, err := eng.Session(ctx, auth.Principal{User: "bench-" + q.tenant, Tenant: q.tenant})
-			if err != nil {
+		if _, ok := sessions[q.tenant]; ok {
+			continue
+		}
+		p := auth.Principal{User: "bench", Admin: true}
+		if q.tenant != "" {
+			p = auth.Principal{User: "bench-" + q.tenant, Tenant: q.tenant}
+		}
+		var ss [2]*engine.Session
+		for i := range ss {
+			if ss[i], err = eng.Session(ctx, p); err != nil {
 				return err
 			}
-			defer s.Close()
-			sessions[q.tenant] = s
+			defer ss[i].Close()
 		}
+		ss[1].SetRewrites(false, false)
+		sessions[q.tenant] = pair{ss[0], ss[1]}
 	}
-	fmt.Fprintf(stdout, "| query | rows | medlake median | PostgreSQL median | speed-up |\n|---|---:|---:|---:|---:|\n")
-	var ratios []float64
+	fmt.Fprintf(stdout, "| query | rows | medlake | medlake, no rollups or pruning | PostgreSQL | speed-up | speed-up without rollups or pruning |\n|---|---:|---:|---:|---:|---:|---:|\n")
+	var ratios, plainRatios []float64
 	var worst time.Duration
 	for _, q := range queries {
 		fmt.Fprintf(os.Stderr, "running %s\n", q.name)
-		mt, mrows, err := benchTime(reps, func() (int, error) { return benchEngineQuery(ctx, sessions[q.tenant], q.sql) })
+		var read []string
+		mt, mrows, err := benchTime(reps, func() (int, error) {
+			n, tables, err := benchEngineQuery(ctx, sessions[q.tenant].served, q.sql)
+			read = tables
+			return n, err
+		})
 		if err != nil {
 			return fmt.Errorf("medlake %s: %w", q.name, err)
 		}
+		name := q.name
+		if slices.ContainsFunc(read, func(t string) bool { return strings.HasSuffix(t, "__daily") }) {
+			name += " (rollup)"
+		}
 		worst = max(worst, mt)
-		pgCell, ratioCell := "—", "—"
+		nt, nrows, err := benchTime(reps, func() (int, error) {
+			n, _, err := benchEngineQuery(ctx, sessions[q.tenant].plain, q.sql)
+			return n, err
+		})
+		if err != nil {
+			return fmt.Errorf("medlake without rewrites %s: %w", q.name, err)
+		}
+		if nrows != mrows {
+			return fmt.Errorf("%s: medlake returned %d rows, %d without rewrites", q.name, mrows, nrows)
+		}
+		pgCell, ratioCell, plainCell := "—", "—", "—"
 		if pg != nil {
 			pt, prows, err := benchTime(reps, func() (int, error) { return benchPGQuery(ctx, pg, q.pgSQL()) })
 			if err != nil {
@@ -202,16 +227,18 @@ func runBenchReports(ctx context.Context, args []string, stdout io.Writer) error
 			if prows != mrows {
 				return fmt.Errorf("%s: medlake returned %d rows, postgresql %d", q.name, mrows, prows)
 			}
-			r := pt.Seconds() / mt.Seconds()
-			ratios = append(ratios, r)
-			pgCell, ratioCell = fmtDur(pt), fmt.Sprintf("%.1f×", r)
+			r, rp := pt.Seconds()/mt.Seconds(), pt.Seconds()/nt.Seconds()
+			ratios, plainRatios = append(ratios, r), append(plainRatios, rp)
+			pgCell, ratioCell, plainCell = fmtDur(pt), fmt.Sprintf("%.1f×", r), fmt.Sprintf("%.1f×", rp)
 		}
-		fmt.Fprintf(stdout, "| %s | %d | %s | %s | %s |\n", q.name, mrows, fmtDur(mt), pgCell, ratioCell)
+		fmt.Fprintf(stdout, "| %s | %d | %s | %s | %s | %s | %s |\n", name, mrows, fmtDur(mt), fmtDur(nt), pgCell, ratioCell, plainCell)
 	}
 	fmt.Fprintln(stdout)
 	if len(ratios) > 0 {
 		slices.Sort(ratios)
-		fmt.Fprintf(stdout, "Median speed-up: %.1f× (min %.1f×, max %.1f×); slowest medlake query %s.\n\n", median(ratios), ratios[0], ratios[len(ratios)-1], fmtDur(worst))
+		slices.Sort(plainRatios)
+		fmt.Fprintf(stdout, "Median speed-up: %.1f× (min %.1f×, max %.1f×); without rollups or pruning %.1f×. Slowest medlake query %s.\n\n",
+			median(ratios), ratios[0], ratios[len(ratios)-1], median(plainRatios), fmtDur(worst))
 	}
 	return nil
 }
@@ -256,16 +283,17 @@ func benchTime(reps int, fn func() (int, error)) (time.Duration, int, error) {
 	return (times[len(times)/2-1] + times[len(times)/2]) / 2, n, nil
 }
 
-// benchEngineQuery prepares and runs sql in s, reading every row, as pgwire does.
-func benchEngineQuery(ctx context.Context, s *engine.Session, sql string) (int, error) {
+// benchEngineQuery prepares and runs sql in s, reading every row, as pgwire does, and
+// returns the row count and the tables read.
+func benchEngineQuery(ctx context.Context, s *engine.Session, sql string) (int, []string, error) {
 	st, err := s.Prepare(ctx, sql)
 	if err != nil {
-		return 0, err
+		return 0, nil, err
 	}
 	defer st.Close()
 	n := 0
 	err = st.Query(ctx, nil, func([]driver.Value) error { n++; return nil })
-	return n, err
+	return n, st.Tables, err
 }
 
 func benchPGQuery(ctx context.Context, pg *pgx.Conn, sql string) (int, error) {

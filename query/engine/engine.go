@@ -217,6 +217,8 @@ func (e *Engine) lockDown(ctx context.Context) error {
 		"SET GLOBAL autoload_known_extensions = false",
 		"SET GLOBAL allow_community_extensions = false",
 		"SET GLOBAL TimeZone = 'UTC'",
+		// Data files are immutable: their footers can stay parsed between queries.
+		"SET GLOBAL parquet_metadata_cache = true",
 		"SET GLOBAL allowed_directories = [" + quoteString(dir) + "]",
 	}
 	if e.cfg.Threads > 0 {
