@@ -445,3 +445,26 @@ func TestRollupRepair(t *testing.T) {
 		t.Fatalf("repaired rollup differs from the table: got %d rows, want %d", len(got), len(want))
 	}
 }
+
+// TestSetRewritesOff: a session with the rewrites off reads the table itself.
+func TestSetRewritesOff(t *testing.T) {
+	e, _ := rollupLake(t)
+	ctx := context.Background()
+	s, err := e.Session(ctx, auth.Principal{User: "u1", Tenant: "t1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	q := `SELECT _facility, count(*) FROM lab_results GROUP BY _facility`
+	for _, on := range []bool{true, false} {
+		s.SetRewrites(on, on)
+		st, err := s.Prepare(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := slices.Contains(st.Tables, "lab_results__daily"); got != on {
+			t.Errorf("rewrites %v: read %v", on, st.Tables)
+		}
+		st.Close()
+	}
+}
