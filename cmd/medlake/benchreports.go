@@ -161,10 +161,14 @@ func runBenchReports(ctx context.Context, args []string, stdout io.Writer) error
 
 	host, _ := os.Hostname()
 	fmt.Fprintf(stdout, "### medlake bench reports (%s, %d cores, %s/%s, %s)\n\n", host, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, time.Now().UTC().Format(time.DateOnly))
-	fmt.Fprintf(stdout, "Command: `medlake bench reports --rows %d --facilities %d --days %d --seed %d --reps %d --commit-rows %d%s`\n\n",
-		rows, facilities, days, seed, reps, chunkRows, map[bool]string{true: " --no-rollups"}[noRollups])
-	fmt.Fprintf(stdout, "Data: %d rows in %d tables, %d facilities of %d tenants, %d days from %s; loaded (lake and PostgreSQL together) in %s; engine opened in %s\n\n",
-		total, len(benchTables), facilities, len(tenants), days, start.Format(time.DateOnly), loadTime.Round(time.Second), engOpen.Round(time.Millisecond))
+	fmt.Fprintf(stdout, "Command: `medlake bench reports --rows %d --facilities %d --days %d --seed %d --reps %d --commit-rows %d%s%s`\n\n",
+		rows, facilities, days, seed, reps, chunkRows, map[bool]string{true: " --no-rollups"}[noRollups], map[bool]string{true: " --no-postgres"}[noPG])
+	into := "the lake and PostgreSQL together"
+	if noPG {
+		into = "the lake"
+	}
+	fmt.Fprintf(stdout, "Data: %d rows in %d tables, %d facilities of %d tenants, %d days from %s; loaded into %s in %s; engine opened in %s\n\n",
+		total, len(benchTables), facilities, len(tenants), days, start.Format(time.DateOnly), into, loadTime.Round(time.Second), engOpen.Round(time.Millisecond))
 
 	queries := benchQueries(start, days, tenants)
 	// Each principal has two sessions: one as served (rollups and file pruning on), one
