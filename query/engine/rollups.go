@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"strings"
 	"sync"
 	"time"
@@ -166,12 +167,9 @@ func holdsAny(v any, repl []*replacement) bool {
 	return false
 }
 
+// sameMap reports whether a and b are the same map (the same tree node), not equal ones.
 func sameMap(a, b map[string]any) bool {
-	if len(a) == 0 || len(b) == 0 {
-		return false
-	}
-	// Maps are references: the same node is the same map.
-	return fmt.Sprintf("%p", a) == fmt.Sprintf("%p", b)
+	return a != nil && b != nil && reflect.ValueOf(a).UnsafePointer() == reflect.ValueOf(b).UnsafePointer()
 }
 
 func (rw *rollupRewriter) walk(v any) error {
