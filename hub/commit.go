@@ -309,6 +309,7 @@ func (c *committer) commit(ctx context.Context, tbl *table.Table) ([]ackOut, err
 		committedAt time.Time
 		recorded    bool
 		rows        = c.bufRows
+		committed   *table.Table // the appended table, for its rollup; nil for keyed tables
 	)
 	if keyed(c.def) {
 		kc, err := c.commitKeyed(ctx, tbl, at, props, entriesFor)
@@ -321,7 +322,7 @@ func (c *committer) commit(ctx context.Context, tbl *table.Table) ([]ackOut, err
 		if err := txn.AppendTable(ctx, at, 1<<20, props); err != nil {
 			return nil, fmt.Errorf("writing %d rows of %d batches to table %s: %w", at.NumRows(), len(ids), c.table, err)
 		}
-		committed, err := txn.Commit(ctx)
+		committed, err = txn.Commit(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("committing %d batches to table %s: %w", len(ids), c.table, err)
 		}
@@ -373,6 +374,11 @@ func (c *committer) commit(ctx context.Context, tbl *table.Table) ([]ackOut, err
 		}
 	}
 	c.log.Debug("committed", "snapshot_id", snapshotID, "batches", len(entries), "rows", rows)
+	if committed != nil {
+		if err := UpdateRollups(ctx, c.cat, committed, at); err != nil {
+			c.log.Error("updating the rollup failed; queries read the table itself until the rollup is rebuilt", "snapshot_id", snapshotID, "err", err)
+		}
+	}
 	return acks, nil
 }
 

@@ -37,6 +37,9 @@ Results go to stdout as Markdown, ready for BENCHMARKS.md.
 `
 
 func runBench(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) > 0 && args[0] == "reports" {
+		return runBenchReports(ctx, args[1:], stdout)
+	}
 	var (
 		facilities, files, latencyFiles int
 		seed                            int64

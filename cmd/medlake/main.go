@@ -39,7 +39,8 @@ Commands:
   reports        schedule reports: SQL run on a cron schedule, results kept in the warehouse
   audit          print the query audit log: who ran which statement, from where, with what result
   status         print the fleet's backlog and the tables' commit lag and freshness
-  bench          measure agent parse, hub commit and drop-to-queryable latency
+  bench          measure agent parse, hub commit and drop-to-queryable latency;
+                 bench reports: report queries on medlake and PostgreSQL
   chaos          run the fault-injection harness: kill, restart and pause components, check exactly-once
   check-config   validate the configuration and print the effective values
   version        print the version

@@ -8,7 +8,8 @@
 # stop: fast shutdown of exactly the postmaster recorded in DIR/postgres.pid.
 #
 # PostgreSQL stands in for CockroachDB here, so it runs with fsync off unless
-# MEDLAKE_PG_FSYNC=on: it holds test and dev data only.
+# MEDLAKE_PG_FSYNC=on: it holds test and dev data only. MEDLAKE_PG_SHARED_BUFFERS
+# (default 64MB) sizes its buffer cache, for benchmarks.
 set -euo pipefail
 SCRIPT_NAME=postgres.sh
 # shellcheck source=lib.sh
@@ -115,7 +116,7 @@ start() {
 		# and everything here talks TCP on 127.0.0.1 anyway.
 		local opts="-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories='' \
 -c fsync=$fsync -c synchronous_commit=$fsync -c full_page_writes=$fsync \
--c max_connections=300 -c shared_buffers=64MB"
+-c max_connections=300 -c shared_buffers=${MEDLAKE_PG_SHARED_BUFFERS:-64MB}"
 		# The log is opened by this (root) shell and inherited, so it can live
 		# in DIR even when postgres cannot reach DIR itself.
 		if as_pg "$PG_BIN/pg_ctl" start -D "$data" -w -t 120 -s -o "$opts" \

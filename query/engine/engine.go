@@ -136,6 +136,8 @@ type Engine struct {
 	// prepared before a refresh would keep reading the old snapshot; statements compare
 	// this counter and prepare again when it moved.
 	generation atomic.Int64
+
+	meta tableMeta // the snapshots and files behind the views, for rollups.go and prune.go
 }
 
 // view is a table's DuckDB view and the cache objects it reads. prev holds
@@ -219,6 +221,8 @@ func (e *Engine) lockDown(ctx context.Context) error {
 		"SET GLOBAL autoload_known_extensions = false",
 		"SET GLOBAL allow_community_extensions = false",
 		"SET GLOBAL TimeZone = 'UTC'",
+		// Data files are immutable: their footers can stay parsed between queries.
+		"SET GLOBAL parquet_metadata_cache = true",
 		"SET GLOBAL allowed_directories = [" + quoteString(dir) + "]",
 	}
 	if e.cfg.Threads > 0 {
@@ -293,6 +297,7 @@ func (e *Engine) Refresh(ctx context.Context) error {
 		v := e.views[name]
 		delete(e.views, name)
 		e.mu.Unlock()
+		e.meta.note(ctx, name, nil, nil, e.logger)
 		e.release(v.objects)
 		e.release(v.prev)
 		e.logger.Info("table view dropped", "table", name)
@@ -352,6 +357,7 @@ func (e *Engine) refreshTable(ctx context.Context, ident table.Identifier) error
 	e.mu.Lock()
 	e.views[name] = nv
 	e.mu.Unlock()
+	e.meta.note(ctx, name, tbl, objs, e.logger)
 	e.generation.Add(1)
 	e.logger.Info("table view refreshed", "table", name, "snapshot_id", snapID, "data_files", len(objs))
 	switch {

@@ -47,6 +47,16 @@ type Session struct {
 	conn      *sql.Conn
 	principal auth.Principal
 	filter    map[string]any // the scope filter's SELECT node; nil for an admin
+	// noRollups and noPruning turn off the rewrites of rollups.go and prune.go for
+	// statements prepared afterwards (SetRewrites).
+	noRollups, noPruning bool
+}
+
+// SetRewrites turns the rollup and file-pruning rewrites on or off for statements the
+// session prepares from now on, to compare their answers and times with the table's.
+// Both are on by default; the tenant scope is applied either way.
+func (s *Session) SetRewrites(rollups, pruning bool) {
+	s.noRollups, s.noPruning = !rollups, !pruning
 }
 
 // Session opens a dedicated DuckDB connection for principal. Close it when done.
@@ -149,6 +159,12 @@ func (s *Session) scope(ctx context.Context, query string) (string, []string, er
 		}
 		return "", nil, err
 	}
+	rewrote := false
+	if !s.noRollups {
+		if rewrote, err = s.e.useRollups(ctx, s.conn, tree); err != nil {
+			return "", nil, err
+		}
+	}
 	sc := &scoper{principal: s.principal, tables: s.e.scopeTables(), filter: s.filter, metaSchemas: s.e.metaSchemas}
 	if s.filter == nil {
 		sc.history = &historyResolver{ctx: ctx, e: s.e}
@@ -157,7 +173,13 @@ func (s *Session) scope(ctx context.Context, query string) (string, []string, er
 	if err != nil {
 		return "", nil, err
 	}
-	if s.filter == nil && !sc.history.used {
+	pruned := false
+	if !s.noPruning {
+		if pruned, err = s.e.pruneFiles(ctx, s.conn, tree); err != nil {
+			return "", nil, err
+		}
+	}
+	if s.filter == nil && !sc.history.used && !rewrote && !pruned {
 		return query, tables, nil
 	}
 	scoped, err := deparse(ctx, s.conn, tree)
