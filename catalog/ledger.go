@@ -26,6 +26,21 @@ var migrations = []string{
 	agent TEXT NOT NULL
 )`,
 	`CREATE INDEX IF NOT EXISTS medlake_batches_snapshot ON medlake_batches (table_name, snapshot_id)`,
+	// Raw archives kept in the warehouse, by feed (archive.go).
+	`CREATE TABLE IF NOT EXISTS medlake_archives (
+	feed TEXT NOT NULL,
+	sha256 TEXT NOT NULL,
+	tenant TEXT NOT NULL,
+	facility TEXT NOT NULL,
+	agent TEXT NOT NULL,
+	source_file TEXT NOT NULL,
+	source_dir TEXT NOT NULL,
+	size_bytes BIGINT NOT NULL,
+	source_mtime BIGINT NOT NULL,
+	archived_at BIGINT NOT NULL,
+	PRIMARY KEY (feed, sha256)
+)`,
+	`CREATE INDEX IF NOT EXISTS medlake_archives_time ON medlake_archives (feed, archived_at)`,
 	// Feed definitions, every version (feeds.go).
 	`CREATE TABLE IF NOT EXISTS medlake_feeds (
 	name TEXT NOT NULL,

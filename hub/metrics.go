@@ -26,6 +26,11 @@ type metrics struct {
 	commitLag  *prometheus.HistogramVec // by table
 	freshness  *prometheus.HistogramVec // by table
 	lastCommit *prometheus.GaugeVec     // by table
+
+	// Raw archives kept in the warehouse.
+	archiveChunks *prometheus.CounterVec // by outcome: stored, duplicate, failed, deferred, rejected
+	archived      prometheus.Counter
+	archivedBytes prometheus.Counter
 }
 
 // LatencyBuckets are the buckets of the delivery latency histograms (commit lag,
@@ -73,7 +78,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Buckets: LatencyBuckets}, []string{"table"})
 	m.lastCommit = prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: "medlake", Subsystem: "hub",
 		Name: "table_last_commit_timestamp_seconds", Help: "When this hub last committed a snapshot of the table (Unix seconds)."}, []string{"table"})
-	for _, c := range []prometheus.Collector{m.deferred, m.commitLag, m.freshness, m.lastCommit, m.received, m.committed, m.duplicates, m.rejected, m.rows, m.failures, m.duration, m.commitRows,
+	m.archiveChunks = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
+		Name: "archive_chunks_total", Help: "Archive chunks received, by outcome (stored, duplicate: the archive was already stored, failed: left to the agent's re-send, deferred: archivers busy, rejected)."}, []string{"outcome"})
+	m.archived = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
+		Name: "archives_stored_total", Help: "Source files this hub stored whole in the warehouse under their SHA-256."})
+	m.archivedBytes = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
+		Name: "archive_bytes_total", Help: "Bytes of the source files this hub stored in the warehouse."})
+	for _, c := range []prometheus.Collector{m.archiveChunks, m.archived, m.archivedBytes, m.deferred, m.commitLag, m.freshness, m.lastCommit, m.received, m.committed, m.duplicates, m.rejected, m.rows, m.failures, m.duration, m.commitRows,
 		m.feedVersions, m.feedRefreshFailures, m.configPublishes, m.agentEvents, m.quarantined} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -37,6 +37,7 @@ Commands:
   tenants        manage tenants (the customers whose rows users read)
   reports        schedule reports: SQL run on a cron schedule, results kept in the warehouse
   audit          print the query audit log: who ran which statement, from where, with what result
+  replay         re-read a feed's archived source files with its newest definition
   status         print the fleet's backlog and the tables' commit lag and freshness
   bench          measure agent parse, hub commit and drop-to-queryable latency
   chaos          run the fault-injection harness: kill, restart and pause components, check exactly-once
@@ -88,6 +89,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return runAudit(ctx, rest, stdout)
 	case "bench":
 		return runBench(ctx, rest, stdout)
+	case "replay":
+		return runReplay(ctx, rest, stdout)
 	case "status":
 		return runStatus(ctx, rest, stdout)
 	case "chaos":
