@@ -86,8 +86,8 @@ func runReplay(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	fmt.Fprintf(stdout, "feed %s version %d, table %s: %d archives found, %d %s, %d rows, %d commits\n",
 		res.Feed, res.FeedVersion, res.Table, res.Archives, res.Replayed, what, res.RowsWritten, res.Commits)
-	if len(res.AddedColumn) > 0 {
-		fmt.Fprintf(stdout, "columns added to %s: %v\n", res.Table, res.AddedColumn)
+	if len(res.AddedColumns) > 0 {
+		fmt.Fprintf(stdout, "columns added to %s: %v\n", res.Table, res.AddedColumns)
 	}
 	for _, s := range res.Skipped {
 		fmt.Fprintf(stdout, "kept as it was: %s %s: %s\n", s.SHA256, s.File, s.Reason)

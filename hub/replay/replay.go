@@ -59,18 +59,18 @@ type Skipped struct {
 
 // Result is what a replay did.
 type Result struct {
-	Feed        string
-	FeedVersion int
-	Table       string
-	Archives    int   // archives found in the range
-	Replayed    int   // archives whose rows were replaced
-	RowsWritten int64 // rows the new definition made of them
-	Commits     int
-	Skipped     []Skipped // kept as they were: rows rejected, archive missing or unreadable
-	AddedColumn []string  // columns the table gained
+	Feed         string
+	FeedVersion  int
+	Table        string
+	Archives     int   // archives found in the range
+	Replayed     int   // archives whose rows were replaced
+	RowsWritten  int64 // rows the new definition made of them
+	Commits      int
+	Skipped      []Skipped // kept as they were: rows rejected, archive missing or unreadable
+	AddedColumns []string  // columns the table gained
 }
 
-// errConflict marks a commit that lost a race with another commit of the table.
+// isCommitConflict says whether a commit lost a race with another commit of the table.
 func isCommitConflict(err error) bool {
 	return err != nil && (errors.Is(err, table.ErrCommitFailed) || strings.Contains(err.Error(), "requirement failed: "))
 }
@@ -218,7 +218,7 @@ func (r *replayer) evolve(ctx context.Context, tbl *table.Table) (*table.Table, 
 		if err != nil {
 			return nil, fmt.Errorf("replay: committing columns %v to table %s: %w", names, r.def.Table, err)
 		}
-		r.res.AddedColumn = append(r.res.AddedColumn, names...)
+		r.res.AddedColumns = append(r.res.AddedColumns, names...)
 		r.log.Info("added columns to table", "table", r.def.Table, "columns", names)
 		return evolved, nil
 	}
