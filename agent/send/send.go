@@ -123,25 +123,23 @@ type flight struct {
 	deadline time.Time // re-send after
 	sends    int
 	// level is the backoff step of the last send (ackTimer.timeout's argument): it
-	// grows with each re-send while no ack at all arrives (the hubs are down or
-	// stalled), and drops back to the first re-send's when other batches were acked
-	// since this one was sent (the hubs work; this copy was lost, e.g. with a hub that
-	// died holding it).
+	// grows with each re-send of this batch.
 	level int
 }
 
-// nextLevel is the backoff level of the send about to be made, given when an ack last
-// arrived: 1 for a first send; for a re-send, one above the last while no ack arrived
-// since the last send, else the first re-send's level again.
-func (f *flight) nextLevel(lastAck time.Time) int {
-	switch {
-	case f.sends <= 1:
+// nextLevel is the backoff level of the send about to be made: 1 for a first send, one
+// above the last for a re-send. The first re-send waits one base timeout, so a copy
+// lost with a hub that died is sent again as soon as before; it goes to a live hub
+// (hubs hold clean sessions, so the broker gives a dead hub nothing) and is acked.
+// A batch that still has no ack after that waits for a slow hub, not a lost copy, and
+// re-sending it at the same pace only feeds the hub duplicates it must decode and look
+// up while it falls further behind: each further wait doubles. Whether other batches
+// were acked meanwhile says nothing here, since tables commit at their own pace.
+func (f *flight) nextLevel() int {
+	if f.sends <= 1 {
 		return 1
-	case lastAck.After(f.sentAt):
-		return 2
-	default:
-		return f.level + 1
 	}
+	return f.level + 1
 }
 
 type inboundAck struct {
@@ -168,7 +166,6 @@ type Sender struct {
 	mu        sync.Mutex
 	inflight  map[string]*flight // guarded by mu; by batch id
 	timer     *ackTimer          // guarded by mu
-	lastAck   time.Time          // guarded by mu; when an ack last arrived
 	events    []protocol.Event   // guarded by mu
 	dropped   int                // guarded by mu; events beyond maxPendingEvents
 	stats     Stats              // guarded by mu
@@ -469,7 +466,7 @@ func (s *Sender) publish(client mqtt.Client, id string, resend bool) bool {
 		s.inflight[id] = f
 	}
 	f.sends++
-	f.level = f.nextLevel(s.lastAck)
+	f.level = f.nextLevel()
 	f.sentAt = time.Now()
 	wait := s.timer.timeout(f.level)
 	f.deadline = f.sentAt.Add(wait)
@@ -520,7 +517,6 @@ func (s *Sender) handleAck(ctx context.Context, in inboundAck) {
 	if f := s.inflight[ack.BatchID]; f != nil && f.sends == 1 {
 		s.timer.observe(time.Since(f.sentAt))
 	}
-	s.lastAck = time.Now()
 	delete(s.inflight, ack.BatchID)
 	s.mu.Unlock()
 	if ack.BatchID == "" || !s.spool.Has(ack.BatchID) {
