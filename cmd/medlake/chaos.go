@@ -44,6 +44,7 @@ func runChaos(ctx context.Context, args []string, stdout io.Writer) error {
 	fs.IntVar(&cfg.Facilities, "facilities", cfg.Facilities, "facilities to generate")
 	fs.IntVar(&cfg.FilesPerFacility, "files-per-facility", cfg.FilesPerFacility, "archives per facility")
 	fs.Int64Var(&cfg.MaxBytes, "max-bytes", cfg.MaxBytes, "largest compressed archive size")
+	fs.IntVar(&cfg.Days, "days", 0, "days the records' event times span (0: the generator's default, 30); tables are partitioned by day")
 	fs.IntVar(&cfg.Hubs, "hubs", cfg.Hubs, "ingest hub processes sharing the subscription (at least 2)")
 	fs.IntVar(&cfg.Agents, "agents", 0, "agent processes, one per facility (0: one per facility)")
 	fs.DurationVar(&cfg.AckTimeout, "ack-timeout", cfg.AckTimeout, "agents' ack_timeout")

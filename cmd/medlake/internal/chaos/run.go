@@ -45,6 +45,9 @@ type Config struct {
 	FilesPerFacility int
 	// MaxBytes caps the generated archives' compressed size (gen's --max-bytes).
 	MaxBytes int64
+	// Days is the window the records' event times span (gen's --days; 0: gen's
+	// default). Tables are partitioned by day, so it sets how many files a commit writes.
+	Days int
 	Hubs     int
 	// Agents is the number of agent processes. Each agent serves one facility, so it
 	// must equal Facilities; zero means Facilities.
@@ -241,6 +244,9 @@ func (r *run) generate(ctx context.Context) error {
 	opts.Facilities = r.cfg.Facilities
 	opts.FilesPerFacility = r.cfg.FilesPerFacility
 	opts.Formats = []string{gen.FormatCSV, gen.FormatTXT, gen.FormatXML, gen.FormatDAT}
+	if r.cfg.Days > 0 {
+		opts.Days = r.cfg.Days
+	}
 	if r.cfg.MaxBytes > 0 {
 		opts.MaxBytes = r.cfg.MaxBytes
 		opts.MinBytes = max(min(opts.MinBytes, opts.MaxBytes/2), 4<<10)
