@@ -48,7 +48,7 @@ type Config struct {
 	// Days is the window the records' event times span (gen's --days; 0: gen's
 	// default). Tables are partitioned by day, so it sets how many files a commit writes.
 	Days int
-	Hubs     int
+	Hubs int
 	// Agents is the number of agent processes. Each agent serves one facility, so it
 	// must equal Facilities; zero means Facilities.
 	Agents int
