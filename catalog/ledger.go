@@ -153,7 +153,10 @@ type Queryer interface {
 const chunkRows = 500
 
 // RecordBatches inserts ledger entries through q (the DB or a transaction). An entry
-// whose batch id is already recorded is left as it was: the first commit wins.
+// whose batch id is already recorded is left as it was: the first commit wins. The one
+// exception is a placeholder (Rows < 0: recorded by another hub's reconcile from the
+// snapshot's summary, which knows only ids) of the same snapshot: the committing hub's
+// own entry fills in its rows, source and agent.
 func (c *Catalog) RecordBatches(ctx context.Context, q Execer, entries []Ledger) error {
 	for start := 0; start < len(entries); start += chunkRows {
 		part := entries[start:min(start+chunkRows, len(entries))]
@@ -174,7 +177,8 @@ func (c *Catalog) RecordBatches(ctx context.Context, q Execer, entries []Ledger)
 			b.WriteByte(')')
 			args = append(args, e.BatchID, e.Table, e.SnapshotID, e.Rows, e.CommittedAt.UTC().UnixMicro(), e.SourceSHA256, e.Agent)
 		}
-		b.WriteString(` ON CONFLICT (batch_id) DO NOTHING`)
+		b.WriteString(` ON CONFLICT (batch_id) DO UPDATE SET row_count = excluded.row_count, source_sha256 = excluded.source_sha256, agent = excluded.agent` +
+			` WHERE medlake_batches.row_count < 0 AND excluded.row_count >= 0 AND medlake_batches.snapshot_id = excluded.snapshot_id`)
 		if _, err := q.ExecContext(ctx, b.String(), args...); err != nil {
 			return fmt.Errorf("recording %d batches (first %s) in the ledger: %w", len(part), part[0].BatchID, err)
 		}

@@ -88,6 +88,11 @@ func (l *ledgerWatch) poll(ctx context.Context, conn *pgx.Conn, since int64, wat
 		if l.seen[id] || !l.tables[table] {
 			continue
 		}
+		if n < 0 {
+			// A reconcile's placeholder: the committing hub fills in its rows a moment
+			// later (one that died before doing so leaves it, and the drain waits).
+			continue
+		}
 		l.seen[id] = true
 		l.seenIn[table] = true
 		l.commits = append(l.commits, Commit{At: time.UnixMicro(at), Agent: agent, Rows: n, Source: sha})
