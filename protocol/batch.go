@@ -237,6 +237,25 @@ func PeekBatchID(frame []byte) string {
 	return h.BatchID
 }
 
+// PeekBatchTable returns the table a frame's header names without checking the frame,
+// or "" when none can be read. A sender uses it to group what it has in flight.
+func PeekBatchTable(frame []byte) string {
+	if len(frame) < fixedPrefixLen || string(frame[:4]) != batchMagic {
+		return ""
+	}
+	hlen := int(binary.BigEndian.Uint32(frame[6:10]))
+	if hlen > maxHeaderLen || len(frame) < fixedPrefixLen+hlen {
+		return ""
+	}
+	var h struct {
+		Table string `json:"table"`
+	}
+	if json.Unmarshal(frame[fixedPrefixLen:fixedPrefixLen+hlen], &h) != nil || len(h.Table) > 128 {
+		return ""
+	}
+	return h.Table
+}
+
 // checkVersion accepts "M.m" with M == MajorVersion.
 func checkVersion(what, v string) error {
 	majorStr, _, ok := strings.Cut(v, ".")
