@@ -50,20 +50,26 @@ type playHub struct {
 	tb     testing.TB
 	client mqtt.Client
 
-	mu        sync.Mutex
-	received  map[string][]string // batch id → source files, one per delivery
-	entries   map[string][]string // batch id → entries its rows come from
-	order     []string            // batch ids in arrival order, with repeats
-	decide    func(protocol.BatchHeader) *protocol.Ack
-	statuses  []protocol.Status
-	rejects   map[string]int64   // reject batch id → rows
-	rows      map[string]int64   // every batch id → rows
-	positions map[string][]int64 // every batch id → its _row values
+	mu       sync.Mutex
+	received map[string][]string // batch id → source files, one per delivery
+	entries  map[string][]string // batch id → entries its rows come from
+	order    []string            // batch ids in arrival order, with repeats
+	decide   func(protocol.BatchHeader) *protocol.Ack
+	statuses []protocol.Status
+	rejects  map[string]int64 // reject batch id → rows
+	rows     map[string]int64 // every batch id → rows
+	// archives are the source files' chunks by SHA-256 and part; holdArchives keeps
+	// their acks back.
+	archives     map[string]map[int][]byte
+	archiveParts map[string]int
+	holdArchives bool
+	positions    map[string][]int64 // every batch id → its _row values
 }
 
 func newPlayHub(tb testing.TB, broker string) *playHub {
 	tb.Helper()
-	h := &playHub{tb: tb, received: map[string][]string{}, entries: map[string][]string{}, rejects: map[string]int64{}, rows: map[string]int64{}, positions: map[string][]int64{}}
+	h := &playHub{tb: tb, received: map[string][]string{}, entries: map[string][]string{}, rejects: map[string]int64{}, rows: map[string]int64{}, positions: map[string][]int64{},
+		archives: map[string]map[int][]byte{}, archiveParts: map[string]int{}}
 	o := mqtt.NewClientOptions().AddBroker(broker).SetClientID(fmt.Sprintf("play-hub-%d", hubSeq.Add(1))).SetCleanSession(true).SetOrderMatters(false)
 	h.client = mqtt.NewClient(o)
 	if tok := h.client.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
@@ -79,6 +85,21 @@ func newPlayHub(tb testing.TB, broker string) *playHub {
 		b, err := protocol.DecodeBatch(m.Payload())
 		if err != nil {
 			tb.Errorf("hub: undecodable batch on %s: %v", m.Topic(), err)
+			return
+		}
+		if b.Header.Table == protocol.ArchiveTable {
+			// The source file itself, kept whole: stored and acknowledged at once.
+			h.mu.Lock()
+			if h.archives[b.Header.SourceSHA256] == nil {
+				h.archives[b.Header.SourceSHA256] = map[int][]byte{}
+			}
+			h.archives[b.Header.SourceSHA256][b.Header.Part] = b.Payload
+			h.archiveParts[b.Header.SourceSHA256] = b.Header.Parts
+			hold := h.holdArchives
+			h.mu.Unlock()
+			if !hold {
+				h.ack(protocol.Ack{BatchID: b.Header.BatchID, Status: protocol.AckCommitted, Table: b.Header.Table})
+			}
 			return
 		}
 		entries := map[string]bool{}
@@ -143,6 +164,22 @@ func (h *playHub) ack(a protocol.Ack) {
 		return
 	}
 	h.client.Publish(protocol.AckTopic("t1", "fac1", "agent-e2e"), 1, false, b)
+}
+
+// archive returns the source file with this SHA-256 as its chunks arrived, nil until
+// every chunk has.
+func (h *playHub) archive(sha string) []byte {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	parts := h.archives[sha]
+	if len(parts) == 0 || len(parts) != h.archiveParts[sha] {
+		return nil
+	}
+	var out []byte
+	for i := 1; i <= len(parts); i++ {
+		out = append(out, parts[i]...)
+	}
+	return out
 }
 
 // entriesOf returns the entries (the rows' _source_file values) in a received batch.
@@ -413,6 +450,12 @@ func TestAgentEndToEnd(t *testing.T) {
 	})
 	ag2 := startAgent(t, cfg)
 	waitFor(t, "d done after restart", func() bool { return ag2.status(t, sha("d_lab_results.csv")) == state.StatusDone })
+	// Every file done reached the hub whole as well, for the warehouse.
+	for _, name := range []string{"a_lab_results.csv", "b_lab_results.csv.gz", "d_lab_results.csv"} {
+		if got := hub.archive(sha(name)); !bytes.Equal(got, files[name]) {
+			t.Errorf("archive of %s at the hub: %d bytes, want the file's %d", name, len(got), len(files[name]))
+		}
+	}
 	waitFor(t, "duplicate content moved without sending", func() bool { return !exists(filepath.Join(exports, "a_copy_lab_results.csv")) })
 	if !exists(filepath.Join(done, "d_lab_results.csv")) || !exists(filepath.Join(done, "a_copy_lab_results.csv")) {
 		t.Error("d or the duplicate not in done dir")
@@ -478,8 +521,8 @@ func TestRestartResumesInterruptedSpooling(t *testing.T) {
 		defer db.Close()
 		return db.Get(sha)
 	}()
-	if f.Spooled || len(f.Batches) != 3 {
-		t.Fatalf("after interruption: spooled %v, %d batches; want unspooled with 3", f.Spooled, len(f.Batches))
+	if f.Spooled || len(f.Batches) != 4 {
+		t.Fatalf("after interruption: spooled %v, %d batches; want unspooled with 4 (3 of rows, 1 archive chunk)", f.Spooled, len(f.Batches))
 	}
 
 	hub.setDecide(func(h protocol.BatchHeader) *protocol.Ack {
@@ -521,6 +564,43 @@ func newAgentFixture(t *testing.T, feedName, feedYAML string) *agentFixture {
 	return f
 }
 
+// TestFileDoneOnlyWithArchive: a file whose rows are all committed stays in progress
+// while the hub has not acknowledged its archive chunks (a file over one chunk here),
+// and is done once it has; the chunks put together are the file.
+func TestFileDoneOnlyWithArchive(t *testing.T) {
+	f := newAgentFixture(t, "lab_results.yaml", labFeed)
+	f.hub.mu.Lock()
+	f.hub.holdArchives = true
+	f.hub.mu.Unlock()
+	var b bytes.Buffer
+	b.WriteString("lab_id,patient_id,result_value\n")
+	for i := 0; b.Len() <= protocol.ArchiveChunkBytes+1000; i++ {
+		fmt.Fprintf(&b, "L%d,P%d,%d.5\n", i, i, i)
+	}
+	content := b.Bytes()
+	writeFile(t, filepath.Join(f.exports, "big_lab_results.csv"), content)
+	sha := hashOf(content)
+	cfg := f.config()
+	cfg.AckTimeout = time.Second
+	ag := startAgent(t, cfg)
+	waitFor(t, "every chunk at the hub", func() bool {
+		f.hub.mu.Lock()
+		defer f.hub.mu.Unlock()
+		return len(f.hub.archives[sha]) == 2
+	})
+	time.Sleep(2 * time.Second) // rows long committed; the archive is not
+	if st := ag.status(t, sha); st != state.StatusInProgress {
+		t.Fatalf("file %s with its archive unacknowledged, want %s", st, state.StatusInProgress)
+	}
+	f.hub.mu.Lock()
+	f.hub.holdArchives = false
+	f.hub.mu.Unlock()
+	waitFor(t, "file done once its archive is acknowledged", func() bool { return ag.status(t, sha) == state.StatusDone })
+	if got := f.hub.archive(sha); !bytes.Equal(got, content) {
+		t.Errorf("archive at the hub: %d bytes, want the file's %d", len(got), len(content))
+	}
+}
+
 // config is an agent watching the fixture's exports with short test timings.
 func (f *agentFixture) config() Config {
 	cfg := DefaultConfig()
@@ -556,6 +636,7 @@ func TestTornSpoolFrameReparsed(t *testing.T) {
 	cfg.QuietPeriod, cfg.RescanInterval = 100*time.Millisecond, 500*time.Millisecond
 	cfg.BatchRows = 1
 	cfg.AckTimeout = 10 * time.Minute
+	cfg.ArchiveRaw = false // three frames of rows; an archive chunk's frame is no different
 
 	ag := startAgent(t, cfg)
 	waitFor(t, "three batches at the hub", func() bool { return len(hub.batchesOf("torn_")) == 3 })

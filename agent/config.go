@@ -64,6 +64,11 @@ type Config struct {
 	SpoolMaxBatches int   `yaml:"spool_max_batches"`
 	// StatusInterval is how often the retained status is refreshed.
 	StatusInterval time.Duration `yaml:"status_interval"`
+	// ArchiveRaw sends every file taken, as it is, to be kept in the lake's warehouse
+	// under its SHA-256 (so history can be re-read with a newer feed definition); a
+	// file is done only when the hub has stored it too. Default true; hubs must be
+	// upgraded first (an older hub rejects the archive chunks).
+	ArchiveRaw bool `yaml:"archive_raw"`
 	// Limits guard the agent against hostile or broken files; zero means the default.
 	Limits Limits `yaml:"limits"`
 }
@@ -113,6 +118,7 @@ func DefaultConfig() Config {
 		SpoolMaxBytes:   10 << 30,
 		SpoolMaxBatches: 100000,
 		StatusInterval:  30 * time.Second,
+		ArchiveRaw:      true,
 	}
 }
 

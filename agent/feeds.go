@@ -451,8 +451,8 @@ func (a *Agent) resumeFeeds(sha string, batches []state.Batch) (*feedSet, bool) 
 	a.cfgMu.Unlock()
 	swap := map[string]*feed.Definition{}
 	for _, b := range batches {
-		if _, done := swap[b.Feed]; done {
-			continue
+		if _, done := swap[b.Feed]; done || b.Feed == protocol.ArchiveFeed {
+			continue // archive chunks depend on the file's bytes only
 		}
 		if d := findDef(cur.defs, b.Feed); d != nil && protocol.BatchID(sha, d.Name, d.Version, b.Part) == b.ID {
 			continue

@@ -3,6 +3,8 @@ package agent
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -38,6 +40,27 @@ type part struct {
 	rejects bool
 	// retry marks a batch of a rejects retry (see rejects_retry.go): its own ids.
 	retry bool
+	// archive marks a chunk of the source file itself, kept in the warehouse; def is
+	// nil, feeds names the feeds the file's entries matched, size the file's size.
+	archive bool
+	feeds   []string
+	size    int64
+}
+
+// feedName is the feed named in the part's batch header.
+func (p part) feedName() string {
+	if p.archive {
+		return protocol.ArchiveFeed
+	}
+	return p.def.Name
+}
+
+// version is the feed version in the part's batch id and header.
+func (p part) version() int {
+	if p.archive {
+		return protocol.ArchiveFeedVersion
+	}
+	return p.def.Version
 }
 
 // load returns the part's payload.
@@ -50,6 +73,9 @@ func (p part) load() ([]byte, error) {
 
 // key stands for the feed name in the part's batch id and part count.
 func (p part) key() string {
+	if p.archive {
+		return protocol.ArchiveFeed
+	}
 	k := p.def.Name
 	if p.rejects {
 		k = feed.RejectsKey(p.def.Name)
@@ -62,6 +88,9 @@ func (p part) key() string {
 
 // table is where the part goes.
 func (p part) table() string {
+	if p.archive {
+		return protocol.ArchiveTable
+	}
 	if p.rejects {
 		return feed.RejectsTable
 	}
@@ -178,7 +207,7 @@ func (a *Agent) spoolFile(ctx context.Context, ident state.File, res *parsed) er
 	for _, p := range parts {
 		seq[p.key()]++
 		n := seq[p.key()]
-		id := protocol.BatchID(ident.SHA256, p.key(), p.def.Version, n)
+		id := protocol.BatchID(ident.SHA256, p.key(), p.version(), n)
 		all = append(all, framed{id: id, p: p, n: n})
 		ident.Batches = append(ident.Batches, state.Batch{ID: id, Feed: p.key(), Part: n, Parts: counts[p.key()], Rows: p.rows})
 	}
@@ -205,13 +234,17 @@ func (a *Agent) spoolFile(ctx context.Context, ident state.File, res *parsed) er
 			if err != nil {
 				return fmt.Errorf("reading batch %s of %s back from scratch: %w", f.id, ident.Path, err)
 			}
-			frame, err := protocol.EncodeBatch(protocol.BatchHeader{
+			hdr := protocol.BatchHeader{
 				BatchID: f.id, Tenant: a.cfg.Tenant, Facility: a.cfg.Facility, Agent: a.cfg.ID,
-				Feed: f.p.def.Name, FeedVersion: f.p.def.Version, Table: f.p.table(),
+				Feed: f.p.feedName(), FeedVersion: f.p.version(), Table: f.p.table(),
 				SourceFile: filepath.Base(ident.Path), SourceSHA256: ident.SHA256,
 				Part: f.n, Parts: counts[f.p.key()], Rows: f.p.rows, CreatedAt: now,
 				SourceModTime: ident.ModTime.UTC(),
-			}, payload)
+			}
+			if f.p.archive {
+				hdr.SourceSize, hdr.SourceDir, hdr.Feeds = f.p.size, relDir(ident.Root, ident.Path), f.p.feeds
+			}
+			frame, err := protocol.EncodeBatch(hdr, payload)
 			if err != nil {
 				return fmt.Errorf("framing batch %s of %s: %w", f.id, ident.Path, err)
 			}
@@ -402,7 +435,58 @@ func (a *Agent) parse(ctx context.Context, path, dir, sha string) (res *parsed, 
 	a.rowsRejected.Add(rj.n)
 	res.parts = append(res.parts, rparts...)
 	res.rejects = rj.n
+	if a.cfg.ArchiveRaw {
+		names := make([]string, len(order))
+		for i, def := range order {
+			names[i] = def.Name
+		}
+		chunks, err := archiveChunks(path, sha, res.scratch, names)
+		if err != nil {
+			return res, err
+		}
+		res.parts = append(res.parts, chunks...)
+	}
 	return res, nil
+}
+
+// archiveChunks copies the file at path into chunk files of scratch, for the hub to
+// keep it whole in the warehouse. The copy must hash to sha: a file changed since it
+// was hashed is read again later (an error, not a fileError).
+func archiveChunks(path, sha, scratch string, feeds []string) ([]part, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("opening %s to archive it: %w", path, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	r := io.TeeReader(f, h)
+	var parts []part
+	var size int64
+	for {
+		buf := make([]byte, protocol.ArchiveChunkBytes)
+		n, err := io.ReadFull(r, buf)
+		if n > 0 || len(parts) == 0 {
+			p := filepath.Join(scratch, fmt.Sprintf("archive-%d", len(parts)))
+			if werr := os.WriteFile(p, buf[:n], 0o600); werr != nil {
+				return nil, fmt.Errorf("writing archive chunk of %s to scratch: %w", path, werr)
+			}
+			parts = append(parts, part{archive: true, path: p, feeds: feeds})
+			size += int64(n)
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading %s to archive it: %w", path, err)
+		}
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != sha {
+		return nil, fmt.Errorf("%s changed while being read (sha256 %s, then %s)", path, sha, got)
+	}
+	for i := range parts {
+		parts[i].size = size
+	}
+	return parts, nil
 }
 
 // quarantine copies the file (the original is never modified) with a reason file and

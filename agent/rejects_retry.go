@@ -255,7 +255,7 @@ func partIDs(sha string, parts []part) map[string]bool {
 	ids := make(map[string]bool, len(parts))
 	for _, p := range parts {
 		seq[p.key()]++
-		ids[protocol.BatchID(sha, p.key(), p.def.Version, seq[p.key()])] = true
+		ids[protocol.BatchID(sha, p.key(), p.version(), seq[p.key()])] = true
 	}
 	return ids
 }

@@ -122,6 +122,32 @@ func testCatalog(t testing.TB, cfg Config) *Catalog {
 		t.Errorf("SnapshotRecorded(t1, %d) = %v, %v; want false", snap+1, ok, err)
 	}
 
+	// A reconcile's placeholder (rows unknown) is filled in by the committing hub's own
+	// entry of the same snapshot, and by nothing else.
+	ph := Ledger{BatchID: "p1", Table: "t1", SnapshotID: snap, Rows: -1, CommittedAt: time.UnixMicro(1700000000123458).UTC()}
+	other := Ledger{BatchID: "p2", Table: "t1", SnapshotID: snap, Rows: -1, CommittedAt: ph.CommittedAt}
+	if err := c.RecordBatches(ctx, c.DB(), []Ledger{ph, other}); err != nil {
+		t.Fatal(err)
+	}
+	real1, wrongSnap := ph, other
+	real1.Rows, real1.SourceSHA256, real1.Agent = 7, "cc", "ag2"
+	wrongSnap.SnapshotID, wrongSnap.Rows, wrongSnap.Agent = snap+5, 3, "ag3"
+	if err := c.RecordBatches(ctx, c.DB(), []Ledger{real1, wrongSnap}); err != nil {
+		t.Fatal(err)
+	}
+	real1.Rows = 8 // a later duplicate changes nothing any more
+	if err := c.RecordBatches(ctx, c.DB(), []Ledger{real1}); err != nil {
+		t.Fatal(err)
+	}
+	real1.Rows = 7
+	got, err = c.CommittedBatches(ctx, []string{"p1", "p2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got["p1"] != real1 || got["p2"] != other {
+		t.Errorf("placeholders after the committing hub's entries: %+v, %+v; want %+v, %+v", got["p1"], got["p2"], real1, other)
+	}
+
 	// Many ids span several statements.
 	var many []Ledger
 	var ids []string

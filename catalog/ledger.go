@@ -26,6 +26,21 @@ var migrations = []string{
 	agent TEXT NOT NULL
 )`,
 	`CREATE INDEX IF NOT EXISTS medlake_batches_snapshot ON medlake_batches (table_name, snapshot_id)`,
+	// Raw archives kept in the warehouse, by feed (archive.go).
+	`CREATE TABLE IF NOT EXISTS medlake_archives (
+	feed TEXT NOT NULL,
+	sha256 TEXT NOT NULL,
+	tenant TEXT NOT NULL,
+	facility TEXT NOT NULL,
+	agent TEXT NOT NULL,
+	source_file TEXT NOT NULL,
+	source_dir TEXT NOT NULL,
+	size_bytes BIGINT NOT NULL,
+	source_mtime BIGINT NOT NULL,
+	archived_at BIGINT NOT NULL,
+	PRIMARY KEY (feed, sha256)
+)`,
+	`CREATE INDEX IF NOT EXISTS medlake_archives_time ON medlake_archives (feed, archived_at)`,
 	// Feed definitions, every version (feeds.go).
 	`CREATE TABLE IF NOT EXISTS medlake_feeds (
 	name TEXT NOT NULL,
@@ -138,7 +153,10 @@ type Queryer interface {
 const chunkRows = 500
 
 // RecordBatches inserts ledger entries through q (the DB or a transaction). An entry
-// whose batch id is already recorded is left as it was: the first commit wins.
+// whose batch id is already recorded is left as it was: the first commit wins. The one
+// exception is a placeholder (Rows < 0: recorded by another hub's reconcile from the
+// snapshot's summary, which knows only ids) of the same snapshot: the committing hub's
+// own entry fills in its rows, source and agent.
 func (c *Catalog) RecordBatches(ctx context.Context, q Execer, entries []Ledger) error {
 	for start := 0; start < len(entries); start += chunkRows {
 		part := entries[start:min(start+chunkRows, len(entries))]
@@ -159,7 +177,8 @@ func (c *Catalog) RecordBatches(ctx context.Context, q Execer, entries []Ledger)
 			b.WriteByte(')')
 			args = append(args, e.BatchID, e.Table, e.SnapshotID, e.Rows, e.CommittedAt.UTC().UnixMicro(), e.SourceSHA256, e.Agent)
 		}
-		b.WriteString(` ON CONFLICT (batch_id) DO NOTHING`)
+		b.WriteString(` ON CONFLICT (batch_id) DO UPDATE SET row_count = excluded.row_count, source_sha256 = excluded.source_sha256, agent = excluded.agent` +
+			` WHERE medlake_batches.row_count < 0 AND excluded.row_count >= 0 AND medlake_batches.snapshot_id = excluded.snapshot_id`)
 		if _, err := q.ExecContext(ctx, b.String(), args...); err != nil {
 			return fmt.Errorf("recording %d batches (first %s) in the ledger: %w", len(part), part[0].BatchID, err)
 		}

@@ -45,6 +45,10 @@ type Ingester struct {
 	stopping bool                  // guarded by mu; no committer starts once set
 	wg       sync.WaitGroup        // committers and the feed refresher
 
+	// archive takes archive chunks to the archivers, which keep them in store.
+	archive chan *batch
+	store   *catalog.ArchiveStore
+
 	subscribed     chan struct{} // closed once the batch subscription is in place
 	subscribedOnce sync.Once
 }
@@ -71,7 +75,8 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger, registerer prome
 		return nil, fmt.Errorf("registering hub metrics: %w", err)
 	}
 	in := &Ingester{cfg: cfg, cat: cat, log: logger.With("component", "hub"), m: m, subscribed: make(chan struct{}),
-		mem: memory.DefaultAllocator, cmts: map[string]*committer{}, agents: map[string]*knownAgent{}}
+		mem: memory.DefaultAllocator, cmts: map[string]*committer{}, agents: map[string]*knownAgent{},
+		archive: make(chan *batch, 2*archiveWorkers)}
 	if err := registerer.Register(newFleetCollector(in)); err != nil {
 		return nil, fmt.Errorf("registering hub fleet metrics: %w", err)
 	}
@@ -83,6 +88,9 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger, registerer prome
 		}
 	}
 	if _, err := in.refreshFeeds(ctx, true); err != nil {
+		return nil, err
+	}
+	if in.store, err = cat.Archives(ctx); err != nil {
 		return nil, err
 	}
 	if len(in.fs.Load().versions) == 0 {
@@ -119,6 +127,9 @@ func (in *Ingester) Run(ctx context.Context) error {
 	in.mu.Unlock()
 	in.wg.Go(func() { in.runFeedRefresh(ctx) })
 	in.wg.Go(func() { in.createRejectsTable(ctx) })
+	for range archiveWorkers {
+		in.wg.Go(func() { in.runArchiver(ctx) })
+	}
 	stop := func() {
 		cancel()
 		in.mu.Lock()
@@ -239,6 +250,10 @@ func (in *Ingester) onBatch(t protocol.Topic, frame []byte) {
 		return
 	}
 	b.received = time.Now()
+	if b.chunk != nil {
+		in.enqueueChunk(b)
+		return
+	}
 	c := in.committer(b.hdr.Table, st.byTable[b.hdr.Table]) // decodeBatch accepts only declared tables
 	if c == nil {
 		b.release() // stopping: not acked, the agent re-sends it to a running hub

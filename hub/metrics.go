@@ -32,6 +32,10 @@ type metrics struct {
 	// unchanged (identical to the live row), superseded (a newer row of the key in the
 	// same commit), duplicate (a seen key in a duplicates-drop table).
 	keyedRows *prometheus.CounterVec // by table, outcome
+	// Raw archives kept in the warehouse.
+	archiveChunks *prometheus.CounterVec // by outcome: stored, duplicate, failed, deferred, rejected
+	archived      prometheus.Counter
+	archivedBytes prometheus.Counter
 }
 
 // LatencyBuckets are the buckets of the delivery latency histograms (commit lag,
@@ -81,7 +85,13 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "table_last_commit_timestamp_seconds", Help: "When this hub last committed a snapshot of the table (Unix seconds)."}, []string{"table"})
 	m.keyedRows = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
 		Name: "keyed_rows_total", Help: "Rows of upsert, cdc and duplicates-drop tables, by what the commit did with them."}, []string{"table", "outcome"})
-	for _, c := range []prometheus.Collector{m.keyedRows, m.deferred, m.commitLag, m.freshness, m.lastCommit, m.received, m.committed, m.duplicates, m.rejected, m.rows, m.failures, m.duration, m.commitRows,
+	m.archiveChunks = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
+		Name: "archive_chunks_total", Help: "Archive chunks received, by outcome (stored, duplicate: the archive was already stored, failed: left to the agent's re-send, deferred: archivers busy, rejected)."}, []string{"outcome"})
+	m.archived = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
+		Name: "archives_stored_total", Help: "Source files this hub stored whole in the warehouse under their SHA-256."})
+	m.archivedBytes = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
+		Name: "archive_bytes_total", Help: "Bytes of the source files this hub stored in the warehouse."})
+	for _, c := range []prometheus.Collector{m.keyedRows, m.archiveChunks, m.archived, m.archivedBytes, m.deferred, m.commitLag, m.freshness, m.lastCommit, m.received, m.committed, m.duplicates, m.rejected, m.rows, m.failures, m.duration, m.commitRows,
 		m.feedVersions, m.feedRefreshFailures, m.configPublishes, m.agentEvents, m.quarantined} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

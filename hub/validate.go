@@ -28,6 +28,9 @@ type batch struct {
 	bytes int64 // decoded Arrow size, bounds the commit buffer
 	// received is when this hub got the batch, for the age of uncommitted batches.
 	received time.Time
+	// chunk is the payload of an archive chunk (Table protocol.ArchiveTable): bytes of
+	// the source file, not rows; recs and def are nil then.
+	chunk []byte
 }
 
 func (b *batch) release() {
@@ -115,6 +118,15 @@ func decodeBatch(topic protocol.Topic, frame []byte, fs *feeds, mem memory.Alloc
 	if h.Tenant != topic.Tenant || h.Facility != topic.Facility || h.Agent != topic.Agent {
 		return nil, rej(h.BatchID, "topic_mismatch",
 			"batch %s: header names %s/%s/%s but was published on %s", h.BatchID, h.Tenant, h.Facility, h.Agent, topic)
+	}
+	if h.Table == protocol.ArchiveTable {
+		switch {
+		case h.Feed != protocol.ArchiveFeed:
+			return nil, rej(h.BatchID, "feed_table_mismatch", "batch %s: archive chunks belong to feed %q, not %q", h.BatchID, protocol.ArchiveFeed, h.Feed)
+		case len(bt.Payload) > 2*protocol.ArchiveChunkBytes || h.SourceSize < int64(len(bt.Payload)):
+			return nil, rej(h.BatchID, "bad_payload", "batch %s: archive chunk of %d bytes (file of %d)", h.BatchID, len(bt.Payload), h.SourceSize)
+		}
+		return &batch{topic: topic, hdr: h, chunk: bt.Payload, bytes: int64(len(bt.Payload))}, nil
 	}
 	tdef, ok := fs.byTable[h.Table]
 	if !ok {

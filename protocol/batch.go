@@ -76,7 +76,26 @@ type BatchHeader struct {
 	// (facility clock): where freshness is measured from. Since 1.1; absent from older
 	// agents, and then the hub measures freshness from CreatedAt.
 	SourceModTime time.Time `json:"source_mtime,omitzero"`
+	// The fields below are set on archive chunks only (Table ArchiveTable): the source
+	// file's size, its folder relative to the watched folder (what match.folder saw),
+	// and the feeds its entries matched, so the archive can be found and re-read by feed.
+	SourceSize int64    `json:"source_size,omitempty"`
+	SourceDir  string   `json:"source_dir,omitempty"`
+	Feeds      []string `json:"feeds,omitempty"`
 }
+
+// Raw archives: besides its row batches, an agent sends the file it took itself, cut
+// into chunks of at most ArchiveChunkBytes, as batches of the reserved table
+// ArchiveTable under the reserved feed ArchiveFeed. Their payload is the file's bytes,
+// Part/Parts number the chunks, SourceSHA256 and SourceSize describe the whole file.
+// The hub acknowledges a chunk once it is durable in the object store and, for the
+// chunk that completes the file, once the whole file is stored under its SHA-256.
+const (
+	ArchiveTable       = "medlake_archive"
+	ArchiveFeed        = "_archive"
+	ArchiveFeedVersion = 1
+	ArchiveChunkBytes  = 1 << 20
+)
 
 // Batch is a decoded batch frame. Payload is an Arrow IPC stream (see EncodeRecords).
 type Batch struct {
@@ -216,6 +235,25 @@ func PeekBatchID(frame []byte) string {
 		return ""
 	}
 	return h.BatchID
+}
+
+// PeekBatchTable returns the table a frame's header names without checking the frame,
+// or "" when none can be read. A sender uses it to group what it has in flight.
+func PeekBatchTable(frame []byte) string {
+	if len(frame) < fixedPrefixLen || string(frame[:4]) != batchMagic {
+		return ""
+	}
+	hlen := int(binary.BigEndian.Uint32(frame[6:10]))
+	if hlen > maxHeaderLen || len(frame) < fixedPrefixLen+hlen {
+		return ""
+	}
+	var h struct {
+		Table string `json:"table"`
+	}
+	if json.Unmarshal(frame[fixedPrefixLen:fixedPrefixLen+hlen], &h) != nil || len(h.Table) > 128 {
+		return ""
+	}
+	return h.Table
 }
 
 // checkVersion accepts "M.m" with M == MajorVersion.

@@ -280,6 +280,9 @@ func TestDecodeBadBatches(t *testing.T) {
 			if !errors.Is(err, tt.want) {
 				t.Fatalf("DecodeBatch error = %v, want %v", err, tt.want)
 			}
+			if tbl := protocol.PeekBatchTable(frame); tbl == "" && protocol.PeekBatchID(frame) != "" {
+				t.Errorf("PeekBatchTable found no table in a frame whose id it reads")
+			}
 			if id := protocol.PeekBatchID(frame); id == "" {
 				t.Errorf("PeekBatchID found no id; the hub could not address its rejection")
 			}

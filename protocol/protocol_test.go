@@ -92,11 +92,15 @@ func FuzzDecodeBatch(f *testing.F) {
 	f.Fuzz(func(t *testing.T, frame []byte) {
 		b, err := protocol.DecodeBatch(frame)
 		protocol.PeekBatchID(frame)
+		table := protocol.PeekBatchTable(frame)
 		if err != nil {
 			return
 		}
 		if b.Header.Validate() != nil {
 			t.Fatalf("decoded an invalid header: %+v", b.Header)
+		}
+		if table != b.Header.Table {
+			t.Fatalf("PeekBatchTable = %q, the decoded header says %q", table, b.Header.Table)
 		}
 		_, recs, err := protocol.DecodeRecords(b.Payload, memory.DefaultAllocator)
 		if err == nil {

@@ -14,14 +14,17 @@ import (
 // after a single send are sampled (Karn's rule: the ack of a re-sent batch may answer
 // either copy).
 //
-// While no ack arrives at all (hubs down or stalled), each further re-send of the same
-// batch waits twice as long as the one before, from the second re-send on, with ±20%
-// jitter so that agents that lost the same hub do not re-send in step, capped at the
-// ceiling. When other batches are acked meanwhile the hubs work and this copy was lost
-// (a hub died holding it): the Sender re-sends it again after one jittered base wait. Re-sends are safe (the hub acknowledges a
+// While no batch of the same table sent after it is acked (the table's hubs are down or
+// slow), each further re-send of a batch waits twice as long as the one before, from the
+// second re-send on, with ±20% jitter so that agents that lost the same hub do not
+// re-send in step, capped at the ceiling. When a later batch of the same table is
+// acked, the table's hubs work and this copy was lost (a hub died holding it): the
+// Sender re-sends it again after one jittered base wait. Acks of other tables do not
+// count: a table that commits slowly would otherwise have its batches re-sent every
+// base wait while faster tables are acked. Re-sends are safe (the hub acknowledges a
 // batch it has already committed from its ledger, without writing it again); the backoff
-// only keeps a slow-but-alive hub from being flooded. The in-flight window bounds how
-// many batches wait at once.
+// keeps a slow-but-alive hub from being flooded with copies. The in-flight window bounds
+// how many batches wait at once.
 //
 // Not safe for concurrent use: the Sender guards it with its mutex.
 type ackTimer struct {

@@ -54,25 +54,25 @@ func TestAckTimerCeilingBelowFloor(t *testing.T) {
 	}
 }
 
-// TestBackoffLevel: re-sends back off while no ack arrives at all and start over when
-// other batches are acked meanwhile (the copy was lost, the hubs work).
+// TestBackoffLevel: re-sends back off while no later-sent batch of the same table is
+// acked, and start over when one is (the copy was lost, the table's hubs work).
 func TestBackoffLevel(t *testing.T) {
 	sent := time.Date(2026, 11, 2, 14, 30, 0, 0, time.UTC)
 	tests := []struct {
-		name    string
-		f       flight // after the sends counted so far, this one included
-		lastAck time.Time
-		want    int
+		name      string
+		f         flight // after the sends counted so far, this one included
+		ackedSent time.Time
+		want      int
 	}{
 		{"first send", flight{sends: 1}, time.Time{}, 1},
-		{"first re-send, no ack since", flight{sends: 2, level: 1, sentAt: sent}, sent.Add(-time.Second), 2},
-		{"third send, no ack since", flight{sends: 3, level: 2, sentAt: sent}, time.Time{}, 3},
-		{"sixth send, no ack since", flight{sends: 6, level: 5, sentAt: sent}, sent.Add(-time.Minute), 6},
-		{"sixth send, others acked since the last", flight{sends: 6, level: 5, sentAt: sent}, sent.Add(time.Second), 2},
+		{"first re-send, nothing later acked", flight{sends: 2, level: 1, sentAt: sent}, sent.Add(-time.Second), 2},
+		{"third send, nothing later acked", flight{sends: 3, level: 2, sentAt: sent}, time.Time{}, 3},
+		{"sixth send, nothing later acked", flight{sends: 6, level: 5, sentAt: sent}, sent.Add(-time.Minute), 6},
+		{"sixth send, a later batch of the table acked", flight{sends: 6, level: 5, sentAt: sent}, sent.Add(time.Second), 2},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := tt.f.nextLevel(tt.lastAck); got != tt.want {
+			if got := tt.f.nextLevel(tt.ackedSent); got != tt.want {
 				t.Fatalf("level = %d, want %d", got, tt.want)
 			}
 		})

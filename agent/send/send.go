@@ -122,22 +122,25 @@ type flight struct {
 	sentAt   time.Time // last send
 	deadline time.Time // re-send after
 	sends    int
-	// level is the backoff step of the last send (ackTimer.timeout's argument): it
-	// grows with each re-send while no ack at all arrives (the hubs are down or
-	// stalled), and drops back to the first re-send's when other batches were acked
-	// since this one was sent (the hubs work; this copy was lost, e.g. with a hub that
-	// died holding it).
+	// level is the backoff step of the last send (ackTimer.timeout's argument).
 	level int
+	// table is the table the batch goes to (from its frame header).
+	table string
 }
 
-// nextLevel is the backoff level of the send about to be made, given when an ack last
-// arrived: 1 for a first send; for a re-send, one above the last while no ack arrived
-// since the last send, else the first re-send's level again.
-func (f *flight) nextLevel(lastAck time.Time) int {
+// nextLevel is the backoff level of the send about to be made, given when the newest
+// batch of the same table that the hub has acked was last sent: 1 for a first send;
+// for a re-send, the first re-send's level again when a batch of the same table sent
+// after this copy has been acked (the table's hubs work: this copy was lost, e.g. with
+// a hub that died holding it), else one level above the last (no later batch of the
+// table is acked either: its hubs are down or slow, and copies at the same pace would
+// only feed them duplicates to decode and look up while they fall further behind).
+// Acks of other tables say nothing about this one: tables commit at their own pace.
+func (f *flight) nextLevel(tableAckedSent time.Time) int {
 	switch {
 	case f.sends <= 1:
 		return 1
-	case lastAck.After(f.sentAt):
+	case tableAckedSent.After(f.sentAt):
 		return 2
 	default:
 		return f.level + 1
@@ -165,14 +168,16 @@ type Sender struct {
 	kick   chan struct{}   // Event → Run
 	stop   chan struct{}   // closed when Run returns, unblocks paho handlers
 
-	mu        sync.Mutex
-	inflight  map[string]*flight // guarded by mu; by batch id
-	timer     *ackTimer          // guarded by mu
-	lastAck   time.Time          // guarded by mu; when an ack last arrived
-	events    []protocol.Event   // guarded by mu
-	dropped   int                // guarded by mu; events beyond maxPendingEvents
-	stats     Stats              // guarded by mu
-	connected bool               // guarded by mu
+	mu       sync.Mutex
+	inflight map[string]*flight // guarded by mu; by batch id
+	// ackedSent is, per table, the last send of the newest-sent batch the hub acked as
+	// committed; guarded by mu.
+	ackedSent map[string]time.Time
+	timer     *ackTimer        // guarded by mu
+	events    []protocol.Event // guarded by mu
+	dropped   int              // guarded by mu; events beyond maxPendingEvents
+	stats     Stats            // guarded by mu
+	connected bool             // guarded by mu
 }
 
 // New builds a sender. onAck and status may be nil.
@@ -207,6 +212,7 @@ func New(cfg Config, sp Spool, onAck AckFunc, status StatusFunc, logger *slog.Lo
 		kick:        make(chan struct{}, 1),
 		stop:        make(chan struct{}),
 		inflight:    make(map[string]*flight),
+		ackedSent:   make(map[string]time.Time),
 		timer:       newAckTimer(cfg.AckTimeout, cmp.Or(cfg.AckTimeoutMax, max(DefaultAckTimeoutMax, cfg.AckTimeout))),
 	}, nil
 }
@@ -465,11 +471,11 @@ func (s *Sender) publish(client mqtt.Client, id string, resend bool) bool {
 	s.mu.Lock()
 	f := s.inflight[id]
 	if f == nil {
-		f = &flight{}
+		f = &flight{table: protocol.PeekBatchTable(frame)}
 		s.inflight[id] = f
 	}
 	f.sends++
-	f.level = f.nextLevel(s.lastAck)
+	f.level = f.nextLevel(s.ackedSent[f.table])
 	f.sentAt = time.Now()
 	wait := s.timer.timeout(f.level)
 	f.deadline = f.sentAt.Add(wait)
@@ -517,10 +523,14 @@ func (s *Sender) resendExpired(client mqtt.Client) {
 func (s *Sender) handleAck(ctx context.Context, in inboundAck) {
 	ack := in.ack
 	s.mu.Lock()
-	if f := s.inflight[ack.BatchID]; f != nil && f.sends == 1 {
-		s.timer.observe(time.Since(f.sentAt))
+	if f := s.inflight[ack.BatchID]; f != nil {
+		if f.sends == 1 {
+			s.timer.observe(time.Since(f.sentAt))
+		}
+		if ack.Status == protocol.AckCommitted && f.sentAt.After(s.ackedSent[f.table]) {
+			s.ackedSent[f.table] = f.sentAt
+		}
 	}
-	s.lastAck = time.Now()
 	delete(s.inflight, ack.BatchID)
 	s.mu.Unlock()
 	if ack.BatchID == "" || !s.spool.Has(ack.BatchID) {

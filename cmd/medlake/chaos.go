@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
 
 	"github.com/medlake/medlake/cmd/medlake/internal/chaos"
 )
@@ -37,10 +38,13 @@ func runChaos(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	fs.Int64Var(&cfg.Seed, "seed", cfg.Seed, "random seed: the workload, the drop order and the fault schedule")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "fault phase: faults and file drops are spread over it")
-	fs.IntVar(&cfg.FaultsPerKind, "faults-per-kind", cfg.FaultsPerKind, "faults of each of the six kinds")
+	fs.IntVar(&cfg.FaultsPerKind, "faults-per-kind", cfg.FaultsPerKind, "faults of each kind (0: a steady run with no faults, to measure freshness)")
+	kinds := fs.String("kinds", "", "comma-separated fault kinds to inject (default all: agent-kill, hub-kill, broker-restart, minio-node-down, postgres-restart, pause)")
+	fs.Float64Var(&cfg.Rate, "rate", 0, "archives dropped per second over all facilities (sets --files-per-facility from --duration)")
 	fs.IntVar(&cfg.Facilities, "facilities", cfg.Facilities, "facilities to generate")
 	fs.IntVar(&cfg.FilesPerFacility, "files-per-facility", cfg.FilesPerFacility, "archives per facility")
 	fs.Int64Var(&cfg.MaxBytes, "max-bytes", cfg.MaxBytes, "largest compressed archive size")
+	fs.IntVar(&cfg.Days, "days", 0, "days the records' event times span (0: the generator's default, 30); tables are partitioned by day")
 	fs.IntVar(&cfg.Hubs, "hubs", cfg.Hubs, "ingest hub processes sharing the subscription (at least 2)")
 	fs.IntVar(&cfg.Agents, "agents", 0, "agent processes, one per facility (0: one per facility)")
 	fs.DurationVar(&cfg.AckTimeout, "ack-timeout", cfg.AckTimeout, "agents' ack_timeout")
@@ -50,6 +54,11 @@ func runChaos(ctx context.Context, args []string, stdout io.Writer) error {
 	verbose := fs.Bool("v", false, "log the harness' own events to stderr")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *kinds != "" {
+		for _, k := range strings.Split(*kinds, ",") {
+			cfg.Kinds = append(cfg.Kinds, chaos.Kind(strings.TrimSpace(k)))
+		}
 	}
 	cfg.Progress = os.Stderr
 	cfg.Logger = slog.New(slog.DiscardHandler)

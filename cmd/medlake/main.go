@@ -38,6 +38,7 @@ Commands:
   tables         show tables' files, snapshots and health; compact, expire or clean one now
   reports        schedule reports: SQL run on a cron schedule, results kept in the warehouse
   audit          print the query audit log: who ran which statement, from where, with what result
+  replay         re-read a feed's archived source files with its newest definition
   status         print the fleet's backlog and the tables' commit lag and freshness
   bench          measure agent parse, hub commit and drop-to-queryable latency;
                  bench reports: report queries on medlake and PostgreSQL
@@ -92,6 +93,8 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		return runAudit(ctx, rest, stdout)
 	case "bench":
 		return runBench(ctx, rest, stdout)
+	case "replay":
+		return runReplay(ctx, rest, stdout)
 	case "status":
 		return runStatus(ctx, rest, stdout)
 	case "chaos":

@@ -3,6 +3,7 @@ package chaos
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -29,6 +30,7 @@ type dropper struct {
 	queue   map[string][]gen.File // guarded by mu; per facility, in schedule order, tail excluded
 	tail    map[string]gen.File   // guarded by mu; held back per facility
 	dropped map[string]bool       // guarded by mu; by path
+	at      map[string]time.Time  // guarded by mu; when each file was dropped, by SHA-256
 }
 
 func newDropper(m *gen.Manifest, genDir string, watch map[string]string, seed int64) *dropper {
@@ -40,7 +42,7 @@ func newDropper(m *gen.Manifest, genDir string, watch map[string]string, seed in
 	}
 	rng := rand.New(rand.NewPCG(uint64(seed), 0x64726f70)) // "drop"
 	rng.Shuffle(len(files), func(i, j int) { files[i], files[j] = files[j], files[i] })
-	d := &dropper{genDir: genDir, watch: watch, queue: map[string][]gen.File{}, tail: map[string]gen.File{}, dropped: map[string]bool{}}
+	d := &dropper{genDir: genDir, watch: watch, queue: map[string][]gen.File{}, tail: map[string]gen.File{}, dropped: map[string]bool{}, at: map[string]time.Time{}}
 	for i := len(files) - 1; i >= 0; i-- {
 		f := files[i]
 		if _, ok := d.tail[f.Facility]; !ok {
@@ -140,5 +142,16 @@ func (d *dropper) dropLocked(f gen.File) error {
 		return fmt.Errorf("dropping %s: %w", f.Path, err)
 	}
 	d.dropped[f.Path] = true
+	d.at[f.SHA256] = time.Now()
+	if st, err := os.Stat(dst); err == nil {
+		d.at[f.SHA256] = st.ModTime() // what the agent measures freshness from
+	}
 	return nil
+}
+
+// droppedAt returns when each dropped file was dropped (its mtime), by SHA-256.
+func (d *dropper) droppedAt() map[string]time.Time {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return maps.Clone(d.at)
 }

@@ -69,7 +69,7 @@ func (l *ledgerWatch) loop(ctx context.Context) {
 }
 
 func (l *ledgerWatch) poll(ctx context.Context, conn *pgx.Conn, since int64, watermark *int64) error {
-	rows, err := conn.Query(ctx, `SELECT batch_id, table_name, row_count, committed_at, agent FROM medlake_batches WHERE committed_at >= $1`, since)
+	rows, err := conn.Query(ctx, `SELECT batch_id, table_name, row_count, committed_at, agent, source_sha256 FROM medlake_batches WHERE committed_at >= $1`, since)
 	if err != nil {
 		return err
 	}
@@ -78,19 +78,24 @@ func (l *ledgerWatch) poll(ctx context.Context, conn *pgx.Conn, since int64, wat
 	defer l.mu.Unlock()
 	for rows.Next() {
 		var (
-			id, table, agent string
-			n, at            int64
+			id, table, agent, sha string
+			n, at                 int64
 		)
-		if err := rows.Scan(&id, &table, &n, &at, &agent); err != nil {
+		if err := rows.Scan(&id, &table, &n, &at, &agent, &sha); err != nil {
 			return err
 		}
 		*watermark = max(*watermark, at)
 		if l.seen[id] || !l.tables[table] {
 			continue
 		}
+		if n < 0 {
+			// A reconcile's placeholder: the committing hub fills in its rows a moment
+			// later (one that died before doing so leaves it, and the drain waits).
+			continue
+		}
 		l.seen[id] = true
 		l.seenIn[table] = true
-		l.commits = append(l.commits, Commit{At: time.UnixMicro(at), Agent: agent, Rows: n})
+		l.commits = append(l.commits, Commit{At: time.UnixMicro(at), Agent: agent, Rows: n, Source: sha})
 		l.rows += n
 	}
 	return rows.Err()

@@ -20,6 +20,8 @@ type proc struct {
 	args []string
 	env  []string // added to the harness' environment
 	log  string   // stdout and stderr are appended here
+	// http is the node's HTTP address (metrics), for hubs and the query node.
+	http string
 	// ready, when set, is polled after every start until it returns nil.
 	ready func(ctx context.Context) error
 

@@ -15,6 +15,8 @@ type Commit struct {
 	At    time.Time // the ledger's committed_at
 	Agent string    // the agent that sent the batch
 	Rows  int64
+	// Source is the SHA-256 of the batch's source file ("" for a reconciled entry).
+	Source string
 }
 
 // FaultResult is one injected fault and what the run saw around it.
@@ -29,6 +31,11 @@ type FaultResult struct {
 	Recovered bool
 	// Gap is the longest time without any commit between Injected and the recovery.
 	Gap time.Duration
+	// Next is when the next fault was injected (zero for the last fault). A recovery
+	// that runs past it includes that fault's effect too; AloneGap is Gap counted only
+	// up to Next, the part this fault alone answers for.
+	Next     time.Time
+	AloneGap time.Duration
 	// Queries and QueryFailures count the queries run against the query node while a
 	// MinIO node was down.
 	Queries, QueryFailures int
@@ -61,6 +68,10 @@ func (r *FaultResult) Settle(commits []Commit, agentIDs map[string]string) {
 		end = commits[len(commits)-1].At
 	}
 	r.Gap = LongestGap(commits, r.Injected, end)
+	r.AloneGap = r.Gap
+	if !r.Next.IsZero() && r.Next.Before(end) {
+		r.AloneGap = LongestGap(commits, r.Injected, r.Next)
+	}
 }
 
 // LongestGap is the longest time between consecutive commits (sorted by At) in
@@ -107,6 +118,7 @@ type KindSummary struct {
 	Unrecovered int           // faults after which no commit came
 	MaxRecovery time.Duration // longest restore → commit
 	MaxGap      time.Duration // longest time without commits from injection to recovery
+	MaxAlone    time.Duration // the same, counted only until the next fault
 	Queries     int
 	QueryFails  int
 }
@@ -129,6 +141,7 @@ type Report struct {
 	SpoolLeft     map[string]int // agent → frames left in spool and dead letter
 	Quarantined   int            // files agents quarantined
 	DrainTime     time.Duration  // last fault restored → every record committed
+	Freshness     *Freshness     // drop → committed and queryable
 	Problems      []string       // anything that makes the run fail, besides lost/dup
 }
 
@@ -152,6 +165,7 @@ func (r *Report) Summaries() []KindSummary {
 		}
 		s.MaxRecovery = max(s.MaxRecovery, f.Recovery)
 		s.MaxGap = max(s.MaxGap, f.Gap)
+		s.MaxAlone = max(s.MaxAlone, f.AloneGap)
 		s.Queries += f.Queries
 		s.QueryFails += f.QueryFailures
 	}
@@ -168,7 +182,7 @@ func (r *Report) HubDownGap() time.Duration {
 	var g time.Duration
 	for _, f := range r.Faults {
 		if f.Kind == KindHubKill {
-			g = max(g, f.Gap)
+			g = max(g, f.AloneGap)
 		}
 	}
 	return g
@@ -222,12 +236,35 @@ func (r *Report) Write(w io.Writer) {
 		p("  spools:       NOT drained: %s", strings.Join(left, " "))
 	}
 	p("  quarantined:  %d files", r.Quarantined)
+	if f := r.Freshness; f != nil {
+		p("  freshness:    %d files dropped at %.2f/s; file mtime (drop) →", f.Files, f.Rate)
+		p("    committed, per file (ledger, exact):           %s", f.Committed)
+		p("    committed, per batch (hubs' histograms):       %s", f.HubCommitted)
+		p("    queryable, per snapshot (query's histogram):   %s", f.Queryable)
+	}
+	if len(r.Faults) == 0 {
+		p("  faults:       none (steady run)")
+	} else {
+		r.writeFaults(p)
+	}
+	for _, pr := range r.Problems {
+		p("  problem: %s", pr)
+	}
+	if r.OK() {
+		p("  result: PASS")
+	} else {
+		p("  result: FAIL")
+	}
+}
+
+func (r *Report) writeFaults(p func(string, ...any)) {
 	p("  drain:        %s from the last fault's restore to the last record committed", r.DrainTime.Round(time.Millisecond))
-	p("  faults (recovery = component back → first commit after it; gap = longest time without commits from fault to recovery):")
-	p("    %-17s %8s %6s %11s %13s %9s", "kind", "injected", "failed", "unrecovered", "max recovery", "max gap")
+	p("  faults (recovery = component back → first commit after it; gap = longest time without commits from fault to recovery;")
+	p("          alone = the same gap counted only until the next fault is injected):")
+	p("    %-17s %8s %6s %11s %13s %9s %9s", "kind", "injected", "failed", "unrecovered", "max recovery", "max gap", "alone")
 	for _, s := range r.Summaries() {
-		p("    %-17s %8d %6d %11d %13s %9s", s.Kind, s.Injected, s.Failed, s.Unrecovered,
-			s.MaxRecovery.Round(time.Millisecond), s.MaxGap.Round(time.Millisecond))
+		p("    %-17s %8d %6d %11d %13s %9s %9s", s.Kind, s.Injected, s.Failed, s.Unrecovered,
+			s.MaxRecovery.Round(time.Millisecond), s.MaxGap.Round(time.Millisecond), s.MaxAlone.Round(time.Millisecond))
 	}
 	p("  worst fault of each kind (at = from the start of the fault phase; down = fault to restore):")
 	for _, k := range Kinds() {
@@ -239,8 +276,18 @@ func (r *Report) Write(w io.Writer) {
 			}
 		}
 		if worst != nil {
-			p("    %-40s at %7s down %7s recovery %7s gap %7s", worst.Fault.String(), worst.Injected.Sub(r.Started).Round(time.Second),
+			line := fmt.Sprintf("    %-40s at %7s down %7s recovery %7s gap %7s", worst.Fault.String(), worst.Injected.Sub(r.Started).Round(time.Second),
 				worst.Restored.Sub(worst.Injected).Round(time.Millisecond), worst.Recovery.Round(time.Millisecond), worst.Gap.Round(time.Millisecond))
+			if worst.AloneGap != worst.Gap {
+				var during []string
+				for _, o := range r.Faults {
+					if o.Injected.After(worst.Injected) && o.Injected.Before(worst.Injected.Add(worst.Gap+worst.Recovery)) {
+						during = append(during, o.Fault.String())
+					}
+				}
+				line += fmt.Sprintf(" (alone %s; then %s)", worst.AloneGap.Round(time.Millisecond), strings.Join(during, ", "))
+			}
+			p("%s", line)
 		}
 	}
 	p("  longest ingestion gap with one hub down: %s", r.HubDownGap().Round(time.Millisecond))
@@ -258,13 +305,5 @@ func (r *Report) Write(w io.Writer) {
 		if f.Err != "" {
 			p("  fault %s failed: %s", f.Fault, f.Err)
 		}
-	}
-	for _, pr := range r.Problems {
-		p("  problem: %s", pr)
-	}
-	if r.OK() {
-		p("  result: PASS")
-	} else {
-		p("  result: FAIL")
 	}
 }

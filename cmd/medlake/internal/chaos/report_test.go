@@ -51,6 +51,12 @@ func TestFaultSettle(t *testing.T) {
 		{"broker", Fault{Kind: KindBrokerRestart}, 2.5, 8, true, time.Second, 6500 * time.Millisecond},
 		{"no commit after the restore", Fault{Kind: KindPostgresRestart}, 12.5, 13, false, 0, 0},
 	}
+	// A fault whose recovery runs past the next fault: its alone gap stops there.
+	r := FaultResult{Fault: Fault{Kind: KindHubKill, Target: "hub-1"}, Injected: at(2.5), Restored: at(3), Next: at(5)}
+	r.Settle(commits, ids)
+	if r.Gap != 6500*time.Millisecond || r.AloneGap != 2500*time.Millisecond {
+		t.Errorf("gap %s, alone %s; want 6.5s, alone 2.5s (up to the next fault)", r.Gap, r.AloneGap)
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := FaultResult{Fault: tt.fault, Injected: at(tt.injected), Restored: at(tt.res)}
@@ -69,7 +75,8 @@ func TestReport(t *testing.T) {
 			Tables: []TableResult{{Table: "vitals", Expected: 10, Rows: 10, Distinct: 10, KeyChecksumOK: true, RowChecksumOK: true}}}
 		for i, k := range Kinds() {
 			r.Faults = append(r.Faults, FaultResult{Fault: Fault{Seq: i + 1, Kind: k}, Injected: t0, Restored: t0,
-				Recovered: true, Recovery: time.Duration(i) * time.Second, Gap: time.Duration(10-i) * time.Second})
+				Recovered: true, Recovery: time.Duration(i) * time.Second, Gap: time.Duration(10-i) * time.Second,
+				AloneGap: time.Duration(10-i) * time.Second / 2})
 		}
 		return r
 	}
@@ -110,8 +117,8 @@ func TestReport(t *testing.T) {
 	if len(s) != len(Kinds()) || s[1].Kind != KindHubKill || s[1].MaxRecovery != time.Second || s[1].MaxGap != 9*time.Second {
 		t.Errorf("summaries %+v", s)
 	}
-	if g := r.HubDownGap(); g != 9*time.Second {
-		t.Errorf("HubDownGap = %s, want 9s", g)
+	if g := r.HubDownGap(); g != 4500*time.Millisecond {
+		t.Errorf("HubDownGap = %s, want 4.5s (the gap before the next fault)", g)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -31,13 +32,23 @@ type Config struct {
 	Seed int64
 	// Duration is the fault phase: faults are spread over it and the workload is
 	// dropped into the watched folders over it. Draining and checking come after.
-	Duration         time.Duration
-	FaultsPerKind    int
+	Duration time.Duration
+	// FaultsPerKind is how many faults of each kind in Kinds; 0 makes a steady run: the
+	// workload at a constant rate with no faults, to measure freshness.
+	FaultsPerKind int
+	// Kinds are the kinds of fault injected; empty means every kind.
+	Kinds []Kind
+	// Rate, when positive, sets how many archives per second are dropped (over all
+	// facilities): FilesPerFacility becomes Rate × Duration / Facilities.
+	Rate             float64
 	Facilities       int
 	FilesPerFacility int
 	// MaxBytes caps the generated archives' compressed size (gen's --max-bytes).
 	MaxBytes int64
-	Hubs     int
+	// Days is the window the records' event times span (gen's --days; 0: gen's
+	// default). Tables are partitioned by day, so it sets how many files a commit writes.
+	Days int
+	Hubs int
 	// Agents is the number of agent processes. Each agent serves one facility, so it
 	// must equal Facilities; zero means Facilities.
 	Agents int
@@ -79,6 +90,12 @@ func (c *Config) validate() error {
 	if c.Agents == 0 {
 		c.Agents = c.Facilities
 	}
+	if len(c.Kinds) == 0 {
+		c.Kinds = Kinds()
+	}
+	if c.Rate > 0 && c.Facilities > 0 {
+		c.FilesPerFacility = int(math.Ceil(c.Rate * c.Duration.Seconds() / float64(c.Facilities)))
+	}
 	switch {
 	case c.Facilities < 1 || c.FilesPerFacility < 1:
 		return fmt.Errorf("want at least one facility and one file per facility, not %d and %d", c.Facilities, c.FilesPerFacility)
@@ -88,6 +105,13 @@ func (c *Config) validate() error {
 		return fmt.Errorf("want at least two hubs (a hub is killed while the others ingest), not %d", c.Hubs)
 	case c.Duration <= 0 || c.DrainTimeout <= 0 || c.AckTimeout <= 0:
 		return errors.New("duration, drain timeout and ack timeout must be positive")
+	case c.FaultsPerKind < 0 || c.Rate < 0:
+		return errors.New("faults per kind and rate must not be negative")
+	}
+	for _, k := range c.Kinds {
+		if !slices.Contains(Kinds(), k) {
+			return fmt.Errorf("unknown fault kind %q (want one of %v)", k, Kinds())
+		}
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -220,9 +244,12 @@ func (r *run) generate(ctx context.Context) error {
 	opts.Facilities = r.cfg.Facilities
 	opts.FilesPerFacility = r.cfg.FilesPerFacility
 	opts.Formats = []string{gen.FormatCSV, gen.FormatTXT, gen.FormatXML, gen.FormatDAT}
+	if r.cfg.Days > 0 {
+		opts.Days = r.cfg.Days
+	}
 	if r.cfg.MaxBytes > 0 {
 		opts.MaxBytes = r.cfg.MaxBytes
-		opts.MinBytes = min(opts.MinBytes, opts.MaxBytes)
+		opts.MinBytes = max(min(opts.MinBytes, opts.MaxBytes/2), 4<<10)
 	}
 	m, err := gen.Run(ctx, opts, nil)
 	if err != nil {
@@ -273,7 +300,7 @@ func (r *run) startCentral(ctx context.Context) error {
 		// Unique per hub: the broker keeps a persistent session per client id, and a
 		// second hub connecting under the same id would take the first one's over.
 		env := append(r.s3Env(), "MEDLAKE_INGEST_CLIENT_ID=medlake-hub-chaos-"+strconv.Itoa(i+1))
-		p := &proc{name: name, path: filepath.Join(r.bin, "medlake"), args: args, env: env,
+		p := &proc{name: name, path: filepath.Join(r.bin, "medlake"), args: args, env: env, http: httpAddr,
 			log: filepath.Join(r.work, "logs", name+".log"), ready: httpOK("http://" + httpAddr + "/readyz")}
 		sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 		err = p.start(sctx)
@@ -291,7 +318,7 @@ func (r *run) startCentral(ctx context.Context) error {
 		return err
 	}
 	args = append(args, "--pg-listen", r.queryAddr)
-	r.query = &proc{name: "query", path: filepath.Join(r.bin, "medlake"), args: args, env: r.s3Env(),
+	r.query = &proc{name: "query", path: filepath.Join(r.bin, "medlake"), args: args, env: r.s3Env(), http: httpAddr,
 		log: filepath.Join(r.work, "logs", "query.log"), ready: httpOK("http://" + httpAddr + "/readyz")}
 	sctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
@@ -375,10 +402,14 @@ func (r *run) teardown() {
 
 // exercise drops the workload and injects the faults, then drains and verifies.
 func (r *run) exercise(ctx context.Context) (*Report, error) {
-	faults, err := Plan(r.cfg.Seed, r.cfg.FaultsPerKind, r.cfg.Duration,
-		Targets{Agents: len(r.agents), Hubs: len(r.hubs), MinIONodes: len(r.minio.nodes)})
-	if err != nil {
-		return nil, fmt.Errorf("chaos: %w", err)
+	var faults []Fault
+	if r.cfg.FaultsPerKind > 0 {
+		var err error
+		faults, err = PlanKinds(r.cfg.Seed, r.cfg.FaultsPerKind, r.cfg.Duration,
+			Targets{Agents: len(r.agents), Hubs: len(r.hubs), MinIONodes: len(r.minio.nodes)}, r.cfg.Kinds)
+		if err != nil {
+			return nil, fmt.Errorf("chaos: %w", err)
+		}
 	}
 	tables := map[string]bool{}
 	for name, t := range r.manifest.Tables {
@@ -451,8 +482,12 @@ func (r *run) exercise(ctx context.Context) (*Report, error) {
 		rep.DrainTime = max(commits[len(commits)-1].At.Sub(lastRestore), 0)
 	}
 	for i := range rep.Faults {
+		if i+1 < len(rep.Faults) {
+			rep.Faults[i].Next = rep.Faults[i+1].Injected
+		}
 		rep.Faults[i].Settle(commits, r.agentIDs)
 	}
+	rep.Freshness = r.freshness(ctx, commits, start)
 	r.checkSpools(rep)
 	if err := r.verify(ctx, rep); err != nil {
 		rep.Problems = append(rep.Problems, err.Error())

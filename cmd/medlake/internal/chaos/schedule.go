@@ -89,13 +89,19 @@ var ErrPlan = errors.New("invalid fault plan")
 // so a fault is restored before the next one is due. The same arguments always give
 // the same plan.
 func Plan(seed int64, perKind int, phase time.Duration, t Targets) ([]Fault, error) {
+	return PlanKinds(seed, perKind, phase, t, Kinds())
+}
+
+// PlanKinds is Plan with faults of the given kinds only.
+func PlanKinds(seed int64, perKind int, phase time.Duration, t Targets, kinds []Kind) ([]Fault, error) {
 	switch {
+	case len(kinds) == 0:
+		return nil, fmt.Errorf("%w: no fault kinds", ErrPlan)
 	case perKind < 1:
 		return nil, fmt.Errorf("%w: %d faults per kind; want at least 1", ErrPlan, perKind)
 	case t.Agents < 1 || t.Hubs < 1 || t.MinIONodes < 1:
 		return nil, fmt.Errorf("%w: %d agents, %d hubs, %d MinIO nodes; want at least one of each", ErrPlan, t.Agents, t.Hubs, t.MinIONodes)
 	}
-	kinds := Kinds()
 	n := perKind * len(kinds)
 	slot := phase / time.Duration(n)
 	if slot < time.Second {
