@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/apache/arrow-go/v18/arrow"
@@ -33,10 +34,17 @@ func UpdateRollups(ctx context.Context, cat *catalog.Catalog, base *table.Table,
 	}
 	defer rec.Release()
 	ident := cat.TableIdent(def.Name())
-	if err := rollup.Append(ctx, cat.Iceberg(), ident, snapID, rec); err != nil {
+	if err := rollup.Append(ctx, cat.Iceberg(), ident, base, snapID, rec); err != nil {
 		return err
 	}
-	if _, err := rollup.Repair(ctx, cat.Iceberg(), ident, def, base, memory.DefaultAllocator); err != nil {
+	_, err = rollup.Repair(ctx, cat.Iceberg(), ident, def, base, memory.DefaultAllocator)
+	if errors.Is(err, rollup.ErrNotRollable) {
+		// An overwrite (a replay) or history expired before any checkpoint: the rollup
+		// no longer describes the table and queries read the table itself; saying so on
+		// every commit would only repeat it.
+		return nil
+	}
+	if err != nil {
 		return fmt.Errorf("repairing rollup %s: %w", def.Name(), err)
 	}
 	return nil

@@ -48,6 +48,12 @@ const (
 	// PropCovers is the snapshot summary property of a rollup append: the base table
 	// snapshot whose rows it rolls up.
 	PropCovers = "medlake.rollup.covers"
+	// PropCheckpoint is the snapshot summary property of a rollup append after which
+	// the rollup table holds exactly the appends of its base table's history up to and
+	// including the base snapshot it names. Consistency is then checked from the
+	// newest checkpoint on, so snapshot expiry, which drops the older history of both
+	// tables, does not make a rollup unusable.
+	PropCheckpoint = "medlake.rollup.checkpoint"
 )
 
 // Aggregates of a measure, in column order: m__count, m__sum, m__min, m__max.
@@ -345,8 +351,14 @@ var ErrNotRollable = errors.New("table history is not append-only")
 // rollup must cover, exactly once each, to describe the table. Replace snapshots
 // (compaction) change no rows and need no cover.
 func Appends(base *table.Table) (map[int64]bool, error) {
+	return appendsSince(base, 0)
+}
+
+// appendsSince is Appends for the history after snapshot since (0: the whole history),
+// which must be an ancestor of base's current snapshot that has not expired.
+func appendsSince(base *table.Table, since int64) (map[int64]bool, error) {
 	out := map[int64]bool{}
-	for s := base.CurrentSnapshot(); s != nil; {
+	for s := base.CurrentSnapshot(); s != nil && s.SnapshotID != since; {
 		op := table.OpAppend
 		if s.Summary != nil {
 			op = s.Summary.Operation
@@ -359,6 +371,9 @@ func Appends(base *table.Table) (map[int64]bool, error) {
 			return nil, fmt.Errorf("%w: snapshot %d is %s", ErrNotRollable, s.SnapshotID, op)
 		}
 		if s.ParentSnapshotID == nil {
+			if since != 0 {
+				return nil, fmt.Errorf("%w: checkpoint snapshot %d is not in the history", ErrNotRollable, since)
+			}
 			break
 		}
 		parent := base.SnapshotByID(*s.ParentSnapshotID)
@@ -370,14 +385,50 @@ func Appends(base *table.Table) (map[int64]bool, error) {
 	return out, nil
 }
 
-// Consistent reports whether a rollup table describes its base table exactly: it
-// covers every append of the base table's history once, and nothing else.
+// coversSince returns what a rollup table covers after its newest checkpoint, with
+// how many appends cover each base snapshot, and the base snapshot the checkpoint
+// names (0 when there is none: the covers are the whole history's).
+func coversSince(rt *table.Table) (map[int64]int, int64, error) {
+	out := map[int64]int{}
+	for s := rt.CurrentSnapshot(); s != nil; {
+		if s.Summary != nil {
+			if ck, err := strconv.ParseInt(s.Summary.Properties[PropCheckpoint], 10, 64); err == nil {
+				return out, ck, nil
+			}
+			if id, err := strconv.ParseInt(s.Summary.Properties[PropCovers], 10, 64); err == nil {
+				out[id]++
+			}
+		}
+		if s.ParentSnapshotID == nil {
+			break
+		}
+		parent := rt.SnapshotByID(*s.ParentSnapshotID)
+		if parent == nil {
+			return nil, 0, fmt.Errorf("%w: rollup snapshot %d's parent %d has expired before any checkpoint", ErrNotRollable, s.SnapshotID, *s.ParentSnapshotID)
+		}
+		s = parent
+	}
+	return out, 0, nil
+}
+
+// Consistent reports whether a rollup table describes its base table exactly: after
+// its newest checkpoint it covers every append of the base table's history since the
+// checkpoint's base snapshot once, and nothing else.
 func Consistent(base *table.Table, rt *table.Table) bool {
-	appends, err := Appends(base)
+	covers, since, err := coversSince(rt)
 	if err != nil {
 		return false
 	}
-	covers := Covers(rt)
+	return exactCover(base, since, covers)
+}
+
+// exactCover says whether covers holds each append of base's history after since
+// exactly once, and nothing else.
+func exactCover(base *table.Table, since int64, covers map[int64]int) bool {
+	appends, err := appendsSince(base, since)
+	if err != nil {
+		return false
+	}
 	if len(covers) != len(appends) {
 		return false
 	}
@@ -396,7 +447,9 @@ const conflictRetries = 10
 // Append appends rec, the rollup of base snapshot snapID's rows, to the rollup table
 // ident, creating the table when it is absent. An append already covering snapID (a
 // retry after an unknown outcome) makes it a no-op, so a snapshot is covered once.
-func Append(ctx context.Context, cat icecatalog.Catalog, ident table.Identifier, snapID int64, rec arrow.RecordBatch) error {
+// base is the base table as of snapID or later; when the append makes the rollup
+// cover base's history exactly, it is marked a checkpoint (PropCheckpoint).
+func Append(ctx context.Context, cat icecatalog.Catalog, ident table.Identifier, base *table.Table, snapID int64, rec arrow.RecordBatch) error {
 	for attempt := 0; ; attempt++ {
 		rt, err := loadOrCreate(ctx, cat, ident, rec.Schema())
 		if err != nil {
@@ -405,9 +458,16 @@ func Append(ctx context.Context, cat icecatalog.Catalog, ident table.Identifier,
 		if Covers(rt)[snapID] > 0 {
 			return nil
 		}
+		props := iceberg.Properties{PropCovers: strconv.FormatInt(snapID, 10)}
+		if covers, since, err := coversSince(rt); err == nil && base.CurrentSnapshot() != nil {
+			covers[snapID]++
+			if exactCover(base, since, covers) {
+				props[PropCheckpoint] = strconv.FormatInt(base.CurrentSnapshot().SnapshotID, 10)
+			}
+		}
 		at := array.NewTableFromRecords(rec.Schema(), []arrow.RecordBatch{rec})
 		txn := rt.NewTransaction()
-		err = txn.AppendTable(ctx, at, 1<<20, iceberg.Properties{PropCovers: strconv.FormatInt(snapID, 10)})
+		err = txn.AppendTable(ctx, at, 1<<20, props)
 		at.Release()
 		if err != nil {
 			return fmt.Errorf("writing rollup %s of snapshot %d: %w", ident, snapID, err)
@@ -460,15 +520,17 @@ const MaxRepairs = 8
 // data files. It returns how many it appended. A history that is not append-only or has
 // expired snapshots cannot be repaired and returns an error wrapping ErrNotRollable.
 func Repair(ctx context.Context, cat icecatalog.Catalog, ident table.Identifier, d Def, base *table.Table, mem memory.Allocator) (int, error) {
-	appends, err := Appends(base)
-	if err != nil {
-		return 0, err
-	}
-	covers := map[int64]int{}
+	covers, since := map[int64]int{}, int64(0)
 	if rt, err := cat.LoadTable(ctx, ident); err == nil {
-		covers = Covers(rt)
+		if covers, since, err = coversSince(rt); err != nil {
+			return 0, err
+		}
 	} else if !errors.Is(err, icecatalog.ErrNoSuchTable) {
 		return 0, fmt.Errorf("loading rollup table %s: %w", ident, err)
+	}
+	appends, err := appendsSince(base, since)
+	if err != nil {
+		return 0, err
 	}
 	var missing []int64
 	for id := range appends {
@@ -495,7 +557,7 @@ func Repair(ctx context.Context, cat icecatalog.Catalog, ident table.Identifier,
 		if err != nil {
 			return n, err
 		}
-		err = Append(ctx, cat, ident, id, rec)
+		err = Append(ctx, cat, ident, base, id, rec)
 		rec.Release()
 		if err != nil {
 			return n, err

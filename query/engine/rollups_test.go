@@ -146,7 +146,7 @@ func appendWithRollup(tb testing.TB, cat icecatalog.Catalog, name string, rec ar
 		tb.Fatal(err)
 	}
 	defer agg.Release()
-	if err := rollup.Append(ctx, cat, table.Identifier{testlake.Namespace, def.Name()}, tbl.CurrentSnapshot().SnapshotID, agg); err != nil {
+	if err := rollup.Append(ctx, cat, table.Identifier{testlake.Namespace, def.Name()}, tbl, tbl.CurrentSnapshot().SnapshotID, agg); err != nil {
 		tb.Fatal(err)
 	}
 }
@@ -467,4 +467,64 @@ func TestSetRewritesOff(t *testing.T) {
 		}
 		st.Close()
 	}
+}
+
+// TestRollupAfterExpiry: expiring the older snapshots of a table and of its rollup
+// keeps the rollup in use, because each append marks the point up to which the rollup
+// covers the table exactly; an append the rollup misses after that still stops its use
+// until it is repaired.
+func TestRollupAfterExpiry(t *testing.T) {
+	e, cat := rollupLake(t)
+	ctx := context.Background()
+	seq := 300000
+	r := rand.New(rand.NewPCG(11, 11))
+	for range 5 {
+		appendWithRollup(t, cat, "lab_results", labBatch(r, 400, &seq), true)
+	}
+	def, _ := rollup.Lookup("lab_results")
+	baseIdent := table.Identifier{testlake.Namespace, "lab_results"}
+	rollIdent := table.Identifier{testlake.Namespace, def.Name()}
+	for _, ident := range []table.Identifier{baseIdent, rollIdent} {
+		tbl, err := cat.LoadTable(ctx, ident)
+		if err != nil {
+			t.Fatal(err)
+		}
+		txn := tbl.NewTransaction()
+		if err := txn.ExpireSnapshots(table.WithRetainLast(2), table.WithOlderThan(0)); err != nil {
+			t.Fatal(err)
+		}
+		if tbl, err = txn.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n := len(tbl.Metadata().Snapshots()); n != 2 {
+			t.Fatalf("%s keeps %d snapshots after expiry, want 2", ident, n)
+		}
+	}
+	q := `SELECT _facility, test_code, count(*), sum(value) FROM lab_results GROUP BY _facility, test_code`
+	check := func(wantRollup bool) {
+		t.Helper()
+		if err := e.Refresh(ctx); err != nil {
+			t.Fatal(err)
+		}
+		_, got, tables := runSession(t, e, testAdmin, q)
+		if used := slices.Contains(tables, def.Name()); used != wantRollup {
+			t.Fatalf("rollup used = %v, want %v (read %v)", used, wantRollup, tables)
+		}
+		if _, want := runRaw(t, e, q); !slices.Equal(got, want) {
+			t.Fatalf("answer differs from the table: got %d rows, want %d", len(got), len(want))
+		}
+	}
+	check(true)
+
+	appendWithRollup(t, cat, "lab_results", labBatch(r, 400, &seq), false)
+	check(false)
+
+	base, err := cat.LoadTable(ctx, baseIdent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := rollup.Repair(ctx, cat, rollIdent, def, base, memory.DefaultAllocator); err != nil || n != 1 {
+		t.Fatalf("Repair after expiry = %d, %v; want the one missed append rolled up", n, err)
+	}
+	check(true)
 }
