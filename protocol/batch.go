@@ -221,39 +221,41 @@ func DecodeBatch(frame []byte) (*Batch, error) {
 // batch_id field keep their form in every major version for this reason. It returns ""
 // when no id can be read.
 func PeekBatchID(frame []byte) string {
-	if len(frame) < fixedPrefixLen || string(frame[:4]) != batchMagic {
-		return ""
-	}
-	hlen := int(binary.BigEndian.Uint32(frame[6:10]))
-	if hlen > maxHeaderLen || len(frame) < fixedPrefixLen+hlen {
-		return ""
-	}
-	var h struct {
-		BatchID string `json:"batch_id"`
-	}
-	if json.Unmarshal(frame[fixedPrefixLen:fixedPrefixLen+hlen], &h) != nil || len(h.BatchID) > 128 {
-		return ""
-	}
-	return h.BatchID
+	return peekHeader(frame).BatchID
 }
 
 // PeekBatchTable returns the table a frame's header names without checking the frame,
 // or "" when none can be read. A sender uses it to group what it has in flight.
 func PeekBatchTable(frame []byte) string {
+	return peekHeader(frame).Table
+}
+
+type peekedHeader struct {
+	BatchID string `json:"batch_id"`
+	Table   string `json:"table"`
+}
+
+// peekHeader reads a frame's header fields without checking the frame; a field that
+// cannot be read, or is implausibly long, is "".
+func peekHeader(frame []byte) peekedHeader {
+	var h peekedHeader
 	if len(frame) < fixedPrefixLen || string(frame[:4]) != batchMagic {
-		return ""
+		return h
 	}
 	hlen := int(binary.BigEndian.Uint32(frame[6:10]))
 	if hlen > maxHeaderLen || len(frame) < fixedPrefixLen+hlen {
-		return ""
+		return h
 	}
-	var h struct {
-		Table string `json:"table"`
+	if json.Unmarshal(frame[fixedPrefixLen:fixedPrefixLen+hlen], &h) != nil {
+		return peekedHeader{}
 	}
-	if json.Unmarshal(frame[fixedPrefixLen:fixedPrefixLen+hlen], &h) != nil || len(h.Table) > 128 {
-		return ""
+	if len(h.BatchID) > 128 {
+		h.BatchID = ""
 	}
-	return h.Table
+	if len(h.Table) > 128 {
+		h.Table = ""
+	}
+	return h
 }
 
 // checkVersion accepts "M.m" with M == MajorVersion.
