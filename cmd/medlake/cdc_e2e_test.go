@@ -25,6 +25,7 @@ import (
 
 	"github.com/medlake/medlake/catalog"
 	"github.com/medlake/medlake/deploy/local/stack"
+	"github.com/medlake/medlake/hub/maintain"
 	"github.com/medlake/medlake/protocol"
 )
 
@@ -347,6 +348,7 @@ rescan_interval: 1s
 		state map[string][]string
 	}
 	var checkpoints []checkpoint
+	expiredCheckpoints := 0 // the first ones, whose snapshots expiry removed
 	for round := range rounds {
 		// Files of new rows; the order rows and files arrive in does not matter to the
 		// model, only every row's ver.
@@ -389,6 +391,23 @@ rescan_interval: 1s
 			t.Errorf("round %d: re-sent file %s and batch %s changed snapshots %v → %v", round, old.name, id, before, after)
 		}
 		checkCDCState(ctx, t, conn, cat, model, tables, fmt.Sprintf("round %d after re-sends", round))
+
+		if round == rounds/2 {
+			// Table maintenance in the middle of the workload changes no answer: the
+			// current state read at the compaction's own snapshot (which only its
+			// rewritten files hold) and the state the hubs keep deciding against
+			// stay the model's; expiry removes the history before the second checkpoint
+			// and keeps the rest.
+			compacted := maintainCDCTables(ctx, t, cat, tables, checkpoints[1].snaps)
+			expiredCheckpoints = 1
+			for _, n := range tables {
+				got, err := pgRows(ctx, conn, fmt.Sprintf("SELECT _facility || '|' || mrn || '|' || name || '|' || ver FROM %s AT (VERSION => %d) ORDER BY 1", n, compacted[n]))
+				if want := model.state(n); err != nil || !slices.Equal(got, want) {
+					t.Fatalf("%s at compaction snapshot %d: %v, %v; want %v", n, compacted[n], got, err, want)
+				}
+			}
+			checkCDCState(ctx, t, conn, cat, model, tables, fmt.Sprintf("round %d after compaction and expiry", round))
+		}
 	}
 	for _, n := range tables {
 		t.Logf("%s: %d live keys after %d rounds (seed %d)", n, len(model.state(n)), rounds, *cdcSeed)
@@ -400,12 +419,18 @@ rescan_interval: 1s
 	for i, cp := range checkpoints {
 		for _, n := range tables {
 			got, err := pgRows(ctx, conn, fmt.Sprintf("SELECT _facility || '|' || mrn || '|' || name || '|' || ver FROM %s AT (VERSION => %d) ORDER BY 1", n, cp.snaps[n]))
+			if i < expiredCheckpoints {
+				if err == nil {
+					t.Errorf("%s at checkpoint %d (snapshot %d, expired): %d rows, want an error", n, i, cp.snaps[n], len(got))
+				}
+				continue
+			}
 			if err != nil || !slices.Equal(got, cp.state[n]) {
 				t.Errorf("%s at checkpoint %d (snapshot %d): %v, %v; want %v", n, i, cp.snaps[n], got, err, cp.state[n])
 			}
 		}
 	}
-	first, last := checkpoints[0], checkpoints[len(checkpoints)-1]
+	first, last := checkpoints[expiredCheckpoints], checkpoints[len(checkpoints)-1]
 	for _, n := range tables {
 		want := diffStates(first.state[n], last.state[n])
 		got, err := pgRows(ctx, conn, fmt.Sprintf(`SELECT op || ' ' || _facility || '|' || mrn FROM table_changes('%s', %d, %d) ORDER BY 1`, n, first.snaps[n], last.snaps[n]))
@@ -436,6 +461,45 @@ rescan_interval: 1s
 			t.Logf("%s %s rows: %s", want.table, want.outcome, m[1])
 		}
 	}
+}
+
+// maintainCDCTables compacts every table, folding its equality deletes, then expires
+// the snapshots committed before the one keep names per table. It returns each table's
+// compaction snapshot.
+func maintainCDCTables(ctx context.Context, t *testing.T, cat *catalog.Catalog, tables []string, keep map[string]int64) map[string]int64 {
+	t.Helper()
+	ts := maintain.CatalogTables(cat)
+	out := map[string]int64{}
+	for _, n := range tables {
+		res, err := maintain.Compact(ctx, ts, n, maintain.CompactOptions{TargetFileSize: 64 << 20, MinInputFiles: 2, DeleteFileThreshold: 1, CommitRetries: 5})
+		if err != nil {
+			t.Fatalf("compacting %s: %v", n, err)
+		}
+		if res.SnapshotID == 0 || res.FilesRemoved == 0 || res.DeleteFilesRemoved == 0 {
+			t.Fatalf("compacting %s rewrote nothing: %+v", n, res)
+		}
+		t.Logf("compacted %s: %d data files into %d, %d delete files folded", n, res.FilesRemoved, res.FilesAdded, res.DeleteFilesRemoved)
+		out[n] = res.SnapshotID
+
+		tbl, err := ts.Load(ctx, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kept := tbl.SnapshotByID(keep[n])
+		if kept == nil {
+			t.Fatalf("%s: snapshot %d to keep is gone before expiry", n, keep[n])
+		}
+		age := time.Since(time.UnixMilli(kept.TimestampMs)) + time.Second
+		exp, err := maintain.Expire(ctx, ts, cat, n, maintain.Retention{RetainLast: 1, MaxAge: age}, 5)
+		if err != nil {
+			t.Fatalf("expiring %s: %v", n, err)
+		}
+		if exp.SnapshotsExpired == 0 {
+			t.Fatalf("expiring %s before snapshot %d removed nothing: %+v", n, keep[n], exp)
+		}
+		t.Logf("expired %s: %d of %d snapshots", n, exp.SnapshotsExpired, exp.SnapshotsBefore)
+	}
+	return out
 }
 
 // checkCDCState waits until every table read through pgwire equals the model, then
