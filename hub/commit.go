@@ -27,7 +27,10 @@ import (
 // (a crash between the two), see reconcile.
 const (
 	PropBatchIDs = "medlake.batch_ids" // comma-separated batch ids in this snapshot
-	PropHub      = "medlake.hub"       // client id of the committing hub
+	// PropBatchRows holds each batch's row count, comma-separated in PropBatchIDs'
+	// order, so a ledger entry recorded from the summary has its rows.
+	PropBatchRows = "medlake.batch_rows"
+	PropHub       = "medlake.hub" // client id of the committing hub
 	// PropSourceMtimeMin is the oldest source file mtime among the snapshot's batches,
 	// Unix milliseconds (created_at for batches of 1.0 agents): the query role measures
 	// freshness to queryable from it when the snapshot becomes visible.
@@ -286,7 +289,11 @@ func (c *committer) commit(ctx context.Context, tbl *table.Table) ([]ackOut, err
 	}
 	defer at.Release()
 
-	props := iceberg.Properties{PropBatchIDs: strings.Join(ids, ","), PropHub: c.hubID}
+	counts := make([]string, len(c.buf))
+	for i, b := range c.buf {
+		counts[i] = strconv.FormatInt(b.rows, 10)
+	}
+	props := iceberg.Properties{PropBatchIDs: strings.Join(ids, ","), PropBatchRows: strings.Join(counts, ","), PropHub: c.hubID}
 	var mtimeMin time.Time
 	for _, b := range c.buf {
 		if t := sourceTime(b.hdr); mtimeMin.IsZero() || t.Before(mtimeMin) {
@@ -406,6 +413,33 @@ func (c *committer) record(ctx context.Context, entries []catalog.Ledger) error 
 	return nil
 }
 
+// SummaryBatch is a batch a snapshot's summary names.
+type SummaryBatch struct {
+	ID   string
+	Rows int64 // -1 when the summary does not say (snapshots of older hubs)
+}
+
+// SummaryBatches returns the batches a hub's snapshot summary names (PropBatchIDs),
+// with their row counts (PropBatchRows) when it has them.
+func SummaryBatches(props map[string]string) []SummaryBatch {
+	list := props[PropBatchIDs]
+	if list == "" {
+		return nil
+	}
+	ids := strings.Split(list, ",")
+	rows := strings.Split(props[PropBatchRows], ",")
+	out := make([]SummaryBatch, len(ids))
+	for i, id := range ids {
+		out[i] = SummaryBatch{ID: id, Rows: -1}
+		if len(rows) == len(ids) {
+			if n, err := strconv.ParseInt(rows[i], 10, 64); err == nil && n >= 0 {
+				out[i].Rows = n
+			}
+		}
+	}
+	return out
+}
+
 // reconcile records in the ledger the batches of snapshots committed by a hub that died
 // (or failed) before recording them. It walks back from the current snapshot to the
 // newest one known to be recorded.
@@ -415,11 +449,11 @@ func (c *committer) reconcile(ctx context.Context, tbl *table.Table) error {
 		if s.SnapshotID == c.lastRecorded {
 			break
 		}
-		ids := ""
+		var batches []SummaryBatch
 		if s.Summary != nil {
-			ids = s.Summary.Properties[PropBatchIDs]
+			batches = SummaryBatches(s.Summary.Properties)
 		}
-		if ids != "" {
+		if len(batches) > 0 {
 			ok, err := c.cat.SnapshotRecorded(ctx, c.table, s.SnapshotID)
 			if err != nil {
 				return err
@@ -428,10 +462,10 @@ func (c *committer) reconcile(ctx context.Context, tbl *table.Table) error {
 				break
 			}
 			at := time.UnixMilli(s.TimestampMs).UTC()
-			for _, id := range strings.Split(ids, ",") {
-				// Row counts and sources are in the data (_batch_id); the ledger only
-				// needs the id and snapshot to deduplicate.
-				entries = append(entries, catalog.Ledger{BatchID: id, Table: c.table, SnapshotID: s.SnapshotID, Rows: -1, CommittedAt: at})
+			for _, b := range batches {
+				// Sources are in the data (_source_sha256); the ledger needs the id and
+				// snapshot to deduplicate, and the rows to count what was committed.
+				entries = append(entries, catalog.Ledger{BatchID: b.ID, Table: c.table, SnapshotID: s.SnapshotID, Rows: b.Rows, CommittedAt: at})
 			}
 		}
 		if s.ParentSnapshotID == nil {

@@ -3,7 +3,6 @@ package maintain
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/apache/iceberg-go/table"
@@ -75,6 +74,7 @@ func recordBeforeExpiry(ctx context.Context, ledger *catalog.Catalog, name strin
 	type origin struct {
 		snapshot int64
 		at       time.Time
+		rows     int64
 	}
 	from := map[string]origin{}
 	var ids []string
@@ -82,14 +82,10 @@ func recordBeforeExpiry(ctx context.Context, ledger *catalog.Catalog, name strin
 		if s.Summary == nil || !time.UnixMilli(s.TimestampMs).Before(cutoff) {
 			continue
 		}
-		list := s.Summary.Properties[hub.PropBatchIDs]
-		if list == "" {
-			continue
-		}
-		for _, id := range strings.Split(list, ",") {
-			if _, ok := from[id]; !ok {
-				from[id] = origin{s.SnapshotID, time.UnixMilli(s.TimestampMs).UTC()}
-				ids = append(ids, id)
+		for _, b := range hub.SummaryBatches(s.Summary.Properties) {
+			if _, ok := from[b.ID]; !ok {
+				from[b.ID] = origin{s.SnapshotID, time.UnixMilli(s.TimestampMs).UTC(), b.Rows}
+				ids = append(ids, b.ID)
 			}
 		}
 	}
@@ -104,7 +100,7 @@ func recordBeforeExpiry(ctx context.Context, ledger *catalog.Catalog, name strin
 	for _, id := range ids {
 		if _, ok := have[id]; !ok {
 			o := from[id]
-			missing = append(missing, catalog.Ledger{BatchID: id, Table: name, SnapshotID: o.snapshot, Rows: -1, CommittedAt: o.at})
+			missing = append(missing, catalog.Ledger{BatchID: id, Table: name, SnapshotID: o.snapshot, Rows: o.rows, CommittedAt: o.at})
 		}
 	}
 	if len(missing) == 0 {
