@@ -28,6 +28,9 @@ func (in *Ingester) enqueueChunk(b *batch) {
 	}
 }
 
+// archiveChunkTimeout bounds storing and indexing one archive chunk.
+const archiveChunkTimeout = 30 * time.Second
+
 // runArchiver stores archive chunks until ctx is done. A chunk it cannot store is not
 // acknowledged: the agent keeps it spooled and re-sends it.
 func (in *Ingester) runArchiver(ctx context.Context) {
@@ -36,7 +39,12 @@ func (in *Ingester) runArchiver(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case b := <-in.archive:
-			ack, err := in.storeChunk(ctx, b)
+			// A request the object store never answers would hold this archiver, and
+			// with it every chunk queued behind, for good: bound each chunk's work and
+			// leave a chunk that overruns to the agent's re-send.
+			cctx, cancel := context.WithTimeout(ctx, archiveChunkTimeout)
+			ack, err := in.storeChunk(cctx, b)
+			cancel()
 			if err != nil {
 				if errors.Is(err, catalog.ErrArchiveHash) {
 					in.m.archiveChunks.WithLabelValues("rejected").Inc()
