@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/medlake/medlake/query/sqllex"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files under testdata/ with what the server returns")
@@ -110,7 +112,7 @@ func TestRewriteSQL(t *testing.T) {
 		{`WHERE n.nspname !~ '^pg_'`, `WHERE n.nspname !~ '(?s).*(?:^pg_).*'`},
 		{`SELECT 'lab_results'::regclass`, `SELECT medlake_pg.to_regclass('lab_results')`},
 		{`WHERE a.attrelid = $1::regclass`, `WHERE a.attrelid = medlake_pg.to_regclass(CAST($1 AS VARCHAR))`},
-		{`SELECT c.oid::pg_catalog.regclass::pg_catalog.text`, `SELECT c.oid::BIGINT::VARCHAR`},
+		{`SELECT c.oid::pg_catalog.regclass::pg_catalog.Text`, `SELECT c.oid::BIGINT::VARCHAR`},
 		{`SELECT x::oid, y::name, z::"char"`, `SELECT x::BIGINT, y::VARCHAR, z::VARCHAR`},
 		{`SELECT * FROM public.lab_results`, `SELECT * FROM main.lab_results`},
 		{`SELECT * FROM "public"."lab_results"`, `SELECT * FROM main."lab_results"`},
@@ -153,11 +155,11 @@ func FuzzRewriteSQL(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, sql string) {
 		var b strings.Builder
-		for _, tok := range lex(sql) {
-			if tok.text == "" {
+		for _, tok := range sqllex.Lex(sql) {
+			if tok.Text == "" {
 				t.Fatalf("empty token in %q", sql)
 			}
-			b.WriteString(tok.text)
+			b.WriteString(tok.Text)
 		}
 		if b.String() != sql {
 			t.Fatalf("tokens of %q concatenate to %q", sql, b.String())

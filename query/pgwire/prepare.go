@@ -4,6 +4,8 @@ import (
 	"context"
 	"regexp"
 	"strings"
+
+	"github.com/medlake/medlake/query/sqllex"
 )
 
 // SQL-level PREPARE, EXECUTE and DEALLOCATE. They share their names with
@@ -79,41 +81,41 @@ func splitLiterals(s string) ([]*string, error) {
 		return nil, nil
 	}
 	var out []*string
-	var cur []token
+	var cur []sqllex.Token
 	flush := func() error {
-		var vals []token
+		var vals []sqllex.Token
 		for _, t := range cur {
-			if t.kind != tSpace {
+			if t.Kind != sqllex.Space {
 				vals = append(vals, t)
 			}
 		}
 		cur = nil
 		// 'x', -1, 2.5, NULL, true, 'x'::type
-		if len(vals) >= 3 && vals[len(vals)-2].text == "::" {
+		if len(vals) >= 3 && vals[len(vals)-2].Text == "::" {
 			vals = vals[:len(vals)-2]
 		}
 		switch {
-		case len(vals) == 1 && vals[0].kind == tString:
-			v, ok := stringValue(vals[0])
+		case len(vals) == 1 && vals[0].Kind == sqllex.String:
+			v, ok := vals[0].StringValue()
 			if !ok {
 				return errorf("0A000", "EXECUTE takes plain '…' string literals")
 			}
 			out = append(out, &v)
-		case len(vals) == 1 && strings.EqualFold(vals[0].text, "NULL"):
+		case len(vals) == 1 && strings.EqualFold(vals[0].Text, "NULL"):
 			out = append(out, nil)
-		case len(vals) == 1 && (vals[0].kind == tNumber || vals[0].kind == tIdent):
-			v := vals[0].text
+		case len(vals) == 1 && (vals[0].Kind == sqllex.Number || vals[0].Kind == sqllex.Ident):
+			v := vals[0].Text
 			out = append(out, &v)
-		case len(vals) == 2 && vals[0].text == "-" && vals[1].kind == tNumber:
-			v := "-" + vals[1].text
+		case len(vals) == 2 && vals[0].Text == "-" && vals[1].Kind == sqllex.Number:
+			v := "-" + vals[1].Text
 			out = append(out, &v)
 		default:
 			return errorf("0A000", "EXECUTE parameters must be literals")
 		}
 		return nil
 	}
-	for _, t := range lex(s) {
-		if t.kind == tPunct && t.text == "," {
+	for _, t := range sqllex.Lex(s) {
+		if t.Kind == sqllex.Punct && t.Text == "," {
 			if err := flush(); err != nil {
 				return nil, err
 			}

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/medlake/medlake/query/sqllex"
 )
 
 var errStatementTimeout = errors.New("statement timeout")
@@ -106,15 +108,15 @@ func (c *conn) set(q string) (*prepared, error) {
 // settingValue is the value of SET's right-hand side: a quoted string
 // loses its quotes; a list (search_path) is kept as written.
 func settingValue(v string) string {
-	toks := lex(v)
-	var vals []token
+	toks := sqllex.Lex(v)
+	var vals []sqllex.Token
 	for _, t := range toks {
-		if t.kind != tSpace {
+		if t.Kind != sqllex.Space {
 			vals = append(vals, t)
 		}
 	}
 	if len(vals) == 1 {
-		if s, ok := stringValue(vals[0]); ok {
+		if s, ok := vals[0].StringValue(); ok {
 			return s
 		}
 	}
