@@ -8,7 +8,6 @@ import (
 	"io/fs"
 	"maps"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -64,29 +63,12 @@ func TestBackpressure(t *testing.T) {
 	watchRoot := filepath.Join(work, "exports")
 	for _, tn := range m.Tenants {
 		for _, f := range tn.Facilities {
-			watch := filepath.Join(watchRoot, f.ID)
-			if err := os.MkdirAll(watch, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			spool := ""
+			extra := "status_interval: 1s\n"
 			if f.ID == small {
-				spool = "spool_max_batches: 2\n"
+				extra += "spool_max_batches: 2\n"
 			}
-			cfgPath := filepath.Join(work, "agent-"+f.ID+".yaml")
-			writeFile(t, cfgPath, fmt.Sprintf(`id: agent-%s
-tenant: %s
-facility: %s
-broker: %s
-state_dir: %s
-feeds_dir: %s
-watch:
-  - path: %s
-    done: move
-quiet_period: 300ms
-rescan_interval: 2s
-status_interval: 1s
-%s`, f.ID, tn.ID, f.ID, brokerURL, filepath.Join(work, "state-"+f.ID), filepath.Join(genDir, "feeds"), watch, spool))
-			start(t, "agent-"+f.ID, nil, filepath.Join(bin, "medlake-agent"), "run", "--config", cfgPath, "--log-format", "json")
+			startAgent(t, bin, work, e2eAgent{tenant: tn.ID, facility: f.ID, broker: brokerURL,
+				feedsDir: filepath.Join(genDir, "feeds"), move: true, extra: extra})
 		}
 	}
 	waves := make([][]gen.File, 3)
@@ -102,13 +84,7 @@ status_interval: 1s
 	drop := func(files []gen.File) {
 		t.Helper()
 		for _, f := range files {
-			dst := filepath.Join(watchRoot, f.Facility, filepath.Base(f.Path))
-			data, err := os.ReadFile(filepath.Join(genDir, filepath.FromSlash(f.Path)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			writeFile(t, dst+".tmp", string(data))
-			if err := os.Rename(dst+".tmp", dst); err != nil {
+			if err := dropFile(genDir, watchRoot, f); err != nil {
 				t.Fatal(err)
 			}
 			delivered += f.Rows

@@ -280,24 +280,7 @@ func runCDCDifferential(t *testing.T, setup e2eSetup) {
 	facs := []struct{ tenant, id string }{{"acme", "fac01"}, {"globex", "fac02"}}
 	watchRoot := filepath.Join(work, "exports")
 	for _, f := range facs {
-		cfgPath := filepath.Join(work, "agent-"+f.id+".yaml")
-		watch := filepath.Join(watchRoot, f.id)
-		if err := os.MkdirAll(watch, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		writeFile(t, cfgPath, fmt.Sprintf(`id: agent-%s
-tenant: %s
-facility: %s
-broker: %s
-state_dir: %s
-feeds_dir: %s
-watch:
-  - path: %s
-    done: move
-quiet_period: 200ms
-rescan_interval: 1s
-`, f.id, f.tenant, f.id, brokerURL, filepath.Join(work, "state-"+f.id), feedsDir, watch))
-		start(t, "agent-"+f.id, nil, filepath.Join(bin, "medlake-agent"), "run", "--config", cfgPath, "--log-format", "json")
+		startAgent(t, bin, work, e2eAgent{tenant: f.tenant, facility: f.id, broker: brokerURL, feedsDir: feedsDir, move: true})
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Minute)

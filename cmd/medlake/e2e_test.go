@@ -98,25 +98,8 @@ func runEndToEnd(t *testing.T, setup e2eSetup) {
 	watchRoot := filepath.Join(work, "exports")
 	for _, tn := range m.Tenants {
 		for _, f := range tn.Facilities {
-			cfgPath := filepath.Join(work, "agent-"+f.ID+".yaml")
-			watch := filepath.Join(watchRoot, f.ID)
-			if err := os.MkdirAll(watch, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			writeFile(t, cfgPath, fmt.Sprintf(`id: agent-%s
-tenant: %s
-facility: %s
-broker: %s
-state_dir: %s
-feeds_dir: %s
-watch:
-  - path: %s
-    recursive: true
-    done: move
-quiet_period: 300ms
-rescan_interval: 2s
-`, f.ID, tn.ID, f.ID, brokerURL, filepath.Join(work, "state-"+f.ID), filepath.Join(genDir, "feeds"), watch))
-			start(t, "agent-"+f.ID, nil, filepath.Join(bin, "medlake-agent"), "run", "--config", cfgPath, "--log-format", "json")
+			startAgent(t, bin, work, e2eAgent{tenant: tn.ID, facility: f.ID, broker: brokerURL,
+				feedsDir: filepath.Join(genDir, "feeds"), move: true, recursive: true})
 		}
 	}
 
@@ -127,13 +110,7 @@ rescan_interval: 2s
 		if f.Pending {
 			continue
 		}
-		dst := filepath.Join(watchRoot, f.Facility, filepath.Base(f.Path))
-		data, err := os.ReadFile(filepath.Join(genDir, filepath.FromSlash(f.Path)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		writeFile(t, dst+".tmp", string(data))
-		if err := os.Rename(dst+".tmp", dst); err != nil {
+		if err := dropFile(genDir, watchRoot, f); err != nil {
 			t.Fatal(err)
 		}
 		dropped++
@@ -485,6 +462,54 @@ func start(t *testing.T, name string, env []string, path string, args ...string)
 		<-logged
 	})
 	return cmd
+}
+
+// e2eAgent is one facility's medlake-agent in an end-to-end test.
+type e2eAgent struct {
+	tenant, facility string
+	broker, feedsDir string
+	move             bool   // done: move (files leave the watched folder once acknowledged)
+	recursive        bool   // watch subfolders too
+	extra            string // further config lines, each ending in a newline
+}
+
+// startAgent writes a's config under work and starts the agent watching
+// work/exports/<facility>, which it returns; start stops it at cleanup.
+func startAgent(t *testing.T, bin, work string, a e2eAgent) string {
+	t.Helper()
+	watch := filepath.Join(work, "exports", a.facility)
+	if err := os.MkdirAll(watch, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var cfg strings.Builder
+	fmt.Fprintf(&cfg, "id: agent-%s\ntenant: %s\nfacility: %s\nbroker: %s\nstate_dir: %s\nfeeds_dir: %s\nwatch:\n  - path: %s\n",
+		a.facility, a.tenant, a.facility, a.broker, filepath.Join(work, "state-"+a.facility), a.feedsDir, watch)
+	if a.recursive {
+		cfg.WriteString("    recursive: true\n")
+	}
+	if a.move {
+		cfg.WriteString("    done: move\n")
+	}
+	cfg.WriteString("quiet_period: 200ms\nrescan_interval: 1s\n")
+	cfg.WriteString(a.extra)
+	cfgPath := filepath.Join(work, "agent-"+a.facility+".yaml")
+	writeFile(t, cfgPath, cfg.String())
+	start(t, "agent-"+a.facility, nil, filepath.Join(bin, "medlake-agent"), "run", "--config", cfgPath, "--log-format", "json")
+	return watch
+}
+
+// dropFile copies gen's file f into its facility's folder under watchRoot the way
+// an export job does: written under a temporary name, then renamed into place.
+func dropFile(genDir, watchRoot string, f gen.File) error {
+	data, err := os.ReadFile(filepath.Join(genDir, filepath.FromSlash(f.Path)))
+	if err != nil {
+		return err
+	}
+	dst := filepath.Join(watchRoot, f.Facility, filepath.Base(f.Path))
+	if err := os.WriteFile(dst+".tmp", data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(dst+".tmp", dst)
 }
 
 func runCmd(t *testing.T, cmd *exec.Cmd) {

@@ -7,7 +7,6 @@ import (
 	"maps"
 	"math/rand/v2"
 	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
@@ -64,24 +63,8 @@ func TestHubKillGap(t *testing.T) {
 	watchRoot := filepath.Join(work, "exports")
 	for _, tn := range m.Tenants {
 		for _, f := range tn.Facilities {
-			watch := filepath.Join(watchRoot, f.ID)
-			if err := os.MkdirAll(watch, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			cfgPath := filepath.Join(work, "agent-"+f.ID+".yaml")
-			writeFile(t, cfgPath, fmt.Sprintf(`id: agent-%s
-tenant: %s
-facility: %s
-broker: %s
-state_dir: %s
-feeds_dir: %s
-watch:
-  - path: %s
-quiet_period: 200ms
-rescan_interval: 2s
-status_interval: 2s
-`, f.ID, tn.ID, f.ID, brokerURL, filepath.Join(work, "state-"+f.ID), filepath.Join(genDir, "feeds"), watch))
-			start(t, "agent-"+f.ID, nil, filepath.Join(bin, "medlake-agent"), "run", "--config", cfgPath, "--log-format", "json")
+			startAgent(t, bin, work, e2eAgent{tenant: tn.ID, facility: f.ID, broker: brokerURL,
+				feedsDir: filepath.Join(genDir, "feeds"), extra: "status_interval: 2s\n"})
 		}
 	}
 
@@ -98,15 +81,7 @@ status_interval: 2s
 	go func() {
 		defer close(dropped)
 		for _, f := range files {
-			dst := filepath.Join(watchRoot, f.Facility, filepath.Base(f.Path))
-			data, err := os.ReadFile(filepath.Join(genDir, filepath.FromSlash(f.Path)))
-			if err == nil {
-				err = os.WriteFile(dst+".tmp", data, 0o644)
-			}
-			if err == nil {
-				err = os.Rename(dst+".tmp", dst)
-			}
-			if err != nil {
+			if err := dropFile(genDir, watchRoot, f); err != nil {
 				t.Error(err)
 				return
 			}

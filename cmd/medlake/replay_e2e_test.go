@@ -72,24 +72,12 @@ func TestReplayEndToEnd(t *testing.T) {
 	watchRoot := filepath.Join(work, "exports")
 	for _, tn := range m.Tenants {
 		for _, f := range tn.Facilities {
-			watch := filepath.Join(watchRoot, f.ID)
-			if err := os.MkdirAll(watch, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			cfgPath := filepath.Join(work, "agent-"+f.ID+".yaml")
-			writeFile(t, cfgPath, fmt.Sprintf("id: agent-%s\ntenant: %s\nfacility: %s\nbroker: %s\nstate_dir: %s\nfeeds_dir: %s\nwatch:\n  - path: %s\nquiet_period: 200ms\nrescan_interval: 2s\nstatus_interval: 2s\n",
-				f.ID, tn.ID, f.ID, brokerURL, filepath.Join(work, "state-"+f.ID), filepath.Join(genDir, "feeds"), watch))
-			start(t, "agent-"+f.ID, nil, filepath.Join(bin, "medlake-agent"), "run", "--config", cfgPath, "--log-format", "json")
+			startAgent(t, bin, work, e2eAgent{tenant: tn.ID, facility: f.ID, broker: brokerURL,
+				feedsDir: filepath.Join(genDir, "feeds"), extra: "status_interval: 2s\n"})
 		}
 	}
 	for _, f := range files {
-		dst := filepath.Join(watchRoot, f.Facility, filepath.Base(f.Path))
-		data, err := os.ReadFile(filepath.Join(genDir, filepath.FromSlash(f.Path)))
-		if err != nil {
-			t.Fatal(err)
-		}
-		writeFile(t, dst+".tmp", string(data))
-		if err := os.Rename(dst+".tmp", dst); err != nil {
+		if err := dropFile(genDir, watchRoot, f); err != nil {
 			t.Fatal(err)
 		}
 	}
