@@ -53,7 +53,7 @@ func (c *Catalog) Archives(ctx context.Context) (*ArchiveStore, error) {
 		}
 		return &ArchiveStore{bucket: b}, nil
 	}
-	fsys, err := iceio.LoadFS(ctx, c.props, w)
+	fsys, err := iceio.LoadFS(c.WithObjectStore(ctx), c.props, w)
 	if err != nil {
 		return nil, fmt.Errorf("opening warehouse %s for archives: %w", w, err)
 	}
@@ -121,25 +121,20 @@ func (s *ArchiveStore) Assemble(ctx context.Context, sha string, parts int, size
 			return false, nil
 		}
 	}
+	// The parts are read one after another into the upload by a copier that this call
+	// owns: it stops it (cancelling its reads, closing the pipe) and waits for it
+	// before returning, whatever the upload did.
+	rctx, stopReads := context.WithCancel(ctx)
 	pr, pw := io.Pipe()
+	copied := make(chan struct{})
 	go func() {
-		for p := 1; p <= parts; p++ {
-			r, err := s.bucket.NewReader(ctx, s.prefix+partKey(sha, p, parts), nil)
-			if err != nil {
-				pw.CloseWithError(fmt.Errorf("opening part %d of archive %s: %w", p, sha, err))
-				return
-			}
-			_, err = io.Copy(pw, r)
-			r.Close()
-			if err != nil {
-				pw.CloseWithError(fmt.Errorf("reading part %d of archive %s: %w", p, sha, err))
-				return
-			}
-		}
-		pw.Close()
+		defer close(copied)
+		pw.CloseWithError(s.copyParts(rctx, pw, sha, parts))
 	}()
 	err := s.Put(ctx, sha, size, pr)
-	pr.CloseWithError(io.ErrClosedPipe) // ends the copier if Put stopped early
+	stopReads()
+	pr.CloseWithError(io.ErrClosedPipe) // ends a copier blocked writing if Put stopped early
+	<-copied
 	if err != nil {
 		// A part deleted by a concurrent assembly: the archive is there, or soon is.
 		if ok, herr := s.Has(ctx, sha); herr == nil && ok {
@@ -152,6 +147,22 @@ func (s *ArchiveStore) Assemble(ctx context.Context, sha string, parts int, size
 		_ = s.bucket.Delete(ctx, s.prefix+partKey(sha, p, parts))
 	}
 	return true, nil
+}
+
+// copyParts writes the parts of archive sha to w in order; nil when all were copied.
+func (s *ArchiveStore) copyParts(ctx context.Context, w io.Writer, sha string, parts int) error {
+	for p := 1; p <= parts; p++ {
+		r, err := s.bucket.NewReader(ctx, s.prefix+partKey(sha, p, parts), nil)
+		if err != nil {
+			return fmt.Errorf("opening part %d of archive %s: %w", p, sha, err)
+		}
+		_, err = io.Copy(w, r)
+		r.Close()
+		if err != nil {
+			return fmt.Errorf("reading part %d of archive %s: %w", p, sha, err)
+		}
+	}
+	return nil
 }
 
 // Open returns a reader of the archive sha that fails with ErrArchiveHash at its end if

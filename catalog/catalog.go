@@ -76,6 +76,7 @@ type Catalog struct {
 	namespace table.Identifier
 	warehouse string
 	props     iceberg.Properties
+	store     *objectStore // nil for a local warehouse
 }
 
 // Open connects to the metadata database, creates the Iceberg catalog and ledger tables
@@ -110,6 +111,14 @@ func Open(ctx context.Context, cfg Config) (*Catalog, error) {
 		setIf(props, iceio.S3SecretAccessKey, cfg.S3SecretKey)
 	}
 
+	var store *objectStore
+	if strings.HasPrefix(warehouse, "s3://") || strings.HasPrefix(warehouse, "s3a://") {
+		if store, err = newObjectStore(ctx, props); err != nil {
+			db.Close()
+			return nil, err
+		}
+	}
+
 	sqlDialect := sqlcat.SQLite
 	if dialect == Postgres {
 		sqlDialect = sqlcat.Postgres
@@ -127,6 +136,7 @@ func Open(ctx context.Context, cfg Config) (*Catalog, error) {
 		namespace: table.Identifier{cfg.Namespace},
 		warehouse: warehouse,
 		props:     props,
+		store:     store,
 	}
 	if err := c.migrate(ctx); err != nil {
 		c.Close()
@@ -181,8 +191,12 @@ func (c *Catalog) DB() *sql.DB { return c.db }
 // Dialect returns the SQL flavour of DB().
 func (c *Catalog) Dialect() Dialect { return c.dialect }
 
-// Close releases the database handle. Safe to call twice.
+// Close releases the database handle and the object store's idle connections. Safe to
+// call twice.
 func (c *Catalog) Close() error {
+	if c.store != nil {
+		c.store.client.CloseIdleConnections()
+	}
 	err := c.ice.Close()
 	if cerr := c.db.Close(); cerr != nil {
 		err = errors.Join(err, cerr)

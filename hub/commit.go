@@ -87,6 +87,9 @@ type committer struct {
 	bufRows      int64
 	bufBytes     int64
 	lastRecorded int64 // newest snapshot known to be in the ledger; 0 = unknown
+	// written holds the data files of an append that lost the race to another commit,
+	// for the retry to re-apply; nil otherwise.
+	written *writtenFiles
 
 	// crashAfterLakeCommit, when set, is called after a keyed table's Iceberg commit;
 	// true stops the commit there as a hub dying at that point would (fault injection
@@ -226,6 +229,7 @@ func (c *committer) flush(ctx context.Context) error {
 	// the run goroutine, which owns c.def, writes the buffer with it.
 	c.def = c.writeDef.Load()
 	var acks []ackOut
+	conflicted := false // the last attempt lost the race to another commit
 	for attempt := 0; ; attempt++ {
 		tbl, err := c.loadOrCreate(ctx)
 		if err != nil {
@@ -240,11 +244,21 @@ func (c *committer) flush(ctx context.Context) error {
 		}
 		acks = append(acks, dupAcks...)
 		if len(c.buf) == 0 {
+			c.written = nil
 			break
+		}
+		if conflicted {
+			outcome := "rewritten"
+			if c.written.fits(c.buf, tbl, c.now()) {
+				outcome = "reused"
+			}
+			c.m.conflicts.WithLabelValues(c.table, outcome).Inc()
+			conflicted = false
 		}
 		newAcks, err := c.commit(ctx, tbl)
 		if isCommitConflict(err) && attempt < conflictRetries {
 			c.log.Info("table moved by another commit, retrying", "attempt", attempt+1, "err", err)
+			conflicted = true
 			continue
 		}
 		if err != nil {
@@ -325,14 +339,21 @@ func (c *committer) commit(ctx context.Context, tbl *table.Table) ([]ackOut, err
 		}
 		snapshotID, committedAt, recorded, rows = kc.snapshotID, kc.committedAt, kc.recorded, kc.rows
 	} else {
+		files, err := c.dataFiles(ctx, tbl, at)
+		if err != nil {
+			return nil, err
+		}
 		txn := tbl.NewTransaction()
-		if err := txn.AppendTable(ctx, at, 1<<20, props); err != nil {
-			return nil, fmt.Errorf("writing %d rows of %d batches to table %s: %w", at.NumRows(), len(ids), c.table, err)
+		// The files are new (written for this buffer, named by a fresh write id):
+		// no need to read every manifest to check they are not in the table yet.
+		if err := txn.AddDataFiles(ctx, files, props, table.WithoutDuplicateCheck(), table.WithoutAutoNameMapping()); err != nil {
+			return nil, fmt.Errorf("appending %d data files of %d batches to table %s: %w", len(files), len(ids), c.table, err)
 		}
 		committed, err = txn.Commit(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("committing %d batches to table %s: %w", len(ids), c.table, err)
 		}
+		c.written = nil
 		snap := committed.CurrentSnapshot()
 		if snap == nil {
 			return nil, fmt.Errorf("table %s has no current snapshot after commit", c.table)
@@ -533,6 +554,77 @@ func (c *committer) clearBuffer() {
 	c.buf = c.buf[:0]
 	c.repeats = nil
 	c.bufRows, c.bufBytes = 0, 0
+	c.written = nil
+}
+
+// writtenFiles are the data files an append wrote for a buffer: the rows of exactly
+// the batches ids, in the schema and partition spec they were written with.
+type writtenFiles struct {
+	ids      []string
+	schemaID int
+	specID   int
+	files    []iceberg.DataFile
+	at       time.Time // when they were written
+}
+
+// writtenMaxAge bounds how long written data files wait for a retry to commit them:
+// orphan cleanup may remove unreferenced files once they are an hour old
+// (maintain.MinOrphanMinAge, the least it can be set to), so files far younger than
+// that are re-applied and older ones written again.
+const writtenMaxAge = 10 * time.Minute
+
+// fits reports whether w holds exactly buf's rows, written as tbl's current schema
+// and partition spec would write them, so that appending w to tbl appends buf. After
+// a conflict, the retry's dropCommitted may have removed batches another hub
+// committed meanwhile, or the table may have evolved: then w does not fit.
+func (w *writtenFiles) fits(buf []*batch, tbl *table.Table, now time.Time) bool {
+	if w == nil || now.Sub(w.at) > writtenMaxAge || len(w.ids) != len(buf) ||
+		w.schemaID != tbl.Schema().ID || w.specID != tbl.Metadata().DefaultPartitionSpec() {
+		return false
+	}
+	for i, b := range buf {
+		if w.ids[i] != b.hdr.BatchID {
+			return false
+		}
+	}
+	return true
+}
+
+// dataFiles returns the data files of the buffer's rows at, for an append to tbl:
+// those an earlier attempt wrote when they still fit (a commit that lost the race to
+// another hub is re-applied to the table's new version without writing its data
+// again), else newly written ones. Files of an attempt that never committed are
+// orphans for orphan cleanup, as before.
+func (c *committer) dataFiles(ctx context.Context, tbl *table.Table, at arrow.Table) ([]iceberg.DataFile, error) {
+	if c.written.fits(c.buf, tbl, c.now()) {
+		return c.written.files, nil
+	}
+	c.written = nil
+	rdr := array.NewTableReader(at, 1<<20)
+	defer rdr.Release()
+	records := func(yield func(arrow.RecordBatch, error) bool) {
+		for rec, err := range array.IterFromReader(rdr) {
+			if rec != nil {
+				rec.Retain() // WriteRecords releases each record it takes
+			}
+			if !yield(rec, err) {
+				return
+			}
+		}
+	}
+	var files []iceberg.DataFile
+	for df, err := range table.WriteRecords(ctx, tbl, at.Schema(), records) {
+		if err != nil {
+			return nil, fmt.Errorf("writing %d rows of %d batches to table %s: %w", at.NumRows(), len(c.buf), c.table, err)
+		}
+		files = append(files, df)
+	}
+	w := &writtenFiles{ids: make([]string, len(c.buf)), schemaID: tbl.Schema().ID, specID: tbl.Metadata().DefaultPartitionSpec(), files: files, at: c.now()}
+	for i, b := range c.buf {
+		w.ids[i] = b.hdr.BatchID
+	}
+	c.written = w
+	return files, nil
 }
 
 func (c *committer) loadOrCreate(ctx context.Context) (*table.Table, error) {

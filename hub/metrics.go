@@ -10,6 +10,11 @@ type metrics struct {
 	deferred   *prometheus.CounterVec // by table
 	rows       *prometheus.CounterVec // by table
 	failures   *prometheus.CounterVec // by table
+	// conflicts counts commits that lost the race to another hub's commit of the same
+	// table, by whether the retry re-applied the data files already written (reused)
+	// or had to write them again (rewritten: the buffer or the table's schema or
+	// partition spec changed meanwhile; keyed tables always re-plan).
+	conflicts  *prometheus.CounterVec // by table, data_files
 	duration   *prometheus.HistogramVec
 	commitRows *prometheus.HistogramVec
 
@@ -85,13 +90,15 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		Name: "table_last_commit_timestamp_seconds", Help: "When this hub last committed a snapshot of the table (Unix seconds)."}, []string{"table"})
 	m.keyedRows = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
 		Name: "keyed_rows_total", Help: "Rows of upsert, cdc and duplicates-drop tables, by what the commit did with them."}, []string{"table", "outcome"})
+	m.conflicts = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
+		Name: "commit_conflicts_total", Help: "Commits retried because another commit moved the table first, by whether the retry reused the data files already written (reused) or wrote them again (rewritten)."}, []string{"table", "data_files"})
 	m.archiveChunks = prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
 		Name: "archive_chunks_total", Help: "Archive chunks received, by outcome (stored, duplicate: the archive was already stored, failed: left to the agent's re-send, deferred: archivers busy, rejected)."}, []string{"outcome"})
 	m.archived = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
 		Name: "archives_stored_total", Help: "Source files this hub stored whole in the warehouse under their SHA-256."})
 	m.archivedBytes = prometheus.NewCounter(prometheus.CounterOpts{Namespace: "medlake", Subsystem: "hub",
 		Name: "archive_bytes_total", Help: "Bytes of the source files this hub stored in the warehouse."})
-	for _, c := range []prometheus.Collector{m.keyedRows, m.archiveChunks, m.archived, m.archivedBytes, m.deferred, m.commitLag, m.freshness, m.lastCommit, m.received, m.committed, m.duplicates, m.rejected, m.rows, m.failures, m.duration, m.commitRows,
+	for _, c := range []prometheus.Collector{m.conflicts, m.keyedRows, m.archiveChunks, m.archived, m.archivedBytes, m.deferred, m.commitLag, m.freshness, m.lastCommit, m.received, m.committed, m.duplicates, m.rejected, m.rows, m.failures, m.duration, m.commitRows,
 		m.feedVersions, m.feedRefreshFailures, m.configPublishes, m.agentEvents, m.quarantined} {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -79,7 +79,7 @@ func runReplay(ctx context.Context, args []string, stdout io.Writer) error {
 		return fmt.Errorf("opening catalog: %w", err)
 	}
 	defer cat.Close()
-	res, err := replay.Run(ctx, cat, rc, newLogger(cfg))
+	res, err := replay.Run(cat.WithObjectStore(ctx), cat, rc, newLogger(cfg))
 	what := "replayed"
 	if dryRun {
 		what = "checked (dry run)"

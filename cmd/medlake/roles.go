@@ -114,9 +114,11 @@ func newGroup(logger *slog.Logger) *group {
 	return &group{logger: logger, failed: make(chan struct{})}
 }
 
-// start runs svc in its own goroutine, owned by the group until stop.
-func (g *group) start(name string, svc service) {
-	ctx, cancel := context.WithCancel(context.Background())
+// start runs svc in its own goroutine, owned by the group until stop. svc's context
+// carries values' values (the object store's shared connections) but is cancelled
+// only by stop.
+func (g *group) start(values context.Context, name string, svc service) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(values))
 	m := &member{name: name, svc: svc, cancel: cancel, done: make(chan struct{})}
 	g.mu.Lock()
 	g.members = append(g.members, m)

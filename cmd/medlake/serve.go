@@ -126,6 +126,9 @@ func startNode(ctx context.Context, cfg *Config, roles []string, logger *slog.Lo
 	if err := n.serveHTTP(cfg.HTTPListen, reg); err != nil {
 		return n, err
 	}
+	// Modules run under values: once the catalog is open, it carries the object
+	// store's client, so that every module's table IO shares one pool of connections.
+	values := context.Background()
 	for _, m := range startOrder(roles) {
 		logger.Info("module starting", "module", m)
 		switch m {
@@ -133,6 +136,7 @@ func startNode(ctx context.Context, cfg *Config, roles []string, logger *slog.Lo
 			if n.cat, err = catalog.Open(ctx, cfg.Catalog); err != nil {
 				return n, fmt.Errorf("opening catalog: %w", err)
 			}
+			values = n.cat.WithObjectStore(values)
 		case modBroker:
 			if cfg.Ingest.Broker != "" {
 				continue
@@ -141,7 +145,7 @@ func startNode(ctx context.Context, cfg *Config, roles []string, logger *slog.Lo
 			if err != nil {
 				return n, fmt.Errorf("embedded broker: %w", err)
 			}
-			n.group.start(m, b)
+			n.group.start(values, m, b)
 			select {
 			case <-b.Ready():
 			case <-ctx.Done():
@@ -154,9 +158,9 @@ func startNode(ctx context.Context, cfg *Config, roles []string, logger *slog.Lo
 				return n, fmt.Errorf("ingest: %w", err)
 			}
 			n.ingest.Store(in)
-			n.group.start(m, in)
+			n.group.start(values, m, in)
 		case modQuery:
-			q, err := query.New(ctx, cfg.Query, n.cat.Iceberg(), strings.Join(n.cat.Namespace(), "."), logger, reg,
+			q, err := query.New(n.cat.WithObjectStore(ctx), cfg.Query, n.cat.Iceberg(), strings.Join(n.cat.Namespace(), "."), logger, reg,
 				query.WithAuditor(n.cat), query.WithLogins(n.cat),
 				query.WithReports(n.cat, reports.Warehouse{Root: n.cat.Warehouse(), Props: n.cat.Properties()}))
 			if err != nil {
@@ -164,13 +168,13 @@ func startNode(ctx context.Context, cfg *Config, roles []string, logger *slog.Lo
 			}
 			api := q.HTTPHandler()
 			n.queryAPI.Store(&api)
-			n.group.start(m, q)
+			n.group.start(values, m, q)
 		case modMaintain:
 			r, err := maintain.New(cfg.Maintenance, n.cat, maintenanceNode(), logger, reg)
 			if err != nil {
 				return n, fmt.Errorf("maintain: %w", err)
 			}
-			n.group.start(m, r)
+			n.group.start(values, m, r)
 		}
 	}
 	n.started.Store(true)

@@ -1,13 +1,16 @@
 package chaos
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -87,4 +90,92 @@ func TestBalancerFakeNodes(t *testing.T) {
 	if _, err := net.DialTimeout("tcp", lb.Addr(), time.Second); err == nil {
 		t.Error("the balancer accepts connections after Close")
 	}
+}
+
+// TestBalancerOutOfFileDescriptors: a balancer that runs out of file descriptors
+// serves again once connections close. It used to stop accepting for good on the
+// first failed accept while its listener stayed open, so every later client connected
+// to nothing and waited for an answer that never came (object store requests that
+// never returned, in long steady runs with thousands of proxied connections).
+func TestBalancerOutOfFileDescriptors(t *testing.T) {
+	var ready atomic.Bool
+	ready.Store(true)
+	node := fakeNode(t, "a", &ready)
+	var warned atomic.Int64
+	logger := slog.New(countingHandler{n: &warned, Handler: slog.DiscardHandler})
+	lb, err := newBalancer([]string{node.Listener.Addr().String()}, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lb.Close()
+
+	// A few connections proxied and kept open, then a limit on open files that leaves
+	// one descriptor free: the next client's socket takes it, and the balancer's
+	// accept of that connection fails.
+	keep := &http.Transport{MaxIdleConnsPerHost: 8}
+	defer keep.CloseIdleConnections()
+	var held []*http.Response
+	for range 4 {
+		// Bodies left unread keep each request's connection busy, so each has its own.
+		resp, err := (&http.Client{Transport: keep, Timeout: 5 * time.Second}).Get("http://" + lb.Addr() + "/x")
+		if err != nil {
+			t.Fatalf("through the balancer: %v", err)
+		}
+		held = append(held, resp)
+	}
+	var lim syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	open, err := os.ReadDir("/proc/self/fd") // its own descriptor is closed again on return
+	if err != nil {
+		t.Skipf("counting open files: %v", err)
+	}
+	low := lim
+	low.Cur = uint64(len(open))
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &low); err != nil {
+		t.Skipf("lowering the open file limit: %v", err)
+	}
+	restore := func() { _ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim) }
+	defer restore()
+	extra, err := net.DialTimeout("tcp", lb.Addr(), time.Second)
+	if err != nil {
+		restore()
+		t.Fatalf("dialling the balancer with one descriptor left: %v", err)
+	}
+	time.Sleep(300 * time.Millisecond) // the balancer's accept fails meanwhile
+	extra.Close()
+	for _, r := range held {
+		r.Body.Close()
+	}
+	keep.CloseIdleConnections()
+	restore()
+
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	resp, err := client.Get("http://" + lb.Addr() + "/x")
+	if err != nil {
+		t.Fatalf("through the balancer after it ran out of file descriptors: %v", err)
+	}
+	defer resp.Body.Close()
+	if body, _ := io.ReadAll(resp.Body); string(body) != "a" {
+		t.Errorf("through the balancer: %q, want the node's answer", body)
+	}
+	if warned.Load() == 0 {
+		t.Error("the balancer logged no failed accept: the test did not run it out of descriptors")
+	}
+}
+
+// countingHandler counts records at level Warn and above.
+type countingHandler struct {
+	n *atomic.Int64
+	slog.Handler
+}
+
+func (h countingHandler) Enabled(context.Context, slog.Level) bool { return true }
+
+func (h countingHandler) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		h.n.Add(1)
+	}
+	return nil
 }

@@ -203,7 +203,7 @@ type balancer struct {
 	healthy  []atomic.Bool // per backend, set by the health loop
 	logger   *slog.Logger
 	next     atomic.Uint64
-	stopHC   chan struct{}
+	stop     chan struct{} // closed by Close: ends the health loop and the accept loop's pauses
 
 	wg     sync.WaitGroup // the accept loop and every connection's copiers
 	mu     sync.Mutex
@@ -217,7 +217,7 @@ func newBalancer(backends []string, logger *slog.Logger) (*balancer, error) {
 		return nil, fmt.Errorf("starting MinIO balancer: %w", err)
 	}
 	b := &balancer{ln: ln, backends: backends, healthy: make([]atomic.Bool, len(backends)), logger: logger,
-		stopHC: make(chan struct{}), conns: map[net.Conn]struct{}{}}
+		stop: make(chan struct{}), conns: map[net.Conn]struct{}{}}
 	b.checkHealth(&http.Client{Timeout: time.Second})
 	b.wg.Go(b.healthLoop)
 	b.wg.Go(b.accept)
@@ -228,7 +228,7 @@ func (b *balancer) healthLoop() {
 	client := &http.Client{Timeout: time.Second}
 	for {
 		select {
-		case <-b.stopHC:
+		case <-b.stop:
 			return
 		case <-time.After(500 * time.Millisecond):
 		}
@@ -269,12 +269,30 @@ func (b *balancer) pick() []string {
 
 func (b *balancer) Addr() string { return b.ln.Addr().String() }
 
+// accept hands each connection to serve until the listener is closed. A failed accept
+// that is not the listener closing, such as running out of file descriptors (each
+// proxied connection holds two sockets and, while copying, two splice pipes), is
+// retried after a pause, as net/http's Server does: the listener stays open whatever
+// happens, so giving up would leave every later client connected to nothing, its
+// request never answered.
 func (b *balancer) accept() {
+	var pause time.Duration
 	for {
 		c, err := b.ln.Accept()
 		if err != nil {
-			return
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			pause = min(max(2*pause, 5*time.Millisecond), time.Second)
+			b.logger.Warn("MinIO balancer: accepting a connection failed; retrying", "err", err, "pause", pause)
+			select {
+			case <-b.stop:
+				return
+			case <-time.After(pause):
+			}
+			continue
 		}
+		pause = 0
 		if !b.track(c) {
 			c.Close()
 			return
@@ -340,7 +358,7 @@ func (b *balancer) Close() {
 	already := b.closed
 	b.closed = true
 	if !already {
-		close(b.stopHC)
+		close(b.stop)
 	}
 	for c := range b.conns {
 		c.Close()
