@@ -1,0 +1,202 @@
+package engine
+
+import (
+	"bytes"
+	"container/list"
+	"context"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/url"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/apache/iceberg-go"
+	iceio "github.com/apache/iceberg-go/io"
+	"github.com/apache/iceberg-go/table"
+)
+
+// DefaultManifestCacheBytes bounds the manifest cache (Config.ManifestCacheBytes).
+const DefaultManifestCacheBytes = 64 << 20
+
+// tableIO hands out one file IO per warehouse (scheme and bucket) for every table the
+// engine loads, so refreshes reuse one object store client and its connections instead
+// of building a client per table load, and wraps it in the manifest cache.
+//
+// Concurrency: safe for concurrent use; mu guards ios.
+type tableIO struct {
+	props     iceberg.Properties // nil: take each warehouse's IO from the first table of it
+	manifests *manifestCache
+
+	mu  sync.Mutex
+	ios map[string]iceio.IO // by scheme://host of a table location
+}
+
+func newTableIO(props iceberg.Properties, cacheBytes int64) *tableIO {
+	return &tableIO{props: props, manifests: newManifestCache(cacheBytes), ios: map[string]iceio.IO{}}
+}
+
+// warehouseKey is the scheme and host of location: the object store and bucket.
+func warehouseKey(location string) string {
+	u, err := url.Parse(location)
+	if err != nil || u.Scheme == "" {
+		return "file://"
+	}
+	return u.Scheme + "://" + u.Host
+}
+
+// fsFor returns the FS function tables at location read through. fallback builds the
+// IO when there are no properties to build it from (a table loaded by the catalog).
+func (t *tableIO) fsFor(location string, fallback table.FSysF) table.FSysF {
+	key := warehouseKey(location)
+	return func(ctx context.Context) (iceio.IO, error) {
+		t.mu.Lock()
+		defer t.mu.Unlock()
+		if fsys, ok := t.ios[key]; ok {
+			return fsys, nil
+		}
+		var inner iceio.IO
+		var err error
+		switch {
+		case t.props != nil:
+			inner, err = iceio.LoadFS(ctx, t.props, location)
+		case fallback != nil:
+			inner, err = fallback(ctx)
+		default:
+			err = fmt.Errorf("no file IO for %s", key)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("opening file IO for %s: %w", key, err)
+		}
+		fsys := &cachingIO{IO: inner, cache: t.manifests}
+		t.ios[key] = fsys
+		return fsys, nil
+	}
+}
+
+// cachingIO serves manifest lists and manifests (Avro files, immutable by the Iceberg
+// spec: a commit writes new ones under new names) from the manifest cache, so planning a
+// snapshot reads from the object store only the manifests that are new since the last
+// plan. Every other file passes through.
+type cachingIO struct {
+	iceio.IO
+	cache *manifestCache
+}
+
+// Open implements iceio.IO.
+func (c *cachingIO) Open(name string) (iceio.File, error) {
+	if !strings.HasSuffix(name, ".avro") {
+		return c.IO.Open(name)
+	}
+	if data, ok := c.cache.get(name); ok {
+		return newMemFile(name, data), nil
+	}
+	f, err := c.IO.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	data, err := io.ReadAll(f)
+	f.Close()
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", name, err)
+	}
+	c.cache.put(name, data)
+	return newMemFile(name, data), nil
+}
+
+// manifestCache keeps the bytes of recently read manifest files, least recently used
+// evicted first once they pass maxBytes. Safe for concurrent use; mu guards the rest.
+type manifestCache struct {
+	maxBytes int64
+
+	mu     sync.Mutex
+	bytes  int64
+	lru    *list.List               // of *manifestEntry, most recent first
+	byPath map[string]*list.Element // by file location
+	hits   int64
+	misses int64
+}
+
+type manifestEntry struct {
+	path string
+	data []byte
+}
+
+func newManifestCache(maxBytes int64) *manifestCache {
+	if maxBytes <= 0 {
+		maxBytes = DefaultManifestCacheBytes
+	}
+	return &manifestCache{maxBytes: maxBytes, lru: list.New(), byPath: map[string]*list.Element{}}
+}
+
+func (m *manifestCache) get(path string) ([]byte, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	el, ok := m.byPath[path]
+	if !ok {
+		m.misses++
+		return nil, false
+	}
+	m.hits++
+	m.lru.MoveToFront(el)
+	return el.Value.(*manifestEntry).data, true
+}
+
+// put keeps data unless it alone would take more than an eighth of the cache.
+func (m *manifestCache) put(path string, data []byte) {
+	size := int64(len(data))
+	if size > m.maxBytes/8 {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if _, ok := m.byPath[path]; ok {
+		return
+	}
+	m.byPath[path] = m.lru.PushFront(&manifestEntry{path: path, data: data})
+	m.bytes += size
+	for m.bytes > m.maxBytes {
+		el := m.lru.Back()
+		ent := el.Value.(*manifestEntry)
+		m.lru.Remove(el)
+		delete(m.byPath, ent.path)
+		m.bytes -= int64(len(ent.data))
+	}
+}
+
+// stats returns the bytes held and the hits and misses so far.
+func (m *manifestCache) stats() (bytes, hits, misses int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.bytes, m.hits, m.misses
+}
+
+// memFile is a read-only iceio.File over bytes held in memory.
+type memFile struct {
+	*bytes.Reader
+	name string
+	size int64
+}
+
+func newMemFile(name string, data []byte) *memFile {
+	return &memFile{Reader: bytes.NewReader(data), name: name, size: int64(len(data))}
+}
+
+func (f *memFile) Close() error { return nil }
+func (f *memFile) Stat() (fs.FileInfo, error) {
+	return memFileInfo{name: path.Base(f.name), size: f.size}, nil
+}
+
+type memFileInfo struct {
+	name string
+	size int64
+}
+
+func (i memFileInfo) Name() string       { return i.name }
+func (i memFileInfo) Size() int64        { return i.size }
+func (i memFileInfo) Mode() fs.FileMode  { return 0o444 }
+func (i memFileInfo) ModTime() time.Time { return time.Time{} }
+func (i memFileInfo) IsDir() bool        { return false }
+func (i memFileInfo) Sys() any           { return nil }
