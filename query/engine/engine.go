@@ -181,8 +181,11 @@ type view struct {
 	snapshotID int64  // -1: no snapshot (empty table)
 	schemaID   int
 	scope      tableScope
-	objects    []cache.Object
-	prev       []cache.Object
+	// have are the columns the view's data files hold together; nil: not known (a
+	// view applying deletes, or an empty table).
+	have    map[string]bool
+	objects []cache.Object
+	prev    []cache.Object
 }
 
 // New opens DuckDB locked down to the cache directory and builds a view for
@@ -309,12 +312,7 @@ func (e *Engine) snapshotBody(ctx context.Context, s *iceberg.Schema, objs []cac
 	if len(objs) == 0 {
 		return emptySelect(s)
 	}
-	paths := make([]string, len(objs))
-	for i, o := range objs {
-		paths[i] = quoteString(o.Path)
-	}
-	body := "SELECT * FROM read_parquet([" + strings.Join(paths, ", ") +
-		"], union_by_name = true, hive_partitioning = false)"
+	body := parquetSelect(objs)
 	if mor.active() {
 		var err error
 		if body, err = mor.body(s); err != nil {
@@ -329,13 +327,10 @@ func (e *Engine) snapshotBody(ctx context.Context, s *iceberg.Schema, objs []cac
 // once), then the equality-delete files that apply to them (deletes.go), whose objects
 // follow the data files' in the result.
 func (e *Engine) fetchSnapshotAt(ctx context.Context, tbl *table.Table, snap *table.Snapshot) ([]cache.Object, *mergeOnRead, error) {
-	var opts []table.ScanOption
 	if snap == nil {
 		snap = tbl.CurrentSnapshot()
-	} else {
-		opts = append(opts, table.WithSnapshotID(snap.SnapshotID))
 	}
-	tasks, err := tbl.Scan(opts...).PlanFiles(ctx)
+	tasks, err := e.planSnapshot(ctx, tbl, snap)
 	if err != nil {
 		return nil, nil, fmt.Errorf("planning scan: %w", err)
 	}
@@ -405,22 +400,36 @@ func (e *Engine) release(objs []cache.Object) {
 // queryable from the schema change on, not only once data holding it is written. Files
 // written before the change read NULL there through union_by_name.
 func (e *Engine) withMissingColumns(ctx context.Context, body string, s *iceberg.Schema) (string, error) {
+	have, err := e.describeColumns(ctx, body)
+	if err != nil {
+		return "", err
+	}
+	return addMissingColumns(body, s, have), nil
+}
+
+// describeColumns returns the names of the columns body's SELECT yields.
+func (e *Engine) describeColumns(ctx context.Context, body string) (map[string]bool, error) {
 	rows, err := e.admin.QueryContext(ctx, "SELECT column_name FROM (DESCRIBE "+body+")")
 	if err != nil {
-		return "", fmt.Errorf("describing data files: %w", err)
+		return nil, fmt.Errorf("describing data files: %w", err)
 	}
 	defer rows.Close()
 	have := map[string]bool{}
 	for rows.Next() {
 		var name string
 		if err := rows.Scan(&name); err != nil {
-			return "", fmt.Errorf("describing data files: %w", err)
+			return nil, fmt.Errorf("describing data files: %w", err)
 		}
 		have[name] = true
 	}
 	if err := rows.Err(); err != nil {
-		return "", fmt.Errorf("describing data files: %w", err)
+		return nil, fmt.Errorf("describing data files: %w", err)
 	}
+	return have, nil
+}
+
+// addMissingColumns adds to body the schema's columns not in have, as NULL.
+func addMissingColumns(body string, s *iceberg.Schema, have map[string]bool) string {
 	var extra []string
 	for _, f := range s.Fields() {
 		if !have[f.Name] {
@@ -428,9 +437,19 @@ func (e *Engine) withMissingColumns(ctx context.Context, body string, s *iceberg
 		}
 	}
 	if len(extra) == 0 {
-		return body, nil
+		return body
 	}
-	return "SELECT *, " + strings.Join(extra, ", ") + " FROM (" + body + ")", nil
+	return "SELECT *, " + strings.Join(extra, ", ") + " FROM (" + body + ")"
+}
+
+// parquetSelect is the SELECT over data files of a view without deletes.
+func parquetSelect(objs []cache.Object) string {
+	paths := make([]string, len(objs))
+	for i, o := range objs {
+		paths[i] = quoteString(o.Path)
+	}
+	return "SELECT * FROM read_parquet([" + strings.Join(paths, ", ") +
+		"], union_by_name = true, hive_partitioning = false)"
 }
 
 func emptySelect(s *iceberg.Schema) (string, error) {

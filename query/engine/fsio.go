@@ -28,14 +28,15 @@ const DefaultManifestCacheBytes = 64 << 20
 // Concurrency: safe for concurrent use; mu guards ios.
 type tableIO struct {
 	props     iceberg.Properties // nil: take each warehouse's IO from the first table of it
-	manifests *manifestCache
+	manifests *manifestCache     // manifest files' bytes
+	entries   *manifestEntries   // manifests' parsed entries (plan.go)
 
 	mu  sync.Mutex
 	ios map[string]iceio.IO // by scheme://host of a table location
 }
 
 func newTableIO(props iceberg.Properties, cacheBytes int64) *tableIO {
-	return &tableIO{props: props, manifests: newManifestCache(cacheBytes), ios: map[string]iceio.IO{}}
+	return &tableIO{props: props, manifests: newManifestCache(cacheBytes), entries: newManifestEntries(0), ios: map[string]iceio.IO{}}
 }
 
 // warehouseKey is the scheme and host of location: the object store and bucket.
@@ -106,48 +107,58 @@ func (c *cachingIO) Open(name string) (iceio.File, error) {
 	return newMemFile(name, data), nil
 }
 
-// manifestCache keeps the bytes of recently read manifest files, least recently used
-// evicted first once they pass maxBytes. Safe for concurrent use; mu guards the rest.
-type manifestCache struct {
-	maxBytes int64
-
-	mu     sync.Mutex
-	bytes  int64
-	lru    *list.List               // of *manifestEntry, most recent first
-	byPath map[string]*list.Element // by file location
-	hits   int64
-	misses int64
-}
-
-type manifestEntry struct {
-	path string
-	data []byte
-}
+// manifestCache keeps the bytes of recently read manifest files.
+type manifestCache = lruCache[[]byte]
 
 func newManifestCache(maxBytes int64) *manifestCache {
 	if maxBytes <= 0 {
 		maxBytes = DefaultManifestCacheBytes
 	}
-	return &manifestCache{maxBytes: maxBytes, lru: list.New(), byPath: map[string]*list.Element{}}
+	return newLRU(maxBytes, func(b []byte) int64 { return int64(len(b)) })
 }
 
-func (m *manifestCache) get(path string) ([]byte, bool) {
+// lruCache keeps values by file location up to a total weight, least recently used
+// evicted first; a value heavier than an eighth of the bound is not kept. Safe for
+// concurrent use; mu guards the rest.
+type lruCache[V any] struct {
+	max    int64
+	weight func(V) int64
+
+	mu     sync.Mutex
+	total  int64
+	lru    *list.List               // of *lruEntry[V], most recent first
+	byPath map[string]*list.Element // by file location
+	hits   int64
+	misses int64
+}
+
+type lruEntry[V any] struct {
+	path   string
+	value  V
+	weight int64
+}
+
+func newLRU[V any](max int64, weight func(V) int64) *lruCache[V] {
+	return &lruCache[V]{max: max, weight: weight, lru: list.New(), byPath: map[string]*list.Element{}}
+}
+
+func (m *lruCache[V]) get(path string) (V, bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	el, ok := m.byPath[path]
 	if !ok {
 		m.misses++
-		return nil, false
+		var zero V
+		return zero, false
 	}
 	m.hits++
 	m.lru.MoveToFront(el)
-	return el.Value.(*manifestEntry).data, true
+	return el.Value.(*lruEntry[V]).value, true
 }
 
-// put keeps data unless it alone would take more than an eighth of the cache.
-func (m *manifestCache) put(path string, data []byte) {
-	size := int64(len(data))
-	if size > m.maxBytes/8 {
+func (m *lruCache[V]) put(path string, v V) {
+	w := m.weight(v)
+	if w > m.max/8 {
 		return
 	}
 	m.mu.Lock()
@@ -155,22 +166,22 @@ func (m *manifestCache) put(path string, data []byte) {
 	if _, ok := m.byPath[path]; ok {
 		return
 	}
-	m.byPath[path] = m.lru.PushFront(&manifestEntry{path: path, data: data})
-	m.bytes += size
-	for m.bytes > m.maxBytes {
+	m.byPath[path] = m.lru.PushFront(&lruEntry[V]{path: path, value: v, weight: w})
+	m.total += w
+	for m.total > m.max {
 		el := m.lru.Back()
-		ent := el.Value.(*manifestEntry)
+		ent := el.Value.(*lruEntry[V])
 		m.lru.Remove(el)
 		delete(m.byPath, ent.path)
-		m.bytes -= int64(len(ent.data))
+		m.total -= ent.weight
 	}
 }
 
-// stats returns the bytes held and the hits and misses so far.
-func (m *manifestCache) stats() (bytes, hits, misses int64) {
+// stats returns the weight held and the hits and misses so far.
+func (m *lruCache[V]) stats() (total, hits, misses int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.bytes, m.hits, m.misses
+	return m.total, m.hits, m.misses
 }
 
 // memFile is a read-only iceio.File over bytes held in memory.

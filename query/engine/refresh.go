@@ -4,11 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/table"
 
 	"github.com/medlake/medlake/query/cache"
@@ -288,11 +290,15 @@ func (e *Engine) install(ctx context.Context, p *preparedView) (bool, error) {
 	tbl, objs := p.tbl, p.objs
 	snapID := currentSnapshotID(tbl)
 	var body string
+	var have map[string]bool
 	var err error
-	if snapID == -1 {
+	switch {
+	case snapID == -1:
 		body, err = emptySelect(tbl.Schema())
-	} else {
+	case p.mor.active() || len(objs) == 0:
 		body, err = e.snapshotBody(ctx, tbl.Schema(), objs, p.mor)
+	default:
+		body, have, err = e.appendBody(ctx, tbl.Schema(), objs, old)
 	}
 	if err != nil {
 		e.release(objs)
@@ -305,7 +311,7 @@ func (e *Engine) install(ctx context.Context, p *preparedView) (bool, error) {
 	}
 	_, hasTenant := tbl.Schema().FindFieldByName(tenantColumn)
 	_, hasFacility := tbl.Schema().FindFieldByName(facilityColumn)
-	nv := &view{metaLoc: p.target.metaLoc, snapshotID: snapID, schemaID: tbl.Schema().ID, objects: objs,
+	nv := &view{metaLoc: p.target.metaLoc, snapshotID: snapID, schemaID: tbl.Schema().ID, objects: objs, have: have,
 		scope: tableScope{name: name, hasTenant: hasTenant, hasFacility: hasFacility}}
 	if old != nil {
 		e.release(old.prev)
@@ -325,4 +331,55 @@ func (e *Engine) install(ctx context.Context, p *preparedView) (bool, error) {
 		e.reportVisible(name, tbl, -1, time.Now()) // a table created since the engine started
 	}
 	return true, nil
+}
+
+// appendBody is snapshotBody for a view without deletes, which also returns the
+// columns its files hold. It learns them with DESCRIBE, which reads every file's
+// footer; when the files are the old view's and more (an append: the usual commit),
+// it describes only the added files and adds their columns to the old view's, the
+// union being the same.
+func (e *Engine) appendBody(ctx context.Context, s *iceberg.Schema, objs []cache.Object, old *view) (string, map[string]bool, error) {
+	body := parquetSelect(objs)
+	var have map[string]bool
+	if added, ok := addedObjects(old, objs); ok {
+		have = maps.Clone(old.have)
+		if len(added) > 0 {
+			cols, err := e.describeColumns(ctx, parquetSelect(added))
+			if err != nil {
+				return "", nil, err
+			}
+			maps.Copy(have, cols)
+		}
+	} else {
+		var err error
+		if have, err = e.describeColumns(ctx, body); err != nil {
+			return "", nil, err
+		}
+	}
+	return addMissingColumns(body, s, have), have, nil
+}
+
+// addedObjects returns the objects of objs the old view did not read, when it read
+// no file that objs lacks and knows its columns; ok false otherwise.
+func addedObjects(old *view, objs []cache.Object) (added []cache.Object, ok bool) {
+	if old == nil || old.have == nil {
+		return nil, false
+	}
+	now := make(map[string]bool, len(objs))
+	for _, o := range objs {
+		now[o.Location] = true
+	}
+	before := make(map[string]bool, len(old.objects))
+	for _, o := range old.objects {
+		if !now[o.Location] {
+			return nil, false
+		}
+		before[o.Location] = true
+	}
+	for _, o := range objs {
+		if !before[o.Location] {
+			added = append(added, o)
+		}
+	}
+	return added, true
 }
