@@ -11,8 +11,8 @@ import (
 )
 
 // DefaultManifestEntries bounds the parsed manifest entries kept between refreshes
-// (one per data file of a manifest): a few KB each.
-const DefaultManifestEntries = 200_000
+// (one per data file of a manifest, a few KB each with its column statistics).
+const DefaultManifestEntries = 50_000
 
 // manifestEntries keeps the parsed entries of manifests by manifest location.
 type manifestEntries = lruCache[[]iceberg.ManifestEntry]
