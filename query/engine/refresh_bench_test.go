@@ -195,6 +195,14 @@ func BenchmarkRefresh(b *testing.B) {
 	e.mu.Lock()
 	objs := e.views["big"].objects
 	e.mu.Unlock()
+	b.Run("part=plan-snapshot-cached-entries", func(b *testing.B) {
+		for range b.N {
+			if _, err := e.planSnapshot(ctx, cached, cached.CurrentSnapshot()); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/op")
+	})
 	noDeletes := newMergeOnRead(tbl.Metadata(), tbl.CurrentSnapshot())
 	b.Run("part=describe", func(b *testing.B) {
 		for range b.N {
