@@ -100,14 +100,20 @@ type preparedView struct {
 	objs []cache.Object
 	mor  *mergeOnRead
 	err  error
+	// Set by install when it replaced the view: the snapshot the view showed before
+	// (-1: none) and whether the table had no view.
+	replaced     bool
+	prevSnapshot int64
+	isNew        bool
 }
 
 // refresh is Refresh with the trigger reported to the observer. Under refreshMu it
 // finds the tables that changed since the views were built, loads and plans them
 // RefreshParallel at a time and fetches their new files (the slow part: object store
-// reads), then replaces their views one after another on the admin connection. Each
-// view is replaced by one CREATE OR REPLACE VIEW, so a query sees a table's old
-// snapshot or its new one, never a mix.
+// reads), then replaces their views one after another on the admin connection, and
+// last records the new tables' metadata, several at once (finish). Each view is
+// replaced by one CREATE OR REPLACE VIEW, so a query sees a table's old snapshot or
+// its new one, never a mix.
 func (e *Engine) refresh(ctx context.Context, trigger string) error {
 	start := time.Now()
 	e.refreshMu.Lock()
@@ -143,6 +149,7 @@ func (e *Engine) refresh(ctx context.Context, trigger string) error {
 			errs = append(errs, fmt.Errorf("table %s: %w", p.target.name, p.err))
 		}
 	}
+	e.finish(ctx, prepared)
 	for _, name := range gone {
 		if _, err := e.admin.ExecContext(ctx, "DROP VIEW IF EXISTS "+quoteIdent(name)); err != nil {
 			errs = append(errs, fmt.Errorf("dropping view of removed table %s: %w", name, err))
@@ -320,17 +327,52 @@ func (e *Engine) install(ctx context.Context, p *preparedView) (bool, error) {
 	e.mu.Lock()
 	e.views[name] = nv
 	e.mu.Unlock()
-	e.meta.note(ctx, name, tbl, objs, e.logger)
-	e.generation.Add(1)
-	e.logger.Info("table view refreshed", "table", name, "snapshot_id", snapID, "data_files", len(objs))
-	switch {
-	case e.onVisible == nil:
-	case old != nil && old.snapshotID != snapID:
-		e.reportVisible(name, tbl, old.snapshotID, time.Now())
-	case old == nil && e.started:
-		e.reportVisible(name, tbl, -1, time.Now()) // a table created since the engine started
+	p.replaced, p.prevSnapshot = true, -1
+	if old != nil {
+		p.prevSnapshot = old.snapshotID
 	}
+	p.isNew = old == nil
+	e.logger.Info("table view refreshed", "table", name, "snapshot_id", snapID, "data_files", len(objs))
 	return true, nil
+}
+
+// finish completes the views install replaced: it records their tables' metadata
+// (pruning index and rollup pairs, which plan the tables' files again), several at
+// once, then moves the generation so prepared statements rebind, and reports the
+// snapshots made visible.
+func (e *Engine) finish(ctx context.Context, prepared []*preparedView) {
+	var done []*preparedView
+	for _, p := range prepared {
+		if p.err == nil && p.replaced {
+			done = append(done, p)
+		}
+	}
+	if len(done) == 0 {
+		return
+	}
+	sem := make(chan struct{}, e.cfg.RefreshParallel)
+	var wg sync.WaitGroup
+	for _, p := range done {
+		wg.Go(func() {
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			e.meta.note(ctx, p.target.name, p.tbl, p.objs, e.logger)
+		})
+	}
+	wg.Wait()
+	e.generation.Add(1)
+	if e.onVisible == nil {
+		return
+	}
+	now := time.Now()
+	for _, p := range done {
+		switch snapID := currentSnapshotID(p.tbl); {
+		case !p.isNew && p.prevSnapshot != snapID:
+			e.reportVisible(p.target.name, p.tbl, p.prevSnapshot, now)
+		case p.isNew && e.started:
+			e.reportVisible(p.target.name, p.tbl, -1, now) // a table created since the engine started
+		}
+	}
 }
 
 // appendBody is snapshotBody for a view without deletes, which also returns the
