@@ -68,6 +68,7 @@ type committer struct {
 	m       *metrics
 	mem     memory.Allocator
 	publish func(context.Context, []ackOut) // publishes acks; called from run only
+	notice  func(table string)              // publishes a commit notice (notice.go); nil: none
 	now     func() time.Time
 
 	in chan *batch // fed by the message handler
@@ -269,6 +270,7 @@ func (c *committer) flush(ctx context.Context) error {
 		}
 		acks = append(acks, newAcks...)
 		c.m.duration.WithLabelValues(c.table).Observe(c.now().Sub(start).Seconds())
+		c.noticeCommitted()
 		break
 	}
 	c.publish(ctx, acks)

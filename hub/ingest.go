@@ -111,6 +111,7 @@ func (in *Ingester) committer(table string, def *feed.Definition) *committer {
 		return nil
 	}
 	c := newCommitter(def, in.cat, in.cfg.ClientID, in.cfg, in.log, in.m, in.publishAcks)
+	c.notice = in.publishCommitNotice
 	in.cmts[table] = c
 	ctx := in.runCtx
 	in.wg.Go(func() { c.run(ctx) })

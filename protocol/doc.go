@@ -1,6 +1,7 @@
 // Package protocol is the agent↔hub contract: MQTT topics, the batch envelope, the hub's
 // acknowledgment, agent status and the config the hub pushes (feed definitions), with
-// their codecs and versioning rules.
+// their codecs and versioning rules; and the one message outside that contract, the
+// hub's commit notice to query nodes (notice.go).
 //
 // It holds wire types and codecs only. It performs no I/O and imports no other medlake
 // package, so the agent and the hub can each depend on it without depending on each other.

@@ -150,12 +150,19 @@ type Service struct {
 	flight  *flightsql.Server  // nil when turned off
 	api     *httpapi.Handler   // mounted by the caller's HTTP server
 	reports *reports.Scheduler // nil without WithReports
+	notices *noticeListener    // nil without WithCommitNotices
 
 	queries  *prometheus.CounterVec
 	duration prometheus.Histogram
 	// visibleLag and freshness are observed per snapshot a refresh makes visible.
 	visibleLag *prometheus.HistogramVec // by table
 	freshness  *prometheus.HistogramVec // by table
+	// refreshes times view refreshes, by trigger (start, poll, notice, call).
+	refreshes *prometheus.HistogramVec
+	// refreshTables counts the tables refreshes loaded and rebuilt, by what (loaded,
+	// replaced, failed).
+	refreshTables *prometheus.CounterVec
+	noticesIn     *prometheus.CounterVec // commit notices received, by outcome
 }
 
 // Option configures optional Service behaviour.
@@ -166,7 +173,13 @@ type options struct {
 	users   UserDirectory
 	reports reports.Store
 	objects reports.Objects
+	notices *NoticeConfig
+	locator engine.TableLocator
 }
+
+// WithTableLocator has the engine find changed tables with one catalog read per
+// refresh (the catalog's TableLocations) and load only those.
+func WithTableLocator(l engine.TableLocator) Option { return func(o *options) { o.locator = l } }
 
 // WithLogins adds the catalog's users to the configured ones, on every
 // protocol.
@@ -220,11 +233,24 @@ func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace stri
 			Buckets: latencyBuckets,
 		}, []string{"table"}),
 	}
+	s.refreshes = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "medlake", Subsystem: "query", Name: "refresh_duration_seconds",
+		Help:    "Time of a view refresh (finding changed tables, loading and planning them, fetching new data files, replacing views), by trigger: start, poll, notice (a hub's commit notice) or call.",
+		Buckets: []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60},
+	}, []string{"trigger"})
+	s.refreshTables = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "medlake", Subsystem: "query", Name: "refresh_tables_total",
+		Help: "Tables view refreshes handled: loaded (metadata read because it changed), replaced (view rebuilt on a new snapshot or schema), failed.",
+	}, []string{"what"})
+	s.noticesIn = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "medlake", Subsystem: "query", Name: "commit_notices_total",
+		Help: "Commit notices received from hubs, by outcome (ok, malformed).",
+	}, []string{"outcome"})
 	for _, o := range []string{"ok", "error", "refused"} {
 		s.queries.WithLabelValues(o)
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{s.queries, s.duration, s.visibleLag, s.freshness} {
+		for _, c := range []prometheus.Collector{s.queries, s.duration, s.visibleLag, s.freshness, s.refreshes, s.refreshTables, s.noticesIn} {
 			if err := reg.Register(c); err != nil {
 				return nil, fmt.Errorf("registering query metrics: %w", err)
 			}
@@ -234,9 +260,15 @@ func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace stri
 		CacheDir: cfg.CacheDir, CacheMaxBytes: cfg.CacheMaxBytes, RefreshInterval: cfg.RefreshInterval,
 		StatementTimeout: cfg.StatementTimeout, MaxConcurrent: cfg.MaxConcurrent, MemoryLimit: cfg.MemoryLimit,
 		Setup: pgwire.CatalogSetup(), MetadataSchemas: []string{pgwire.CatalogSchema},
-	}, cat, namespace, base, engine.WithVisibilityObserver(s.observeVisible))
+	}, cat, namespace, base, s.engineOptions(o)...)
 	if err != nil {
 		return nil, err
+	}
+	if o.notices != nil {
+		if s.notices, err = newNoticeListener(*o.notices, eng, logger, s.noticesIn); err != nil {
+			eng.Close()
+			return nil, err
+		}
 	}
 	logins, err := serviceLogins(cfg.Users, o.users)
 	if err != nil {
@@ -293,6 +325,21 @@ func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace stri
 	return s, nil
 }
 
+func (s *Service) engineOptions(o options) []engine.Option {
+	opts := []engine.Option{engine.WithVisibilityObserver(s.observeVisible), engine.WithRefreshObserver(s.observeRefresh)}
+	if o.locator != nil {
+		opts = append(opts, engine.WithTableLocator(o.locator))
+	}
+	return opts
+}
+
+func (s *Service) observeRefresh(st engine.RefreshStats) {
+	s.refreshes.WithLabelValues(st.Trigger).Observe(st.Duration.Seconds())
+	s.refreshTables.WithLabelValues("loaded").Add(float64(st.Loaded))
+	s.refreshTables.WithLabelValues("replaced").Add(float64(st.Replaced))
+	s.refreshTables.WithLabelValues("failed").Add(float64(st.Failed))
+}
+
 func (s *Service) observe(outcome string, elapsed time.Duration) {
 	s.queries.WithLabelValues(outcome).Inc()
 	if outcome == "ok" {
@@ -328,6 +375,9 @@ func (s *Service) Run(ctx context.Context) error {
 	}
 	if s.reports != nil {
 		parts = append(parts, s.reports.Run)
+	}
+	if s.notices != nil {
+		parts = append(parts, s.notices.Run)
 	}
 	var wg sync.WaitGroup
 	errs := make([]error, len(parts))

@@ -160,9 +160,15 @@ func startNode(ctx context.Context, cfg *Config, roles []string, logger *slog.Lo
 			n.ingest.Store(in)
 			n.group.start(values, m, in)
 		case modQuery:
-			q, err := query.New(n.cat.WithObjectStore(ctx), cfg.Query, n.cat.Iceberg(), strings.Join(n.cat.Namespace(), "."), logger, reg,
-				query.WithAuditor(n.cat), query.WithLogins(n.cat),
-				query.WithReports(n.cat, reports.Warehouse{Root: n.cat.Warehouse(), Props: n.cat.Properties()}))
+			opts := []query.Option{query.WithAuditor(n.cat), query.WithLogins(n.cat), query.WithTableLocator(n.cat),
+				query.WithReports(n.cat, reports.Warehouse{Root: n.cat.Warehouse(), Props: n.cat.Properties()})}
+			if cfg.Ingest.Broker != "" {
+				// The hubs' broker: they publish a notice per commit, which the
+				// query role refreshes on at once instead of at its next poll.
+				opts = append(opts, query.WithCommitNotices(query.NoticeConfig{
+					Broker: cfg.Ingest.Broker, Username: cfg.Ingest.Username, Password: cfg.Ingest.Password}))
+			}
+			q, err := query.New(n.cat.WithObjectStore(ctx), cfg.Query, n.cat.Iceberg(), strings.Join(n.cat.Namespace(), "."), logger, reg, opts...)
 			if err != nil {
 				return n, fmt.Errorf("query: %w", err)
 			}

@@ -49,6 +49,27 @@ func WithVisibilityObserver(fn func(Visible)) Option {
 	return func(e *Engine) { e.onVisible = fn }
 }
 
+// WithTableLocator has refreshes find changed tables with one catalog read of every
+// table's metadata location (TableLocator) and load only those, from their location,
+// instead of loading every table from the catalog at every refresh.
+func WithTableLocator(l TableLocator) Option {
+	return func(e *Engine) { e.locator = l }
+}
+
+// WithRefreshObserver has fn called, from the refreshing goroutine, after every
+// refresh with what it did.
+func WithRefreshObserver(fn func(RefreshStats)) Option {
+	return func(e *Engine) { e.onRefresh = fn }
+}
+
+// TableLocator lists a namespace's tables with the locations of their current metadata
+// files in one catalog read, and gives the properties (warehouse, s3.*) their files are
+// read with. catalog.Catalog implements it. Implementations are safe for concurrent use.
+type TableLocator interface {
+	TableLocations(ctx context.Context, namespace table.Identifier) (map[string]string, error)
+	Properties() iceberg.Properties
+}
+
 // maxVisibleWalk bounds how many snapshots one refresh reports as visible.
 const maxVisibleWalk = 1000
 
@@ -58,8 +79,14 @@ type Config struct {
 	CacheDir string `yaml:"cache_dir"`
 	// CacheMaxBytes bounds the cache (default cache.DefaultMaxBytes).
 	CacheMaxBytes int64 `yaml:"cache_max_bytes"`
-	// RefreshInterval is the snapshot poll period of Run (default 2s).
+	// RefreshInterval is the snapshot poll period of Run (default 2s). Run also
+	// refreshes at once when Notify says a table changed.
 	RefreshInterval time.Duration `yaml:"refresh_interval"`
+	// RefreshParallel bounds the tables a refresh loads and plans at once (default 4).
+	RefreshParallel int `yaml:"refresh_parallel"`
+	// ManifestCacheBytes bounds the manifest files kept in memory between refreshes
+	// (default DefaultManifestCacheBytes).
+	ManifestCacheBytes int64 `yaml:"manifest_cache_bytes"`
 	// Threads and MemoryLimit tune DuckDB; zero/empty keep its defaults.
 	// MemoryLimit bounds all queries together (DuckDB has no per-query
 	// bound); a query that needs more than is left fails with SQLSTATE
@@ -96,10 +123,11 @@ var ErrResultChanged = errors.New("cached plan must not change result type")
 // namespace through an in-memory DuckDB database.
 //
 // Freshness: views are rebuilt by Refresh, which New calls once and Run calls
-// every RefreshInterval; a query never triggers catalog I/O, so its latency
-// does not depend on the catalog or the object store. Queries see a table's
-// snapshot as of the last refresh (at most RefreshInterval plus the fetch
-// time behind the commit).
+// every RefreshInterval and whenever Notify reports a commit; a query never
+// triggers catalog I/O, so its latency does not depend on the catalog or the
+// object store. Queries see a table's snapshot as of the last refresh (with
+// commit notices, the refresh's own time behind the commit; without, at most
+// RefreshInterval more).
 //
 // Concurrency: all methods are safe for concurrent use. refreshMu serializes
 // refreshes; mu guards views and closed. Lock order: refreshMu, then mu.
@@ -118,7 +146,12 @@ type Engine struct {
 	slots chan struct{}
 
 	refreshMu sync.Mutex
-	onVisible func(Visible) // nil: none; fixed after New
+	onVisible func(Visible)      // nil: none; fixed after New
+	onRefresh func(RefreshStats) // nil: none; fixed after New
+	locator   TableLocator       // nil: list and load every table from cat; fixed after New
+	files     *tableIO           // the file IO tables are read through; fixed after New
+	// wake holds a pending Notify for Run (capacity 1).
+	wake chan struct{}
 	// started is set once New's first refresh is done: tables that appear after it are
 	// reported as visible from their first snapshot. Guarded by refreshMu.
 	started bool
@@ -144,11 +177,15 @@ type Engine struct {
 // the objects of the view it replaced: they stay pinned until the next
 // refresh so queries bound to the old view can still open its files.
 type view struct {
-	snapshotID int64 // -1: no snapshot (empty table)
+	metaLoc    string // the metadata file the view was built from
+	snapshotID int64  // -1: no snapshot (empty table)
 	schemaID   int
 	scope      tableScope
-	objects    []cache.Object
-	prev       []cache.Object
+	// have are the columns the view's data files hold together; nil: not known (a
+	// view applying deletes, or an empty table).
+	have    map[string]bool
+	objects []cache.Object
+	prev    []cache.Object
 }
 
 // New opens DuckDB locked down to the cache directory and builds a view for
@@ -156,6 +193,9 @@ type view struct {
 func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace string, logger *slog.Logger, opts ...Option) (*Engine, error) {
 	if cfg.RefreshInterval <= 0 {
 		cfg.RefreshInterval = DefaultRefreshInterval
+	}
+	if cfg.RefreshParallel <= 0 {
+		cfg.RefreshParallel = defaultRefreshParallel
 	}
 	if namespace == "" {
 		return nil, errors.New("engine: namespace is empty")
@@ -173,7 +213,7 @@ func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace stri
 	e := &Engine{
 		cfg: cfg, cat: cat, namespace: table.Identifier{namespace}, logger: logger,
 		cache: c, connector: connector, db: db, views: map[string]*view{},
-		metaSchemas: map[string]bool{},
+		metaSchemas: map[string]bool{}, wake: make(chan struct{}, 1),
 	}
 	for _, m := range cfg.MetadataSchemas {
 		e.metaSchemas[strings.ToLower(m)] = true
@@ -184,6 +224,11 @@ func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace stri
 	for _, o := range opts {
 		o(e)
 	}
+	var props iceberg.Properties
+	if e.locator != nil {
+		props = e.locator.Properties()
+	}
+	e.files = newTableIO(props, cfg.ManifestCacheBytes)
 	if err := e.lockDown(ctx); err != nil {
 		db.Close()
 		return nil, err
@@ -243,133 +288,6 @@ func (e *Engine) lockDown(ctx context.Context) error {
 	return nil
 }
 
-// Run refreshes the views every RefreshInterval until ctx is done. A failed
-// refresh is logged and retried; the previous views keep serving.
-func (e *Engine) Run(ctx context.Context) error {
-	t := time.NewTicker(e.cfg.RefreshInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-			if err := e.Refresh(ctx); err != nil && ctx.Err() == nil {
-				e.logger.Warn("refreshing table views failed", "err", err)
-			}
-		}
-	}
-}
-
-// Refresh brings every table's view to its current snapshot. Tables that
-// fail keep their previous view; the errors are joined.
-func (e *Engine) Refresh(ctx context.Context) error {
-	e.refreshMu.Lock()
-	defer e.refreshMu.Unlock()
-	if e.isClosed() {
-		return errors.New("engine closed")
-	}
-	seen := map[string]bool{}
-	var errs []error
-	for ident, err := range e.cat.ListTables(ctx, e.namespace) {
-		if err != nil {
-			return fmt.Errorf("listing tables of namespace %s: %w", strings.Join(e.namespace, "."), err)
-		}
-		name := ident[len(ident)-1]
-		seen[name] = true
-		if err := e.refreshTable(ctx, ident); err != nil {
-			errs = append(errs, fmt.Errorf("table %s: %w", name, err))
-		}
-	}
-	e.mu.Lock()
-	var gone []string
-	for name := range e.views {
-		if !seen[name] {
-			gone = append(gone, name)
-		}
-	}
-	e.mu.Unlock()
-	for _, name := range gone {
-		if _, err := e.admin.ExecContext(ctx, "DROP VIEW IF EXISTS "+quoteIdent(name)); err != nil {
-			errs = append(errs, fmt.Errorf("dropping view of removed table %s: %w", name, err))
-			continue
-		}
-		e.mu.Lock()
-		v := e.views[name]
-		delete(e.views, name)
-		e.mu.Unlock()
-		e.meta.note(ctx, name, nil, nil, e.logger)
-		e.release(v.objects)
-		e.release(v.prev)
-		e.logger.Info("table view dropped", "table", name)
-	}
-	return errors.Join(errs...)
-}
-
-func (e *Engine) refreshTable(ctx context.Context, ident table.Identifier) error {
-	name := ident[len(ident)-1]
-	tbl, err := e.cat.LoadTable(ctx, ident)
-	if err != nil {
-		return fmt.Errorf("loading table: %w", err)
-	}
-	snapID := int64(-1)
-	if s := tbl.CurrentSnapshot(); s != nil {
-		snapID = s.SnapshotID
-	}
-	schemaID := tbl.Schema().ID
-	e.mu.Lock()
-	old := e.views[name]
-	e.mu.Unlock()
-	if old != nil && old.snapshotID == snapID && old.schemaID == schemaID {
-		return nil
-	}
-
-	var objs []cache.Object
-	var body string
-	if snapID == -1 {
-		body, err = emptySelect(tbl.Schema())
-		if err != nil {
-			return err
-		}
-	} else {
-		var mor *mergeOnRead
-		objs, mor, err = e.fetchSnapshotAt(ctx, tbl, nil)
-		if err != nil {
-			return err
-		}
-		if body, err = e.snapshotBody(ctx, tbl.Schema(), objs, mor); err != nil {
-			e.release(objs)
-			return err
-		}
-	}
-	ddl := "CREATE OR REPLACE VIEW " + quoteIdent(name) + " AS " + body
-	if _, err := e.admin.ExecContext(ctx, ddl); err != nil {
-		e.release(objs)
-		return fmt.Errorf("creating view for snapshot %d: %w", snapID, err)
-	}
-	_, hasTenant := tbl.Schema().FindFieldByName(tenantColumn)
-	_, hasFacility := tbl.Schema().FindFieldByName(facilityColumn)
-	nv := &view{snapshotID: snapID, schemaID: schemaID, objects: objs,
-		scope: tableScope{name: name, hasTenant: hasTenant, hasFacility: hasFacility}}
-	if old != nil {
-		e.release(old.prev)
-		nv.prev = old.objects
-	}
-	e.mu.Lock()
-	e.views[name] = nv
-	e.mu.Unlock()
-	e.meta.note(ctx, name, tbl, objs, e.logger)
-	e.generation.Add(1)
-	e.logger.Info("table view refreshed", "table", name, "snapshot_id", snapID, "data_files", len(objs))
-	switch {
-	case e.onVisible == nil:
-	case old != nil && old.snapshotID != snapID:
-		e.reportVisible(name, tbl, old.snapshotID, time.Now())
-	case old == nil && e.started:
-		e.reportVisible(name, tbl, -1, time.Now()) // a table created since the engine started
-	}
-	return nil
-}
-
 // reportVisible reports the snapshots from tbl's current one back to (not including)
 // the one the previous view showed.
 func (e *Engine) reportVisible(name string, tbl *table.Table, prevID int64, at time.Time) {
@@ -394,12 +312,7 @@ func (e *Engine) snapshotBody(ctx context.Context, s *iceberg.Schema, objs []cac
 	if len(objs) == 0 {
 		return emptySelect(s)
 	}
-	paths := make([]string, len(objs))
-	for i, o := range objs {
-		paths[i] = quoteString(o.Path)
-	}
-	body := "SELECT * FROM read_parquet([" + strings.Join(paths, ", ") +
-		"], union_by_name = true, hive_partitioning = false)"
+	body := parquetSelect(objs)
 	if mor.active() {
 		var err error
 		if body, err = mor.body(s); err != nil {
@@ -414,13 +327,10 @@ func (e *Engine) snapshotBody(ctx context.Context, s *iceberg.Schema, objs []cac
 // once), then the equality-delete files that apply to them (deletes.go), whose objects
 // follow the data files' in the result.
 func (e *Engine) fetchSnapshotAt(ctx context.Context, tbl *table.Table, snap *table.Snapshot) ([]cache.Object, *mergeOnRead, error) {
-	var opts []table.ScanOption
 	if snap == nil {
 		snap = tbl.CurrentSnapshot()
-	} else {
-		opts = append(opts, table.WithSnapshotID(snap.SnapshotID))
 	}
-	tasks, err := tbl.Scan(opts...).PlanFiles(ctx)
+	tasks, err := e.planSnapshot(ctx, tbl, snap)
 	if err != nil {
 		return nil, nil, fmt.Errorf("planning scan: %w", err)
 	}
@@ -490,22 +400,36 @@ func (e *Engine) release(objs []cache.Object) {
 // queryable from the schema change on, not only once data holding it is written. Files
 // written before the change read NULL there through union_by_name.
 func (e *Engine) withMissingColumns(ctx context.Context, body string, s *iceberg.Schema) (string, error) {
+	have, err := e.describeColumns(ctx, body)
+	if err != nil {
+		return "", err
+	}
+	return addMissingColumns(body, s, have), nil
+}
+
+// describeColumns returns the names of the columns body's SELECT yields.
+func (e *Engine) describeColumns(ctx context.Context, body string) (map[string]bool, error) {
 	rows, err := e.admin.QueryContext(ctx, "SELECT column_name FROM (DESCRIBE "+body+")")
 	if err != nil {
-		return "", fmt.Errorf("describing data files: %w", err)
+		return nil, fmt.Errorf("describing data files: %w", err)
 	}
 	defer rows.Close()
 	have := map[string]bool{}
 	for rows.Next() {
 		var name string
 		if err := rows.Scan(&name); err != nil {
-			return "", fmt.Errorf("describing data files: %w", err)
+			return nil, fmt.Errorf("describing data files: %w", err)
 		}
 		have[name] = true
 	}
 	if err := rows.Err(); err != nil {
-		return "", fmt.Errorf("describing data files: %w", err)
+		return nil, fmt.Errorf("describing data files: %w", err)
 	}
+	return have, nil
+}
+
+// addMissingColumns adds to body the schema's columns not in have, as NULL.
+func addMissingColumns(body string, s *iceberg.Schema, have map[string]bool) string {
 	var extra []string
 	for _, f := range s.Fields() {
 		if !have[f.Name] {
@@ -513,9 +437,19 @@ func (e *Engine) withMissingColumns(ctx context.Context, body string, s *iceberg
 		}
 	}
 	if len(extra) == 0 {
-		return body, nil
+		return body
 	}
-	return "SELECT *, " + strings.Join(extra, ", ") + " FROM (" + body + ")", nil
+	return "SELECT *, " + strings.Join(extra, ", ") + " FROM (" + body + ")"
+}
+
+// parquetSelect is the SELECT over data files of a view without deletes.
+func parquetSelect(objs []cache.Object) string {
+	paths := make([]string, len(objs))
+	for i, o := range objs {
+		paths[i] = quoteString(o.Path)
+	}
+	return "SELECT * FROM read_parquet([" + strings.Join(paths, ", ") +
+		"], union_by_name = true, hive_partitioning = false)"
 }
 
 func emptySelect(s *iceberg.Schema) (string, error) {
