@@ -150,6 +150,9 @@ type Engine struct {
 	onRefresh func(RefreshStats) // nil: none; fixed after New
 	locator   TableLocator       // nil: list and load every table from cat; fixed after New
 	files     *tableIO           // the file IO tables are read through; fixed after New
+	// values is New's context without its cancellation: what it carries (the object
+	// store's shared connections) serves statements' own table loads too.
+	values context.Context
 	// wake holds a pending Notify for Run (capacity 1).
 	wake chan struct{}
 	// started is set once New's first refresh is done: tables that appear after it are
@@ -213,7 +216,7 @@ func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace stri
 	e := &Engine{
 		cfg: cfg, cat: cat, namespace: table.Identifier{namespace}, logger: logger,
 		cache: c, connector: connector, db: db, views: map[string]*view{},
-		metaSchemas: map[string]bool{}, wake: make(chan struct{}, 1),
+		metaSchemas: map[string]bool{}, wake: make(chan struct{}, 1), values: context.WithoutCancel(ctx),
 	}
 	for _, m := range cfg.MetadataSchemas {
 		e.metaSchemas[strings.ToLower(m)] = true

@@ -225,7 +225,7 @@ func snapshotOf(tbl *table.Table, v any, asOf bool) (int64, error) {
 
 func (e *Engine) loadTable(ctx context.Context, name string) (*table.Table, error) {
 	ident := append(append(table.Identifier{}, e.namespace...), name)
-	tbl, err := e.cat.LoadTable(ctx, ident)
+	tbl, err := e.cat.LoadTable(withValues(ctx, e.values), ident)
 	if err != nil {
 		return nil, fmt.Errorf("loading table %s: %w", name, err)
 	}
@@ -352,4 +352,22 @@ func (e *Engine) closeHistory() {
 		e.release(h.objects)
 	}
 	e.history = nil
+}
+
+// withValues is ctx (its deadline and cancellation) also carrying the values of
+// values, which ctx's own values override.
+func withValues(ctx, values context.Context) context.Context {
+	return valuesCtx{ctx, values}
+}
+
+type valuesCtx struct {
+	context.Context
+	values context.Context
+}
+
+func (c valuesCtx) Value(key any) any {
+	if v := c.Context.Value(key); v != nil {
+		return v
+	}
+	return c.values.Value(key)
 }
