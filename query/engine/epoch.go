@@ -70,8 +70,9 @@ type epochRewriter struct {
 // binding is one FROM item of a SELECT: its name (alias or table) and, when it is a
 // lake table's view read as it is, that view.
 type binding struct {
-	name string
-	view string // "" when its columns are unknown (subquery, function, CTE, time travel)
+	name  string
+	view  string // "" when its columns are unknown (subquery, function, CTE, time travel)
+	alias string // set instead for a select-list alias, which blocks that bare name
 }
 
 // bindings lists the FROM items of a SELECT node.
@@ -122,6 +123,12 @@ func (w *epochRewriter) timestampTZ(bs []binding, v any) bool {
 		col, _ := names[0].(string)
 		found := 0
 		for _, b := range bs {
+			if b.alias != "" {
+				if b.alias == strings.ToLower(col) {
+					return false
+				}
+				continue
+			}
 			if b.view == "" {
 				return false // its columns might include col
 			}
@@ -137,7 +144,7 @@ func (w *epochRewriter) timestampTZ(bs []binding, v any) bool {
 		col, _ := names[1].(string)
 		found := 0
 		for _, b := range bs {
-			if b.name == strings.ToLower(q) {
+			if b.alias == "" && b.name == strings.ToLower(q) {
 				found++
 				ct, ok := typeOf(b, col)
 				if !ok {
@@ -255,6 +262,13 @@ func (w *epochRewriter) walk(v any, bs []binding) error {
 func (w *epochRewriter) selectNode(node map[string]any) error {
 	bs := w.bindings(node["from_table"], nil)
 	list, _ := node["select_list"].([]any)
+	// A select-list alias named like a column may stand for it in ORDER BY; such
+	// unqualified names are left alone everywhere in this SELECT.
+	for _, item := range list {
+		if a, _ := asMap(item)["alias"].(string); a != "" {
+			bs = append(bs, binding{alias: strings.ToLower(a)})
+		}
+	}
 	names := make([]string, len(list))
 	for i, item := range list {
 		m := asMap(item)
@@ -275,10 +289,6 @@ func (w *epochRewriter) selectNode(node map[string]any) error {
 		names[i] = name
 	}
 	for _, k := range sortedKeys(node) {
-		if k == "modifiers" {
-			// ORDER BY may name select-list aliases, which shadow columns there.
-			continue
-		}
 		if err := w.walk(node[k], bs); err != nil {
 			return err
 		}
