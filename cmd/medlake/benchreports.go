@@ -226,7 +226,7 @@ func runBenchReports(ctx context.Context, args []string, stdout io.Writer) error
 			defer ss[i].Close()
 		}
 		ss[1].SetRewrites(false, false)
-		ss[1].SetElapsedRewrite(false)
+		ss[1].SetExpressionRewrites(false)
 		sessions[q.tenant] = pair{ss[0], ss[1]}
 	}
 	fmt.Fprintf(stdout, "| query | rows | medlake | medlake, no rewrites | PostgreSQL | speed-up | speed-up without rewrites |\n|---|---:|---:|---:|---:|---:|---:|\n")

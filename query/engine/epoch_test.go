@@ -96,7 +96,7 @@ func runElapsed(tb testing.TB, e *Engine, q string, on bool) (cols, rows []strin
 		tb.Fatal(err)
 	}
 	defer s.Close()
-	s.SetElapsedRewrite(on)
+	s.SetExpressionRewrites(on)
 	st, err := s.Prepare(ctx, q)
 	if err != nil {
 		tb.Fatalf("%s: %v", q, err)
@@ -181,6 +181,47 @@ ORDER BY extract(epoch FROM discharged_at - admitted_at) LIMIT 1000`, true},
 				}
 			}
 			t.Fatalf("%s: %d rows differ from DuckDB's subtraction (got %d rows, want %d)", tc.q, n, len(got), len(want))
+		}
+	}
+}
+
+// TestQuantileMergeMatches checks that merging percentiles of one value into one list
+// aggregate gives the same columns and values, bit for bit, and applies only where it
+// should.
+func TestQuantileMergeMatches(t *testing.T) {
+	e := staysLake(t, 50_000)
+	const secs = `extract(epoch FROM discharged_at - admitted_at)`
+	for _, tc := range []struct {
+		q     string
+		merge bool
+	}{
+		{`SELECT ward, count(*) AS n, percentile_cont(0.5) WITHIN GROUP (ORDER BY ` + secs + `) / 60 AS p50,
+  percentile_cont(0.9) WITHIN GROUP (ORDER BY ` + secs + `) / 60 FROM stays WHERE discharged_at IS NOT NULL GROUP BY ward`, true},
+		{`SELECT ward, percentile_disc(0.25) WITHIN GROUP (ORDER BY id), percentile_disc(0.75) WITHIN GROUP (ORDER BY id),
+  percentile_disc(0.5) WITHIN GROUP (ORDER BY id), percentile_disc(0.5) WITHIN GROUP (ORDER BY id) AS again FROM stays GROUP BY ward`, true},
+		{`SELECT percentile_cont(0.1) WITHIN GROUP (ORDER BY admitted_at), percentile_cont(0.99) WITHIN GROUP (ORDER BY admitted_at ASC),
+  percentile_cont(0.333) WITHIN GROUP (ORDER BY local), percentile_cont(0.95) WITHIN GROUP (ORDER BY local) FROM stays`, true},
+		{`SELECT ward, id % 7 AS k, percentile_cont(0.5) WITHIN GROUP (ORDER BY id * 1.5), percentile_cont(0.05) WITHIN GROUP (ORDER BY id * 1.5)
+FROM stays GROUP BY ward, k HAVING percentile_cont(0.5) WITHIN GROUP (ORDER BY id * 1.5) > 10`, true},
+		{`SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY id), percentile_cont(0.9) WITHIN GROUP (ORDER BY id) FROM stays WHERE id < 0`, true},
+		// Declined: one percentile of each value, descending, filtered.
+		{`SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY id), percentile_cont(0.5) WITHIN GROUP (ORDER BY ` + secs + `) FROM stays`, false},
+		{`SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY id DESC), percentile_cont(0.9) WITHIN GROUP (ORDER BY id DESC) FROM stays`, false},
+		{`SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY id) FILTER (WHERE ward = 'ED'), percentile_cont(0.9) WITHIN GROUP (ORDER BY id) FILTER (WHERE ward = 'ED') FROM stays`, false},
+	} {
+		cols, got, prepared := runElapsed(t, e, tc.q, true)
+		wantCols, want, _ := runElapsed(t, e, tc.q, false)
+		if merged := strings.Contains(prepared, "list_value") || strings.Contains(prepared, ")[1]"); merged != tc.merge {
+			t.Errorf("merged %v, want %v: %s\nprepared: %s", merged, tc.merge, tc.q, prepared)
+		}
+		if !slices.Equal(cols, wantCols) {
+			t.Errorf("columns %q, want %q: %s", cols, wantCols, tc.q)
+		}
+		if len(want) == 0 {
+			t.Errorf("no rows to compare: %s", tc.q)
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("%s:\ngot  %.300q\nwant %.300q", tc.q, got, want)
 		}
 	}
 }

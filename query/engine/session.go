@@ -48,8 +48,8 @@ type Session struct {
 	principal auth.Principal
 	filter    map[string]any // the scope filter's SELECT node; nil for an admin
 	// noRollups and noPruning turn off the rewrites of rollups.go and prune.go for
-	// statements prepared afterwards (SetRewrites); noElapsed that of epoch.go
-	// (SetElapsedRewrite).
+	// statements prepared afterwards (SetRewrites); noElapsed those of epoch.go and
+	// quantile.go (SetExpressionRewrites).
 	noRollups, noPruning, noElapsed bool
 }
 
@@ -60,10 +60,11 @@ func (s *Session) SetRewrites(rollups, pruning bool) {
 	s.noRollups, s.noPruning = !rollups, !pruning
 }
 
-// SetElapsedRewrite turns the elapsed-time rewrite (epoch.go) on or off for statements
-// the session prepares from now on. It is on by default; its answers are the same
-// either way, bit for bit, only their time differs.
-func (s *Session) SetElapsedRewrite(on bool) {
+// SetExpressionRewrites turns the expression rewrites, elapsed time (epoch.go) and
+// merged percentiles (quantile.go), on or off for statements the session prepares
+// from now on. They are on by default; answers are the same either way, bit for bit,
+// only their time differs.
+func (s *Session) SetExpressionRewrites(on bool) {
 	s.noElapsed = !on
 }
 
@@ -178,6 +179,11 @@ func (s *Session) scope(ctx context.Context, query string) (string, []string, er
 		if elapsed, err = s.e.rewriteEpochDiffs(ctx, s.conn, tree); err != nil {
 			return "", nil, err
 		}
+		merged, err := mergeQuantiles(ctx, s.conn, tree)
+		if err != nil {
+			return "", nil, err
+		}
+		elapsed = elapsed || merged
 	}
 	sc := &scoper{principal: s.principal, tables: s.e.scopeTables(), filter: s.filter, metaSchemas: s.e.metaSchemas}
 	if s.filter == nil {
