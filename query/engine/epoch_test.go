@@ -208,6 +208,7 @@ FROM stays GROUP BY ward, k HAVING percentile_cont(0.5) WITHIN GROUP (ORDER BY i
 		{`SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY id), percentile_cont(0.5) WITHIN GROUP (ORDER BY ` + secs + `) FROM stays`, false},
 		{`SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY id DESC), percentile_cont(0.9) WITHIN GROUP (ORDER BY id DESC) FROM stays`, false},
 		{`SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY id) FILTER (WHERE ward = 'ED'), percentile_cont(0.9) WITHIN GROUP (ORDER BY id) FILTER (WHERE ward = 'ED') FROM stays`, false},
+		{`SELECT count(*) FROM (SELECT percentile_disc(0.5) WITHIN GROUP (ORDER BY random()) AS a, percentile_disc(0.9) WITHIN GROUP (ORDER BY random()) AS b FROM stays) WHERE a IS NOT NULL`, false},
 	} {
 		cols, got, prepared := runElapsed(t, e, tc.q, true)
 		wantCols, want, _ := runElapsed(t, e, tc.q, false)

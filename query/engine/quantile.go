@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 )
 
 // Several percentiles of one value. DuckDB computes each percentile_cont or
@@ -15,7 +16,8 @@ import (
 // x, each becomes quantile_cont(x, [p1, ..., pn])[i], all with one identical list,
 // which DuckDB's binder computes as one aggregate. The values are the same, bit for
 // bit (TestQuantileMergeMatches). Only ascending orders, constant fractions and
-// aggregates without FILTER or DISTINCT are merged; anything else is left as written.
+// aggregates without FILTER or DISTINCT of values without volatile functions are
+// merged; anything else is left as written.
 
 // noLocation is DuckDB's query_location of an expression that has none in the text.
 const noLocation = uint64(18446744073709551615)
@@ -103,14 +105,36 @@ func quantileOf(x map[string]any) (quantileCall, bool) {
 		return quantileCall{}, false
 	}
 	expr := asMap(o["expression"])
-	if expr == nil {
-		return quantileCall{}, false
+	if expr == nil || callsVolatile(expr) {
+		return quantileCall{}, false // each aggregate would draw its own values
 	}
 	key, err := json.Marshal(withoutLocations(expr))
 	if err != nil {
 		return quantileCall{}, false
 	}
 	return quantileCall{node: x, name: name, fraction: frac, order: expr, key: name + " " + string(key)}, true
+}
+
+// callsVolatile reports whether v calls a function that gives another value per call.
+func callsVolatile(v any) bool {
+	switch x := v.(type) {
+	case []any:
+		for _, c := range x {
+			if callsVolatile(c) {
+				return true
+			}
+		}
+	case map[string]any:
+		if n, _ := x["function_name"].(string); volatile[strings.ToLower(n)] {
+			return true
+		}
+		for _, c := range x {
+			if callsVolatile(c) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // withoutLocations copies v without its query_location fields, which differ between
