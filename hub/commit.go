@@ -602,7 +602,13 @@ func (c *committer) dataFiles(ctx context.Context, tbl *table.Table, at arrow.Ta
 		return c.written.files, nil
 	}
 	c.written = nil
-	rdr := array.NewTableReader(at, 1<<20)
+	// Sorted by facility and time, so a file's row groups and column bounds prune by facility.
+	sorted, err := SortForAppend(ctx, c.def, at)
+	if err != nil {
+		return nil, err
+	}
+	defer sorted.Release()
+	rdr := array.NewTableReader(sorted, 1<<20)
 	defer rdr.Release()
 	records := func(yield func(arrow.RecordBatch, error) bool) {
 		for rec, err := range array.IterFromReader(rdr) {
@@ -644,12 +650,13 @@ func loadOrCreateTable(ctx context.Context, cat *catalog.Catalog, def *feed.Defi
 	if !errors.Is(err, icecatalog.ErrNoSuchTable) {
 		return nil, fmt.Errorf("loading table %s: %w", name, err)
 	}
-	sc, spec, err := icebergSchema(def)
+	sc, spec, order, err := icebergSchema(def)
 	if err != nil {
 		return nil, err
 	}
 	tbl, err = cat.Iceberg().CreateTable(ctx, ident, sc,
 		icecatalog.WithPartitionSpec(spec),
+		icecatalog.WithSortOrder(order),
 		icecatalog.WithProperties(iceberg.Properties{
 			// The hub re-plans a conflicting commit itself (dedup against the new
 			// snapshot); iceberg-go must not replay the append on its own.
@@ -671,32 +678,54 @@ func loadOrCreateTable(ctx context.Context, cat *catalog.Catalog, def *feed.Defi
 	return tbl, nil
 }
 
-// icebergSchema converts the feed's table schema and builds the partition spec
-// identity(_facility), day(partition time); upsert and cdc tables are partitioned by
-// identity(_facility) alone, so that every version of a key is in one partition, where
-// its equality deletes apply.
-func icebergSchema(def *feed.Definition) (*iceberg.Schema, *iceberg.PartitionSpec, error) {
+// icebergSchema converts the feed's table schema and builds the partition spec and
+// sort order of a new table (see hub/README.md, "Table layout"):
+//
+//   - append tables: day(partition time) alone, rows sorted by _facility then the
+//     partition time inside each file. One commit writes one file per day it holds
+//     (usually one), not one per facility and day, so a table has tens of files per
+//     day at most, which compaction merges; facility filters prune by the files'
+//     _facility bounds and by Parquet row-group statistics instead of by partition.
+//   - append tables that drop duplicate keys: identity(_facility), day(partition
+//     time), as before: their key lookups read one facility's partitions.
+//   - upsert and cdc tables: identity(_facility) alone, so that every version of a key
+//     is in one partition, where its equality deletes apply.
+//
+// Tables created before keep their spec; everything reading them handles both.
+func icebergSchema(def *feed.Definition) (*iceberg.Schema, *iceberg.PartitionSpec, table.SortOrder, error) {
 	sc, err := table.ArrowSchemaToIcebergWithFreshIDs(def.TableSchema(), false)
 	if err != nil {
-		return nil, nil, fmt.Errorf("converting schema of table %s: %w", def.Table, err)
-	}
-	if rowLevel(def) {
-		spec, err := iceberg.NewPartitionSpecOpts(
-			iceberg.AddPartitionFieldByName(feed.ColFacility, feed.ColFacility, iceberg.IdentityTransform{}, sc, nil))
-		if err != nil {
-			return nil, nil, fmt.Errorf("partition spec of table %s: %w", def.Table, err)
-		}
-		return sc, &spec, nil
+		return nil, nil, table.UnsortedSortOrder, fmt.Errorf("converting schema of table %s: %w", def.Table, err)
 	}
 	pcol := def.PartitionColumn()
-	spec, err := iceberg.NewPartitionSpecOpts(
-		iceberg.AddPartitionFieldByName(feed.ColFacility, feed.ColFacility, iceberg.IdentityTransform{}, sc, nil),
-		iceberg.AddPartitionFieldByName(pcol, pcol+"_day", iceberg.DayTransform{}, sc, nil),
-	)
-	if err != nil {
-		return nil, nil, fmt.Errorf("partition spec of table %s: %w", def.Table, err)
+	var fields []iceberg.PartitionOption
+	switch {
+	case rowLevel(def):
+		fields = append(fields, iceberg.AddPartitionFieldByName(feed.ColFacility, feed.ColFacility, iceberg.IdentityTransform{}, sc, nil))
+	case keyed(def):
+		fields = append(fields, iceberg.AddPartitionFieldByName(feed.ColFacility, feed.ColFacility, iceberg.IdentityTransform{}, sc, nil),
+			iceberg.AddPartitionFieldByName(pcol, pcol+"_day", iceberg.DayTransform{}, sc, nil))
+	default:
+		fields = append(fields, iceberg.AddPartitionFieldByName(pcol, pcol+"_day", iceberg.DayTransform{}, sc, nil))
 	}
-	return sc, &spec, nil
+	spec, err := iceberg.NewPartitionSpecOpts(fields...)
+	if err != nil {
+		return nil, nil, table.UnsortedSortOrder, fmt.Errorf("partition spec of table %s: %w", def.Table, err)
+	}
+	var sortFields []table.SortField
+	for _, n := range []string{feed.ColFacility, pcol} {
+		f, ok := sc.FindFieldByName(n)
+		if !ok {
+			return nil, nil, table.UnsortedSortOrder, fmt.Errorf("sort order of table %s: no column %s", def.Table, n)
+		}
+		sortFields = append(sortFields, table.SortField{SourceIDs: []int{f.ID}, Transform: iceberg.IdentityTransform{},
+			Direction: table.SortASC, NullOrder: table.NullsFirst})
+	}
+	order, err := table.NewSortOrder(1, sortFields)
+	if err != nil {
+		return nil, nil, table.UnsortedSortOrder, fmt.Errorf("sort order of table %s: %w", def.Table, err)
+	}
+	return sc, &spec, order, nil
 }
 
 // tableSchema is the schema the buffer is written with: the feed's TableSchema followed

@@ -125,7 +125,7 @@ columns:
 		t.Fatal(err)
 	}
 	defer cat.Close()
-	sc, spec, err := icebergSchema(v1)
+	sc, spec, _, err := icebergSchema(v1)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"slices"
 	"testing"
 	"time"
 
@@ -54,8 +55,16 @@ func TestRejectsTable(t *testing.T) {
 		src, _ := tbl.Schema().FindFieldByID(f.SourceID())
 		parts = append(parts, f.Transform.String()+"("+src.Name+")")
 	}
-	if len(parts) != 2 || parts[0] != "identity(_facility)" || parts[1] != "day(_ingested_at)" {
-		t.Errorf("partition spec %v, want identity(_facility), day(_ingested_at)", parts)
+	if len(parts) != 1 || parts[0] != "day(_ingested_at)" {
+		t.Errorf("partition spec %v, want day(_ingested_at)", parts)
+	}
+	var order []string
+	for _, f := range tbl.SortOrder().Fields() {
+		src, _ := tbl.Schema().FindFieldByID(f.SourceID())
+		order = append(order, src.Name)
+	}
+	if !slices.Equal(order, []string{feed.ColFacility, feed.ColIngestedAt}) {
+		t.Errorf("sort order %v, want _facility, _ingested_at", order)
 	}
 
 	// The query layer lists tables from the catalog, so the rejects table is there.

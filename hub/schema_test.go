@@ -26,7 +26,7 @@ columns:
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc, _, err := icebergSchema(def)
+	sc, _, _, err := icebergSchema(def)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -57,6 +58,9 @@ type CompactResult struct {
 	// cannot be re-applied over); empty when it was, or when there was nothing to do.
 	Abandoned string
 }
+
+// facilityColumn is the hub's facility lineage column (feed.ColFacility).
+const facilityColumn = "_facility"
 
 // ErrAbandoned wraps the reason a compaction gave up on a planned rewrite.
 var ErrAbandoned = errors.New("compaction abandoned")
@@ -357,8 +361,9 @@ func sortColumns(tbl *table.Table, sc *arrow.Schema) []int {
 	return cols
 }
 
-// ensureSortOrder sets the table's sort order to its partition columns' sources, in
-// partition order (for medlake's tables _facility, then the partition time column),
+// ensureSortOrder sets the table's sort order to _facility, when the table has it,
+// then its partition columns' sources in partition order (for medlake's tables
+// _facility, then the partition time column, whichever of them it is partitioned by),
 // so compaction output and the hub's appended files keep rows of like facility and
 // time together and Parquet row-group statistics prune. A table that has a sort
 // order keeps it.
@@ -368,12 +373,18 @@ func ensureSortOrder(ctx context.Context, tables Tables, name string, tbl *table
 			return tbl, nil
 		}
 		var fields []table.SortField
+		var sources []int
+		if f, ok := tbl.Schema().FindFieldByName(facilityColumn); ok {
+			sources = append(sources, f.ID)
+		}
 		spec := tbl.Spec()
 		for _, f := range spec.Fields() {
-			if len(f.SourceIDs) != 1 {
-				continue
+			if len(f.SourceIDs) == 1 && !slices.Contains(sources, f.SourceIDs[0]) {
+				sources = append(sources, f.SourceIDs[0])
 			}
-			fields = append(fields, table.SortField{SourceIDs: []int{f.SourceIDs[0]}, Transform: iceberg.IdentityTransform{},
+		}
+		for _, id := range sources {
+			fields = append(fields, table.SortField{SourceIDs: []int{id}, Transform: iceberg.IdentityTransform{},
 				Direction: table.SortASC, NullOrder: table.NullsFirst})
 		}
 		if len(fields) == 0 {

@@ -12,13 +12,14 @@ import (
 	"github.com/medlake/medlake/query/cache"
 )
 
-// File pruning. A table's view reads all of its data files; the hub writes one file per
-// facility and day (its partition spec), so a table holds thousands, and opening each
-// costs DuckDB time even when its row-group statistics then skip it. A query whose
-// WHERE restricts the table's _facility, _tenant or partition day (the tenant scope's
-// own filter included) reads instead only the files that can hold such rows, chosen
-// from Iceberg metadata: identity(_facility) and day partition values, and the _tenant
-// column bounds. Pruning runs after the tenant scope and only narrows the files read;
+// File pruning. A table's view reads all of its data files, and opening each costs
+// DuckDB time even when its row-group statistics then skip it. A query whose WHERE
+// restricts the table's _facility, _tenant or partition day (the tenant scope's own
+// filter included) reads instead only the files that can hold such rows, chosen from
+// Iceberg metadata: identity(_facility) and day partition values (tables the hub
+// created before it partitioned append tables by day alone have both), and the
+// _facility and _tenant column bounds (the hub sorts each file by _facility, so its
+// bounds span few facilities). Pruning runs after the tenant scope and only narrows the files read;
 // every filter of the query still applies to their rows.
 
 // fileMeta is what pruning knows of one data file.
@@ -30,6 +31,9 @@ type fileMeta struct {
 	hasDay      bool
 	tenant      string // the file's only _tenant value, from its bounds
 	hasTenant   bool
+	// facilityLow and facilityHigh bound the file's _facility values, from its column
+	// bounds, when its partition does not name one facility; "" when unknown.
+	facilityLow, facilityHigh string
 }
 
 // pruneIndex is a table's files as its view reads them.
@@ -56,9 +60,12 @@ func buildPruneIndex(ctx context.Context, tbl *table.Table, objs []cache.Object)
 	for _, f := range sc.Fields() {
 		idx.columns = append(idx.columns, f.Name)
 	}
-	var facilityField, dayField, tenantID = -1, -1, -1
+	var facilityField, dayField, tenantID, facilityID = -1, -1, -1, -1
 	if f, ok := sc.FindFieldByName(tenantColumn); ok {
 		tenantID = f.ID
+	}
+	if f, ok := sc.FindFieldByName(facilityColumn); ok {
+		facilityID = f.ID
 	}
 	for _, pf := range spec.Fields() {
 		if len(pf.SourceIDs) != 1 {
@@ -109,6 +116,9 @@ func buildPruneIndex(ctx context.Context, tbl *table.Table, objs []cache.Object)
 				m.day, m.hasDay = d, true
 			}
 		}
+		if !m.hasFacility && facilityID >= 0 {
+			m.facilityBounds(df.LowerBoundValues()[facilityID], df.UpperBoundValues()[facilityID])
+		}
 		if tenantID >= 0 {
 			lo, hi := df.LowerBoundValues()[tenantID], df.UpperBoundValues()[tenantID]
 			// Bounds may be truncated prefixes; equal ones shorter than 16 bytes are exact.
@@ -122,6 +132,21 @@ func buildPruneIndex(ctx context.Context, tbl *table.Table, objs []cache.Object)
 		return nil, nil
 	}
 	return idx, nil
+}
+
+// facilityBounds notes a file's _facility bounds (Iceberg metrics). A lower bound may
+// be a truncated prefix of the least value, which still bounds it; an upper bound is
+// used only when shorter than the 16 bytes bounds are truncated to, so it is exact.
+// Equal exact bounds name the file's only facility, as a partition value would.
+func (m *fileMeta) facilityBounds(lo, hi []byte) {
+	if lo == nil || hi == nil || len(hi) >= 16 {
+		return
+	}
+	if string(lo) == string(hi) {
+		m.facility, m.hasFacility = string(lo), true
+		return
+	}
+	m.facilityLow, m.facilityHigh = string(lo), string(hi)
 }
 
 func dayValue(v any) (int64, bool) {
@@ -162,6 +187,18 @@ func (r *restriction) allow(set *map[string]bool, vals []string) {
 func (r *restriction) keeps(f fileMeta) bool {
 	if r.facilities != nil && f.hasFacility && !r.facilities[f.facility] {
 		return false
+	}
+	if r.facilities != nil && f.facilityHigh != "" {
+		in := false
+		for v := range r.facilities {
+			if f.facilityLow <= v && v <= f.facilityHigh {
+				in = true
+				break
+			}
+		}
+		if !in {
+			return false
+		}
 	}
 	if r.tenants != nil && f.hasTenant && !r.tenants[f.tenant] {
 		return false

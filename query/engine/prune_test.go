@@ -9,6 +9,7 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
+	"github.com/apache/arrow-go/v18/arrow/compute"
 	"github.com/apache/iceberg-go"
 	icecatalog "github.com/apache/iceberg-go/catalog"
 	"github.com/apache/iceberg-go/table"
@@ -17,9 +18,12 @@ import (
 	"github.com/medlake/medlake/query/internal/testlake"
 )
 
-// partitionedLabs creates "labs" partitioned as the hub partitions tables, by
-// identity(_facility) and day(collected_at), with three commits of random rows.
-func partitionedLabs(t *testing.T) (*Engine, icecatalog.Catalog) {
+// partitionedLabs creates "labs" with three commits of random rows, partitioned as
+// the hub partitions append tables: by day(collected_at) alone, each commit's rows
+// sorted by _facility and split into three commits, so that a file holds a range of
+// facilities (the layout of hub.SortForAppend); or, with byFacility, by
+// identity(_facility) and day(collected_at), the layout of tables created before.
+func partitionedLabs(t *testing.T, byFacility bool) (*Engine, icecatalog.Catalog) {
 	t.Helper()
 	ctx := context.Background()
 	cat := testlake.Catalog(t)
@@ -27,9 +31,11 @@ func partitionedLabs(t *testing.T) (*Engine, icecatalog.Catalog) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	spec, err := iceberg.NewPartitionSpecOpts(
-		iceberg.AddPartitionFieldByName("_facility", "_facility", iceberg.IdentityTransform{}, isc, nil),
-		iceberg.AddPartitionFieldByName("collected_at", "collected_at_day", iceberg.DayTransform{}, isc, nil))
+	fields := []iceberg.PartitionOption{iceberg.AddPartitionFieldByName("collected_at", "collected_at_day", iceberg.DayTransform{}, isc, nil)}
+	if byFacility {
+		fields = append([]iceberg.PartitionOption{iceberg.AddPartitionFieldByName("_facility", "_facility", iceberg.IdentityTransform{}, isc, nil)}, fields...)
+	}
+	spec, err := iceberg.NewPartitionSpecOpts(fields...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,17 +45,46 @@ func partitionedLabs(t *testing.T) (*Engine, icecatalog.Catalog) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := rand.New(rand.NewPCG(5, 5))
-	seq := 0
-	for range 3 {
-		rec := labBatch(r, 2000, &seq)
-		at := array.NewTableFromRecords(rec.Schema(), []arrow.RecordBatch{rec})
+	commit := func(at arrow.Table) {
 		txn := tbl.NewTransaction()
 		if err := txn.AppendTable(ctx, at, 1<<20, nil); err != nil {
 			t.Fatal(err)
 		}
 		if tbl, err = txn.Commit(ctx); err != nil {
 			t.Fatal(err)
+		}
+	}
+	r := rand.New(rand.NewPCG(5, 5))
+	seq := 0
+	for range 3 {
+		rec := labBatch(r, 2000, &seq)
+		at := array.NewTableFromRecords(rec.Schema(), []arrow.RecordBatch{rec})
+		if byFacility {
+			commit(at)
+		} else {
+			keys := []compute.SortKey{{ColumnIndex: 6}, {ColumnIndex: 4}} // _facility, collected_at
+			idx, err := compute.SortIndicesTable(ctx, at, keys)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out, err := compute.Take(ctx, *compute.DefaultTakeOptions(), compute.NewDatum(at), compute.NewDatum(idx))
+			if err != nil {
+				t.Fatal(err)
+			}
+			sorted := out.(*compute.TableDatum).Value
+			n := sorted.NumRows()
+			for i := range int64(3) {
+				lo, hi := i*n/3, (i+1)*n/3
+				cols := make([]arrow.Column, sorted.NumCols())
+				for c := range cols {
+					cols[c] = *array.NewColumnSlice(sorted.Column(c), lo, hi)
+				}
+				part := array.NewTable(sorted.Schema(), cols, hi-lo)
+				commit(part)
+				part.Release()
+			}
+			out.Release()
+			idx.Release()
 		}
 		at.Release()
 		rec.Release()
@@ -60,10 +95,26 @@ func partitionedLabs(t *testing.T) (*Engine, icecatalog.Catalog) {
 // TestPruneMatchesAllFiles: queries restricting facility, tenant and time read fewer
 // files and give what reading every file gives, for admins and tenant users.
 func TestPruneMatchesAllFiles(t *testing.T) {
-	e, _ := partitionedLabs(t)
+	t.Run("day", func(t *testing.T) { testPruneMatchesAllFiles(t, false) })
+	t.Run("facility and day", func(t *testing.T) { testPruneMatchesAllFiles(t, true) })
+}
+
+func testPruneMatchesAllFiles(t *testing.T, byFacility bool) {
+	e, _ := partitionedLabs(t, byFacility)
 	all := len(e.meta.pruneIndex("labs").files)
 	if all < 100 {
-		t.Fatalf("labs has %d files; want one per facility and day", all)
+		t.Fatalf("labs has %d files; want one per facility (or commit) and day", all)
+	}
+	if !byFacility {
+		ranges := 0
+		for _, f := range e.meta.pruneIndex("labs").files {
+			if f.facilityHigh != "" {
+				ranges++
+			}
+		}
+		if ranges == 0 {
+			t.Fatalf("no file of %d has a range of _facility bounds", all)
+		}
 	}
 	admin := auth.Principal{User: "admin", Admin: true}
 	tenant := auth.Principal{User: "u1", Tenant: "t1"}
@@ -153,5 +204,45 @@ func TestPruneRestriction(t *testing.T) {
 		if got := tc.r.keeps(f); got != tc.keep {
 			t.Errorf("%+v keeps %v, want %v", tc.r, got, tc.keep)
 		}
+	}
+}
+
+// TestPruneFacilityBounds checks files known by _facility bounds rather than by
+// partition value.
+func TestPruneFacilityBounds(t *testing.T) {
+	var f fileMeta
+	f.facilityBounds([]byte("f2"), []byte("f4"))
+	if f.hasFacility || f.facilityLow != "f2" || f.facilityHigh != "f4" {
+		t.Fatalf("bounds f2..f4 noted as %+v", f)
+	}
+	for _, tc := range []struct {
+		facilities []string
+		keep       bool
+	}{
+		{[]string{"f1"}, false},
+		{[]string{"f2"}, true},
+		{[]string{"f3"}, true},
+		{[]string{"f4"}, true},
+		{[]string{"f5", "f1"}, false},
+		{[]string{"f5", "f3"}, true},
+		{nil, true},
+	} {
+		var r restriction
+		if tc.facilities != nil {
+			r.allowCol(facilityColumn, tc.facilities)
+		}
+		if got := r.keeps(f); got != tc.keep {
+			t.Errorf("facilities %v: keeps %v, want %v", tc.facilities, got, tc.keep)
+		}
+	}
+	var one fileMeta
+	one.facilityBounds([]byte("f3"), []byte("f3"))
+	if !one.hasFacility || one.facility != "f3" {
+		t.Errorf("equal bounds f3 noted as %+v", one)
+	}
+	var long fileMeta // an upper bound of 16 bytes may be truncated: not used
+	long.facilityBounds([]byte("f1"), []byte("facility-0000001"))
+	if long.facilityHigh != "" || long.hasFacility {
+		t.Errorf("truncatable upper bound noted as %+v", long)
 	}
 }

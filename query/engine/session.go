@@ -48,8 +48,9 @@ type Session struct {
 	principal auth.Principal
 	filter    map[string]any // the scope filter's SELECT node; nil for an admin
 	// noRollups and noPruning turn off the rewrites of rollups.go and prune.go for
-	// statements prepared afterwards (SetRewrites).
-	noRollups, noPruning bool
+	// statements prepared afterwards (SetRewrites); noElapsed those of epoch.go and
+	// quantile.go (SetExpressionRewrites).
+	noRollups, noPruning, noElapsed bool
 }
 
 // SetRewrites turns the rollup and file-pruning rewrites on or off for statements the
@@ -57,6 +58,14 @@ type Session struct {
 // Both are on by default; the tenant scope is applied either way.
 func (s *Session) SetRewrites(rollups, pruning bool) {
 	s.noRollups, s.noPruning = !rollups, !pruning
+}
+
+// SetExpressionRewrites turns the expression rewrites, elapsed time (epoch.go) and
+// merged percentiles (quantile.go), on or off for statements the session prepares
+// from now on. They are on by default; answers are the same either way, bit for bit,
+// only their time differs.
+func (s *Session) SetExpressionRewrites(on bool) {
+	s.noElapsed = !on
 }
 
 // Session opens a dedicated DuckDB connection for principal. Close it when done.
@@ -165,6 +174,17 @@ func (s *Session) scope(ctx context.Context, query string) (string, []string, er
 			return "", nil, err
 		}
 	}
+	elapsed := false
+	if !s.noElapsed {
+		if elapsed, err = s.e.rewriteEpochDiffs(ctx, s.conn, tree); err != nil {
+			return "", nil, err
+		}
+		merged, err := mergeQuantiles(ctx, s.conn, tree)
+		if err != nil {
+			return "", nil, err
+		}
+		elapsed = elapsed || merged
+	}
 	sc := &scoper{principal: s.principal, tables: s.e.scopeTables(), filter: s.filter, metaSchemas: s.e.metaSchemas}
 	if s.filter == nil {
 		sc.history = &historyResolver{ctx: ctx, e: s.e}
@@ -179,7 +199,7 @@ func (s *Session) scope(ctx context.Context, query string) (string, []string, er
 			return "", nil, err
 		}
 	}
-	if s.filter == nil && !sc.history.used && !rewrote && !pruned {
+	if s.filter == nil && !sc.history.used && !rewrote && !pruned && !elapsed {
 		return query, tables, nil
 	}
 	scoped, err := deparse(ctx, s.conn, tree)
