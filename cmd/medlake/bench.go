@@ -211,7 +211,10 @@ func benchSystem(ctx context.Context, stdout io.Writer, m *gen.Manifest, genDir 
 	if err != nil {
 		return err
 	}
-	defer wait()
+	defer func() {
+		stopAgents() // before waiting for them, or the wait never ends
+		wait()
+	}()
 	conn, err := pgx.Connect(ctx, "postgres://medlake@"+cfg.Query.Listen+"/medlake?sslmode=disable")
 	if err != nil {
 		return err
