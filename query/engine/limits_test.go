@@ -61,7 +61,9 @@ func TestMaxConcurrent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	// The deadline covers preparing the statement too (which reads DuckDB's catalog and
+	// can take a while on a loaded machine) before the wait for a slot runs it out.
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	err = runOne(ctx, t, e, "SELECT 1")
 	if SQLState(err) != CodeTooManyConnections || !strings.Contains(err.Error(), "1 statement slots") {
