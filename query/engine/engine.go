@@ -232,6 +232,9 @@ func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace stri
 		props = e.locator.Properties()
 	}
 	e.files = newTableIO(props, cfg.ManifestCacheBytes)
+	e.meta.plan = func(ctx context.Context, tbl *table.Table) ([]table.FileScanTask, error) {
+		return e.planSnapshot(ctx, tbl, tbl.CurrentSnapshot())
+	}
 	if err := e.lockDown(ctx); err != nil {
 		db.Close()
 		return nil, err

@@ -43,12 +43,13 @@ type pruneIndex struct {
 	files   []fileMeta
 }
 
-// buildPruneIndex describes the data files of tbl's current snapshot, objs being their
-// cached copies. It returns nil when pruning cannot be exact: a file lacks a column of
-// the current schema (the view fills it with NULL; a subset of files would not).
-func buildPruneIndex(ctx context.Context, tbl *table.Table, objs []cache.Object) (*pruneIndex, error) {
+// buildPruneIndex describes the data files of tbl's current snapshot (tasks, its scan
+// plan), objs being their cached copies. It returns nil when pruning cannot be exact: a
+// file lacks a column of the current schema (the view fills it with NULL; a subset of
+// files would not).
+func buildPruneIndex(tbl *table.Table, tasks []table.FileScanTask, objs []cache.Object) *pruneIndex {
 	if tbl.CurrentSnapshot() == nil || len(objs) == 0 {
-		return nil, nil
+		return nil
 	}
 	local := make(map[string]string, len(objs))
 	for _, o := range objs {
@@ -85,10 +86,6 @@ func buildPruneIndex(ctx context.Context, tbl *table.Table, objs []cache.Object)
 			idx.timeCol = strings.ToLower(src.Name)
 		}
 	}
-	tasks, err := tbl.Scan().PlanFiles(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("planning files for pruning: %w", err)
-	}
 	seen := map[string]bool{}
 	for _, t := range tasks {
 		df := t.File
@@ -98,12 +95,12 @@ func buildPruneIndex(ctx context.Context, tbl *table.Table, objs []cache.Object)
 		seen[df.FilePath()] = true
 		path, ok := local[df.FilePath()]
 		if !ok {
-			return nil, nil
+			return nil
 		}
 		sizes := df.ValueCounts()
 		for _, f := range sc.Fields() {
 			if _, ok := sizes[f.ID]; !ok {
-				return nil, nil
+				return nil
 			}
 		}
 		m := fileMeta{path: path}
@@ -129,9 +126,9 @@ func buildPruneIndex(ctx context.Context, tbl *table.Table, objs []cache.Object)
 		idx.files = append(idx.files, m)
 	}
 	if len(idx.files) != len(objs) {
-		return nil, nil
+		return nil
 	}
-	return idx, nil
+	return idx
 }
 
 // facilityBounds notes a file's _facility bounds (Iceberg metrics). A lower bound may

@@ -226,8 +226,12 @@ func BenchmarkRefresh(b *testing.B) {
 	})
 	b.Run("part=prune-index-cached", func(b *testing.B) {
 		for range b.N {
-			if _, err := buildPruneIndex(ctx, cached, objs); err != nil {
+			tasks, err := e.meta.plan(ctx, cached)
+			if err != nil {
 				b.Fatal(err)
+			}
+			if buildPruneIndex(cached, tasks, objs) == nil {
+				b.Fatal("no pruning index")
 			}
 		}
 		b.ReportMetric(float64(b.Elapsed().Microseconds())/1000/float64(b.N), "ms/op")

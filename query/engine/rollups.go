@@ -30,6 +30,10 @@ import (
 // which rollups match their tables, and the files pruning chooses from (prune.go).
 // Safe for concurrent use.
 type tableMeta struct {
+	// plan lists the data files of a table's current snapshot, as its view was planned
+	// (from cached manifest entries); set once, before the first note.
+	plan func(context.Context, *table.Table) ([]table.FileScanTask, error)
+
 	mu     sync.Mutex
 	tables map[string]*table.Table // by view name; guarded by mu
 	usable map[string]bool         // base table name -> its rollup may answer; guarded by mu
@@ -44,9 +48,10 @@ type tableMeta struct {
 // and re-checks the rollup pairs it belongs to. tbl nil: the table is gone.
 func (r *tableMeta) note(ctx context.Context, name string, tbl *table.Table, objs []cache.Object, logger *slog.Logger) {
 	var idx *pruneIndex
-	if tbl != nil {
-		var err error
-		if idx, err = buildPruneIndex(ctx, tbl, objs); err != nil {
+	if tbl != nil && tbl.CurrentSnapshot() != nil && len(objs) > 0 {
+		if tasks, err := r.plan(ctx, tbl); err == nil {
+			idx = buildPruneIndex(tbl, tasks, objs)
+		} else {
 			logger.Warn("describing data files for pruning failed; queries read every file", "table", name, "err", err)
 		}
 	}
