@@ -40,8 +40,15 @@ type Config struct {
 	CacheDir string `yaml:"cache_dir"`
 	// CacheMaxBytes bounds the cache. Default 10 GiB.
 	CacheMaxBytes int64 `yaml:"cache_max_bytes"`
-	// RefreshInterval is how often table snapshots are polled. Default 2s.
+	// RefreshInterval is how often table snapshots are polled (the fallback when
+	// the hubs' commit notices do not arrive). Default 2s.
 	RefreshInterval time.Duration `yaml:"refresh_interval"`
+	// RefreshParallel bounds the changed tables one refresh loads and plans at
+	// once. Default 4.
+	RefreshParallel int `yaml:"refresh_parallel"`
+	// ManifestCacheBytes bounds the Iceberg manifest files kept in memory between
+	// refreshes, so a commit's refresh reads only its new manifest. Default 64 MiB.
+	ManifestCacheBytes int64 `yaml:"manifest_cache_bytes"`
 	// Users are the pgwire logins (SCRAM-SHA-256; only the verifier of the
 	// password is kept in memory). With none, any user is trusted on
 	// loopback connections only.
@@ -120,6 +127,12 @@ func (c Config) Validate() error {
 	}
 	if c.RefreshInterval < 0 {
 		errs = append(errs, fmt.Errorf("query: refresh_interval %s is negative", c.RefreshInterval))
+	}
+	if c.RefreshParallel < 0 {
+		errs = append(errs, fmt.Errorf("query: refresh_parallel %d is negative", c.RefreshParallel))
+	}
+	if c.ManifestCacheBytes < 0 {
+		errs = append(errs, fmt.Errorf("query: manifest_cache_bytes %d is negative", c.ManifestCacheBytes))
 	}
 	if c.Listen != "" {
 		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
@@ -258,6 +271,7 @@ func New(ctx context.Context, cfg Config, cat icecatalog.Catalog, namespace stri
 	}
 	eng, err := engine.New(ctx, engine.Config{
 		CacheDir: cfg.CacheDir, CacheMaxBytes: cfg.CacheMaxBytes, RefreshInterval: cfg.RefreshInterval,
+		RefreshParallel: cfg.RefreshParallel, ManifestCacheBytes: cfg.ManifestCacheBytes,
 		StatementTimeout: cfg.StatementTimeout, MaxConcurrent: cfg.MaxConcurrent, MemoryLimit: cfg.MemoryLimit,
 		Setup: pgwire.CatalogSetup(), MetadataSchemas: []string{pgwire.CatalogSchema},
 	}, cat, namespace, base, s.engineOptions(o)...)

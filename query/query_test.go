@@ -27,6 +27,8 @@ func TestConfigValidate(t *testing.T) {
 		{"ok", Config{CacheDir: "/tmp/x"}, ""},
 		{"bad listen", Config{CacheDir: "/x", Listen: "nope"}, "listen"},
 		{"user without password", Config{CacheDir: "/x", Users: []pgwire.User{{Name: "a"}}}, "users[0]"},
+		{"negative refresh parallelism", Config{CacheDir: "/x", RefreshParallel: -1}, "refresh_parallel -1"},
+		{"negative manifest cache", Config{CacheDir: "/x", ManifestCacheBytes: -1}, "manifest_cache_bytes -1"},
 	}
 	for _, tt := range tests {
 		err := tt.cfg.Validate()
