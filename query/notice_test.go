@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -41,15 +40,7 @@ func TestCommitNoticeRefreshes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := svc.Run(runCtx); err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	defer wg.Wait()
-	defer cancel()
+	defer runService(ctx, t, svc)()
 
 	hub := paho.NewClient(paho.NewClientOptions().AddBroker(brokerURL).SetClientID("test-hub").SetCleanSession(true))
 	if tok := hub.Connect(); tok.Wait() && tok.Error() != nil {

@@ -55,15 +55,7 @@ func TestServiceOverCatalog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runCtx, cancel := context.WithCancel(ctx)
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		if err := svc.Run(runCtx); err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	})
-	defer wg.Wait()
-	defer cancel()
+	defer runService(ctx, t, svc)()
 	addr, err := svc.Addr(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -116,4 +108,19 @@ func counterValue(tb testing.TB, c prometheus.Counter) float64 {
 		tb.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// runService runs svc until the returned function is called, which stops it and waits.
+func runService(ctx context.Context, t *testing.T, svc *Service) (stop func()) {
+	runCtx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := svc.Run(runCtx); err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return func() {
+		cancel()
+		wg.Wait()
+	}
 }
