@@ -19,7 +19,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/medlake/medlake/catalog"
-	"github.com/medlake/medlake/protocol"
 	"github.com/medlake/medlake/protocol/feed"
 )
 
@@ -219,36 +218,24 @@ columns:
 	c := newCommitter(v1, cat, "hub-1", Config{}.WithDefaults(), slog.New(slog.NewTextHandler(io.Discard, nil)), m, func(context.Context, []ackOut) {})
 	n := 0
 	billBatch := func(def *feed.Definition, amounts ...string) *batch {
-		b := array.NewRecordBuilder(memory.DefaultAllocator, def.BatchSchema())
-		defer b.Release()
-		for i, f := range def.BatchSchema().Fields() {
-			for _, a := range amounts {
-				switch f.Name {
-				case "amount":
-					typ := f.Type.(*arrow.Decimal128Type)
-					v, err := decimal128.FromString(a, typ.Precision, typ.Scale)
-					if err != nil {
-						t.Fatal(err)
-					}
-					b.Field(i).(*array.Decimal128Builder).Append(v)
-				case "billed_at":
-					b.Field(i).(*array.TimestampBuilder).Append(arrow.Timestamp(1_790_000_000_000_000))
-				case "payer":
-					b.Field(i).(*array.StringBuilder).Append("acme")
-				case feed.ColSourceFile:
-					b.Field(i).(*array.StringBuilder).Append("bills.csv")
-				case feed.ColRow:
-					n++
-					b.Field(i).(*array.Int64Builder).Append(int64(n))
-				default:
-					b.Field(i).AppendNull()
+		return rowsBatch(def, fmt.Sprintf("batch-%d", n+1), "bills.csv", len(amounts), &n, func(f arrow.Field, r int, b array.Builder) bool {
+			switch f.Name {
+			case "amount":
+				typ := f.Type.(*arrow.Decimal128Type)
+				v, err := decimal128.FromString(amounts[r], typ.Precision, typ.Scale)
+				if err != nil {
+					t.Fatal(err)
 				}
+				b.(*array.Decimal128Builder).Append(v)
+			case "billed_at":
+				b.(*array.TimestampBuilder).Append(arrow.Timestamp(1_790_000_000_000_000))
+			case "payer":
+				b.(*array.StringBuilder).Append("acme")
+			default:
+				return false
 			}
-		}
-		rec := b.NewRecordBatch()
-		return &batch{def: def, recs: []arrow.RecordBatch{rec}, rows: rec.NumRows(),
-			hdr: protocol.BatchHeader{BatchID: fmt.Sprintf("batch-%d", n), Tenant: "t1", Facility: "F001", Agent: "a1",
-				Feed: def.Name, FeedVersion: def.Version, Table: def.Table, Rows: rec.NumRows()}}
+			return true
+		})
 	}
 
 	c.buf = []*batch{billBatch(v1, "1.50")}

@@ -46,6 +46,32 @@ func labRecords(tb testing.TB, def *feed.Definition, facility, src, source strin
 	return b.NewRecordBatch()
 }
 
+// rowsBatch builds a batch of def holding rows rows for a committer's buffer: fill
+// appends column f's value of row r and reports whether it did; _source_file is source,
+// _row counts on from *row, and every other column is NULL.
+func rowsBatch(def *feed.Definition, id, source string, rows int, row *int, fill func(f arrow.Field, r int, b array.Builder) bool) *batch {
+	b := array.NewRecordBuilder(memory.DefaultAllocator, def.BatchSchema())
+	defer b.Release()
+	for i, f := range def.BatchSchema().Fields() {
+		for r := range rows {
+			switch {
+			case fill(f, r, b.Field(i)):
+			case f.Name == feed.ColSourceFile:
+				b.Field(i).(*array.StringBuilder).Append(source)
+			case f.Name == feed.ColRow:
+				*row++
+				b.Field(i).(*array.Int64Builder).Append(int64(*row))
+			default:
+				b.Field(i).AppendNull()
+			}
+		}
+	}
+	rec := b.NewRecordBatch()
+	return &batch{def: def, recs: []arrow.RecordBatch{rec}, rows: rec.NumRows(),
+		hdr: protocol.BatchHeader{BatchID: id, Tenant: "t1", Facility: "F001", Agent: "a1",
+			Feed: def.Name, FeedVersion: def.Version, Table: def.Table, Rows: rec.NumRows()}}
+}
+
 // withAdded returns rec with string columns named added put before its last (_row).
 func withAdded(rec arrow.RecordBatch, added []string) arrow.RecordBatch {
 	n := int(rec.NumRows())

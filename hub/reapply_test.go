@@ -9,11 +9,9 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
-	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/medlake/medlake/catalog"
-	"github.com/medlake/medlake/protocol"
 	"github.com/medlake/medlake/protocol/feed"
 )
 
@@ -39,29 +37,17 @@ columns:
 	}
 	n := 0
 	newBatch := func(id string, rows int) *batch {
-		b := array.NewRecordBuilder(memory.DefaultAllocator, def.BatchSchema())
-		defer b.Release()
-		for i, f := range def.BatchSchema().Fields() {
-			for r := range rows {
-				switch f.Name {
-				case "note":
-					b.Field(i).(*array.StringBuilder).Append(fmt.Sprintf("%s row %d", id, r))
-				case "noted_at":
-					b.Field(i).(*array.TimestampBuilder).Append(arrow.Timestamp(1_790_000_000_000_000))
-				case feed.ColSourceFile:
-					b.Field(i).(*array.StringBuilder).Append(id + ".csv")
-				case feed.ColRow:
-					n++
-					b.Field(i).(*array.Int64Builder).Append(int64(n))
-				default:
-					b.Field(i).AppendNull()
-				}
+		return rowsBatch(def, id, id+".csv", rows, &n, func(f arrow.Field, r int, b array.Builder) bool {
+			switch f.Name {
+			case "note":
+				b.(*array.StringBuilder).Append(fmt.Sprintf("%s row %d", id, r))
+			case "noted_at":
+				b.(*array.TimestampBuilder).Append(arrow.Timestamp(1_790_000_000_000_000))
+			default:
+				return false
 			}
-		}
-		rec := b.NewRecordBatch()
-		return &batch{def: def, recs: []arrow.RecordBatch{rec}, rows: rec.NumRows(),
-			hdr: protocol.BatchHeader{BatchID: id, Tenant: "t1", Facility: "F001", Agent: "a1",
-				Feed: def.Name, FeedVersion: def.Version, Table: def.Table, Rows: rec.NumRows()}}
+			return true
+		})
 	}
 
 	for _, tc := range []struct {
