@@ -713,7 +713,7 @@ func icebergSchema(def *feed.Definition) (*iceberg.Schema, *iceberg.PartitionSpe
 		return nil, nil, table.UnsortedSortOrder, fmt.Errorf("partition spec of table %s: %w", def.Table, err)
 	}
 	var sortFields []table.SortField
-	for _, n := range []string{feed.ColFacility, pcol} {
+	for _, n := range sortColumns(def) {
 		f, ok := sc.FindFieldByName(n)
 		if !ok {
 			return nil, nil, table.UnsortedSortOrder, fmt.Errorf("sort order of table %s: no column %s", def.Table, n)

@@ -21,13 +21,19 @@ func CreateTable(ctx context.Context, cat *catalog.Catalog, def *feed.Definition
 	return loadOrCreateTable(ctx, cat, def, log)
 }
 
+// sortColumns are the columns an append table's files are sorted by, in order; the
+// table's Iceberg sort order (icebergSchema) declares the same.
+func sortColumns(def *feed.Definition) []string {
+	return []string{feed.ColFacility, def.PartitionColumn()}
+}
+
 // SortForAppend returns at's rows in the order the hub writes them into an append
 // table's files: by _facility, then the partition time (nulls first), so that a
 // file's _facility bounds and its row groups' statistics narrow to few facilities
 // and time ranges (see icebergSchema). The caller releases the result.
 func SortForAppend(ctx context.Context, def *feed.Definition, at arrow.Table) (arrow.Table, error) {
 	var keys []compute.SortKey
-	for _, n := range []string{feed.ColFacility, def.PartitionColumn()} {
+	for _, n := range sortColumns(def) {
 		idx := at.Schema().FieldIndices(n)
 		if len(idx) != 1 {
 			return nil, fmt.Errorf("sorting rows of table %s: no column %s", def.Table, n)
