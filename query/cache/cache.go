@@ -15,6 +15,7 @@ import (
 	"time"
 
 	icebergio "github.com/apache/iceberg-go/io"
+	"golang.org/x/sync/errgroup"
 )
 
 // DefaultMaxBytes bounds the cache when Config.MaxBytes is zero.
@@ -316,6 +317,37 @@ func (c *Cache) publishLocked(location string, obj *Object) error {
 	o.lastUsed = c.now()
 	obj.Path = dst
 	return nil
+}
+
+// File is a file of the warehouse to fetch: its location and expected size.
+type File struct {
+	Location string
+	Size     int64
+}
+
+// FetchAll fetches files as Fetch does, parallel at a time, and returns their objects
+// in files' order. If any fails, the others are released and the errors returned.
+func (c *Cache) FetchAll(ctx context.Context, fsys icebergio.IO, files []File, parallel int) ([]Object, error) {
+	objs := make([]Object, len(files))
+	errs := make([]error, len(files))
+	var g errgroup.Group
+	g.SetLimit(parallel)
+	for i, f := range files {
+		g.Go(func() error {
+			objs[i], errs[i] = c.Fetch(ctx, fsys, f.Location, f.Size)
+			return nil
+		})
+	}
+	_ = g.Wait() // the errors are in errs
+	if err := errors.Join(errs...); err != nil {
+		for i, o := range objs {
+			if errs[i] == nil {
+				c.Release(o)
+			}
+		}
+		return nil, err
+	}
+	return objs, nil
 }
 
 // Release unpins an object returned by Fetch.

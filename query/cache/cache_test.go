@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -267,3 +268,33 @@ func TestFetchErrors(t *testing.T) {
 }
 
 var _ io.Reader = ctxReader{}
+
+func TestFetchAll(t *testing.T) {
+	src := t.TempDir()
+	var files []File
+	for i := range 5 {
+		files = append(files, File{Location: writeSource(t, src, fmt.Sprintf("f%d", i), bytes.Repeat([]byte{byte(i)}, 50)), Size: 50})
+	}
+	// A bound below one object: whatever is released is evicted at once.
+	c := newTestCache(t, t.TempDir(), 10)
+	ctx := context.Background()
+
+	objs, err := c.FetchAll(ctx, nil, files, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, o := range objs {
+		if b, err := os.ReadFile(o.Path); err != nil || len(b) != 50 || b[0] != byte(i) {
+			t.Errorf("object %d: %d bytes starting %v, %v; want file f%d", i, len(b), b[:min(1, len(b))], err, i)
+		}
+		c.Release(o)
+	}
+
+	bad := append(files[:2:2], File{Location: filepath.Join(src, "missing"), Size: 50}, files[2])
+	if _, err := c.FetchAll(ctx, nil, bad, 2); err == nil || !strings.Contains(err.Error(), "missing") {
+		t.Fatalf("with a missing file: err = %v, want one naming it", err)
+	}
+	if b, n := c.Stats(); b != 0 || n != 0 {
+		t.Errorf("after a failed FetchAll: %d bytes in %d objects still pinned, want all released", b, n)
+	}
+}

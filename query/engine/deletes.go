@@ -9,7 +9,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/apache/iceberg-go"
 	iceio "github.com/apache/iceberg-go/io"
@@ -144,24 +143,12 @@ func (m *mergeOnRead) fetch(ctx context.Context, c *cache.Cache, fsys iceio.IO) 
 		paths = append(paths, p)
 	}
 	sort.Strings(paths)
-	objs := make([]cache.Object, len(paths))
-	errs := make([]error, len(paths))
-	sem := make(chan struct{}, 4)
-	var wg sync.WaitGroup
+	files := make([]cache.File, len(paths))
 	for i, p := range paths {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			objs[i], errs[i] = c.Fetch(ctx, fsys, p, m.dels[p].size)
-		})
+		files[i] = cache.File{Location: p, Size: m.dels[p].size}
 	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		for i, o := range objs {
-			if errs[i] == nil {
-				c.Release(o)
-			}
-		}
+	objs, err := c.FetchAll(ctx, fsys, files, fetchParallel)
+	if err != nil {
 		return err
 	}
 	for i, p := range paths {

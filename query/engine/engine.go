@@ -73,6 +73,9 @@ type TableLocator interface {
 // maxVisibleWalk bounds how many snapshots one refresh reports as visible.
 const maxVisibleWalk = 1000
 
+// fetchParallel bounds the files one table's refresh downloads into the cache at once.
+const fetchParallel = 4
+
 // Config configures an Engine.
 type Config struct {
 	// CacheDir holds the local Parquet cache; DuckDB may read nothing else.
@@ -340,11 +343,7 @@ func (e *Engine) fetchSnapshotAt(ctx context.Context, tbl *table.Table, snap *ta
 	if err != nil {
 		return nil, nil, fmt.Errorf("planning scan: %w", err)
 	}
-	type file struct {
-		path string
-		size int64
-	}
-	var files []file
+	var files []cache.File
 	seen := map[string]bool{}
 	mor := newMergeOnRead(tbl.Metadata(), snap)
 	for _, t := range tasks {
@@ -355,31 +354,14 @@ func (e *Engine) fetchSnapshotAt(ctx context.Context, tbl *table.Table, snap *ta
 			continue
 		}
 		seen[t.File.FilePath()] = true
-		files = append(files, file{t.File.FilePath(), t.File.FileSizeBytes()})
+		files = append(files, cache.File{Location: t.File.FilePath(), Size: t.File.FileSizeBytes()})
 	}
 	fsys, err := tbl.FS(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("opening table file IO: %w", err)
 	}
-	objs := make([]cache.Object, len(files))
-	errs := make([]error, len(files))
-	const parallel = 4
-	sem := make(chan struct{}, parallel)
-	var wg sync.WaitGroup
-	for i, f := range files {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
-			objs[i], errs[i] = e.cache.Fetch(ctx, fsys, f.path, f.size)
-		})
-	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
-		for i, o := range objs {
-			if errs[i] == nil {
-				e.cache.Release(o)
-			}
-		}
+	objs, err := e.cache.FetchAll(ctx, fsys, files, fetchParallel)
+	if err != nil {
 		return nil, nil, err
 	}
 	if err := mor.fetch(ctx, e.cache, fsys); err != nil {
@@ -388,7 +370,7 @@ func (e *Engine) fetchSnapshotAt(ctx context.Context, tbl *table.Table, snap *ta
 	}
 	paths := make([]string, len(files))
 	for i, f := range files {
-		paths[i] = f.path
+		paths[i] = f.Location
 	}
 	mor.setData(paths, objs)
 	return append(objs, mor.delObjs...), mor, nil

@@ -2,12 +2,11 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/table"
+	"golang.org/x/sync/errgroup"
 )
 
 // DefaultManifestEntries bounds the parsed manifest entries kept between refreshes
@@ -46,28 +45,24 @@ func (e *Engine) planSnapshot(ctx context.Context, tbl *table.Table, snap *table
 		}
 	}
 	per := make([][]iceberg.ManifestEntry, len(mans))
-	errs := make([]error, len(mans))
-	sem := make(chan struct{}, 8)
-	var wg sync.WaitGroup
+	var g errgroup.Group
+	g.SetLimit(8)
 	for i, m := range mans {
 		if es, ok := e.files.entries.get(m.FilePath()); ok {
 			per[i] = es
 			continue
 		}
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
+		g.Go(func() error {
 			es, err := m.FetchEntries(fsys, true)
 			if err != nil {
-				errs[i] = fmt.Errorf("reading manifest %s: %w", m.FilePath(), err)
-				return
+				return fmt.Errorf("reading manifest %s: %w", m.FilePath(), err)
 			}
 			per[i] = es
 			e.files.entries.put(m.FilePath(), es)
+			return nil
 		})
 	}
-	wg.Wait()
-	if err := errors.Join(errs...); err != nil {
+	if err := g.Wait(); err != nil {
 		return nil, err
 	}
 	var tasks []table.FileScanTask

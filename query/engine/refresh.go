@@ -7,11 +7,11 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/apache/iceberg-go"
 	"github.com/apache/iceberg-go/table"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/medlake/medlake/query/cache"
 )
@@ -220,16 +220,15 @@ func (e *Engine) ident(name string) table.Identifier {
 // order once every one is done.
 func (e *Engine) prepareAll(ctx context.Context, targets []refreshTarget) []*preparedView {
 	out := make([]*preparedView, len(targets))
-	sem := make(chan struct{}, e.cfg.RefreshParallel)
-	var wg sync.WaitGroup
+	var g errgroup.Group
+	g.SetLimit(e.cfg.RefreshParallel)
 	for i, t := range targets {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
+		g.Go(func() error {
 			out[i] = e.prepare(ctx, t)
+			return nil
 		})
 	}
-	wg.Wait()
+	_ = g.Wait() // each view's error is in its preparedView
 	return out
 }
 
@@ -350,16 +349,15 @@ func (e *Engine) finish(ctx context.Context, prepared []*preparedView) {
 	if len(done) == 0 {
 		return
 	}
-	sem := make(chan struct{}, e.cfg.RefreshParallel)
-	var wg sync.WaitGroup
+	var g errgroup.Group
+	g.SetLimit(e.cfg.RefreshParallel)
 	for _, p := range done {
-		wg.Go(func() {
-			sem <- struct{}{}
-			defer func() { <-sem }()
+		g.Go(func() error {
 			e.meta.note(ctx, p.target.name, p.tbl, p.objs, e.logger)
+			return nil
 		})
 	}
-	wg.Wait()
+	_ = g.Wait() // note logs its own failures
 	e.generation.Add(1)
 	if e.onVisible == nil {
 		return
