@@ -223,11 +223,23 @@ func snapshotOf(tbl *table.Table, v any, asOf bool) (int64, error) {
 	return 0, fmt.Errorf("no snapshot at or before %s", at.UTC().Format(time.RFC3339))
 }
 
+// loadTable loads a table's newest metadata for an admin's history query as a
+// refresh does: from the location the catalog holds, through the engine's shared IO
+// and manifest cache.
 func (e *Engine) loadTable(ctx context.Context, name string) (*table.Table, error) {
-	ident := append(append(table.Identifier{}, e.namespace...), name)
-	tbl, err := e.cat.LoadTable(withValues(ctx, e.values), ident)
+	t := refreshTarget{name: name, ident: e.ident(name)}
+	if e.locator != nil {
+		locs, err := e.locator.TableLocations(ctx, e.namespace)
+		if err != nil {
+			return nil, fmt.Errorf("locating table %s: %w", name, err)
+		}
+		if t.metaLoc = locs[name]; t.metaLoc == "" {
+			return nil, fmt.Errorf("table %s is not in the catalog", name)
+		}
+	}
+	tbl, err := e.loadTarget(ctx, t)
 	if err != nil {
-		return nil, fmt.Errorf("loading table %s: %w", name, err)
+		return nil, fmt.Errorf("table %s: %w", name, err)
 	}
 	return tbl, nil
 }

@@ -266,7 +266,7 @@ func (e *Engine) loadTarget(ctx context.Context, t refreshTarget) (*table.Table,
 		}
 		return tbl, nil
 	}
-	tbl, err := e.cat.LoadTable(ctx, t.ident)
+	tbl, err := e.cat.LoadTable(withValues(ctx, e.values), t.ident)
 	if err != nil {
 		return nil, fmt.Errorf("loading table: %w", err)
 	}
